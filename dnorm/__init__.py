@@ -1,0 +1,12 @@
+"""dnorm: attention normalization schemes on any array-API library.
+
+Softmax attention, the doubly-normalized attention that does not explain away
+its inputs (Ding et al. 2020), their hybrid and Sinkhorn attention, from one
+log-domain implementation that runs on NumPy, CuPy, torch, JAX and Dask.
+"""
+
+from ._api import attention, normalize, received_mass
+from ._validate import SCHEMES
+
+__all__ = ["SCHEMES", "attention", "normalize", "received_mass"]
+__version__ = "0.1.0"

@@ -1,0 +1,293 @@
+"""The public functions: check the arguments, resolve the namespace once, dispatch.
+
+Nothing here computes attention itself: :mod:`dnorm._kernels` does, on any
+array-API namespace, and :mod:`dnorm._fastpath` holds backend fast paths that
+the tests check against the kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+from array_api_compat import device
+
+from . import _validate as check
+from ._docs import shared_docstring
+from ._kernels import blocked
+from ._kernels.scores import block_bounds, from_matrix, from_projections
+
+Array = Any
+
+#: Scores up to this many bytes are materialized; larger ones are processed in blocks.
+MATERIALIZE_BYTES = 256 * 2**20
+#: The automatic block size keeps one block of scores near this many bytes.
+BLOCK_BYTES = 16 * 2**20
+
+
+@shared_docstring
+def normalize(
+    scores: Array,
+    /,
+    scheme: str = "doubly",
+    *,
+    mask: Array | None = None,
+    causal: bool = False,
+    alpha: float | Array = 0.5,
+    n_iter: int = 3,
+    log: bool = False,
+) -> Array:
+    """Attention weights of a scheme, from scores of shape ``(..., T, K)``.
+
+    {schemes}
+
+    Parameters
+    ----------
+    scores : array of shape (..., T, K)
+        Real floating scores ``S``: ``T`` queries, ``K`` keys. ``-inf`` entries
+        are masked.
+    {scheme_param}
+    {mask_param}
+    {causal_param}
+    {alpha_param}
+    {n_iter_param}
+    log : bool, default False
+        Return the log-weights, computed in the log domain (masked entries are
+        ``-inf``; no ``log(0)`` is ever evaluated).
+
+    Returns
+    -------
+    array of shape (..., T, K)
+        Weights ``A`` (rows sum to one; spec THM-ROWS-SUM-TO-ONE), or their
+        logarithm, in the namespace, device and dtype of ``scores``.
+
+    {raises}
+
+    See Also
+    --------
+    attention : the same weights applied to values, optionally in blocks.
+    received_mass : the total weight each key receives.
+
+    Examples
+    --------
+    >>> import numpy as np, dnorm
+    >>> scores = np.array([[4.0, 0.0], [4.0, 0.0]])
+    >>> dnorm.normalize(scores, "softmax").sum(axis=0).round(3)
+    array([1.964, 0.036])
+    >>> dnorm.normalize(scores, "doubly").sum(axis=0)
+    array([1., 1.])
+    """
+    xp = check.namespace(scores=scores, mask=mask, alpha=_array_or_none(alpha))
+    check.floating(scores, "scores", xp=xp)
+    scheme = _options(scheme, causal=causal, n_iter=n_iter)
+    check.flag(log, "log")
+    check.mask(mask, tuple(scores.shape), name="mask", xp=xp)
+    check.alpha(alpha, tuple(scores.shape[:-2]), xp=xp)
+    work, out_dtype = _compute_dtype(scores.dtype, xp=xp)
+    source = from_matrix(_cast(scores, work, xp=xp), mask=_cast_mask(mask, work, xp=xp), causal=causal, xp=xp)
+    result = blocked.weights(
+        source,
+        [(0, scores.shape[-2])],
+        scheme=scheme,
+        causal=causal,
+        alpha=_alpha(alpha, work, scores, xp=xp),
+        n_iter=n_iter,
+        log=log,
+        xp=xp,
+    )
+    return _cast(result, out_dtype, xp=xp)
+
+
+@shared_docstring
+def attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    /,
+    scheme: str = "doubly",
+    *,
+    mask: Array | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    alpha: float | Array = 0.5,
+    n_iter: int = 3,
+    block_size: int | None = None,
+) -> Array:
+    """Attention output ``A @ value`` of a scheme, with ``S = query @ key.T * scale``.
+
+    {schemes}
+
+    Parameters
+    ----------
+    query : array of shape (..., T, D)
+    key : array of shape (..., K, D)
+    value : array of shape (..., K, Dv)
+        The leading dimensions of the three broadcast together.
+    {scheme_param}
+    {mask_param}
+    {causal_param}
+    scale : float, optional
+        Multiplies ``query @ key.T``; defaults to ``1 / sqrt(D)``.
+    {alpha_param}
+    {n_iter_param}
+    block_size : int, optional
+        Query rows per block. The scores are materialized when they fit in
+        256 MiB, else processed in blocks of about 16 MiB; an explicit
+        ``block_size`` decides instead. In blocks, peak memory is
+        ``O((T + K) * D + block_size * K)`` per head (spec: chunked.md); the
+        scores are recomputed once per pass over them (two for ``doubly``,
+        ``n_iter + 1`` for ``sinkhorn``, one for ``softmax`` and the causal
+        variants). Autodiff through blocks keeps every block's intermediates,
+        so gradients cost the memory of the materialized path.
+
+    Returns
+    -------
+    array of shape (..., T, Dv)
+        In the namespace, device and dtype of ``query``. A query that may
+        attend no key gets a zero row.
+
+    {raises}
+
+    See Also
+    --------
+    normalize : the weights themselves.
+    scaled_dot_product_attention : the same with torch's signature.
+    """
+    xp = check.namespace(query=query, key=key, value=value, mask=mask, alpha=_array_or_none(alpha))
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        check.floating(x, name, xp=xp)
+    if not query.dtype == key.dtype == value.dtype:
+        msg = f"query, key and value must share one dtype, got {query.dtype}, {key.dtype}, {value.dtype}"
+        raise TypeError(msg)
+    if query.shape[-1] != key.shape[-1]:
+        msg = f"query and key must have the same feature size D, got {query.shape[-1]} and {key.shape[-1]}"
+        raise ValueError(msg)
+    if key.shape[-2] != value.shape[-2]:
+        msg = f"key and value must have the same length K, got {key.shape[-2]} and {value.shape[-2]}"
+        raise ValueError(msg)
+    lead = check.broadcast_shapes(
+        {"query": query.shape[:-2], "key": key.shape[:-2], "value": value.shape[:-2]}, "leading dimensions"
+    )
+    n_queries, n_keys = query.shape[-2], key.shape[-2]
+    scheme = _options(scheme, causal=causal, n_iter=n_iter)
+    factor = check.scale(scale, query.shape[-1])
+    check.mask(mask, (*lead, n_queries, n_keys), name="mask", xp=xp)
+    check.alpha(alpha, lead, xp=xp)
+    if block_size is not None:
+        check.positive_int(block_size, "block_size")
+    work, out_dtype = _compute_dtype(query.dtype, xp=xp)
+    q, k, v = (_cast(x, work, xp=xp) for x in (query, key, value))
+    work_mask = _cast_mask(mask, work, xp=xp)
+    rows = block_size or _auto_block_size(lead, n_queries, n_keys, xp.finfo(work).bits // 8)
+    if rows >= n_queries:
+        scores = xp.matmul(q, xp.matrix_transpose(k)) * factor
+        source = from_matrix(scores, mask=work_mask, causal=causal, xp=xp)
+    else:
+        source = from_projections(q, k, scale=factor, mask=work_mask, causal=causal, xp=xp)
+    out = blocked.attend(
+        source,
+        v,
+        block_bounds(n_queries, rows),
+        scheme=scheme,
+        causal=causal,
+        alpha=_alpha(alpha, work, query, xp=xp),
+        n_iter=n_iter,
+        xp=xp,
+    )
+    return _cast(out, out_dtype, xp=xp)
+
+
+def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
+    """Total attention each key receives: ``m_j = sum_i A[i, j]`` (spec DEF-RECEIVED-MASS).
+
+    Parameters
+    ----------
+    weights : array of shape (..., T, K)
+        Attention weights, for instance from :func:`normalize`.
+    mask : array, optional
+        Which entries count, broadcastable to ``(..., T, K)``: boolean (True =
+        counted) or floating (entries that are ``-inf`` do not count), as the
+        attention mask. Use it to leave out padding queries.
+
+    Returns
+    -------
+    array of shape (..., K)
+        In the namespace, device and dtype of ``weights``. Rows of every
+        scheme sum to one, so the masses sum to ``T``.
+
+    Raises
+    ------
+    TypeError
+        For non-floating ``weights``, a mask of another dtype or library.
+    ValueError
+        For fewer than two dimensions or a mask that does not broadcast.
+
+    Examples
+    --------
+    >>> import numpy as np, dnorm
+    >>> dnorm.received_mass(np.array([[0.5, 0.5], [1.0, 0.0]]))
+    array([1.5, 0.5])
+    """
+    xp = check.namespace(weights=weights, mask=mask)
+    check.floating(weights, "weights", xp=xp)
+    check.mask(mask, tuple(weights.shape), name="mask", xp=xp)
+    work, out_dtype = _compute_dtype(weights.dtype, xp=xp)
+    w = _cast(weights, work, xp=xp)
+    if mask is not None:
+        counted = mask if xp.isdtype(mask.dtype, "bool") else mask != -xp.inf
+        w = xp.where(counted, w, 0.0)
+    return _cast(xp.sum(w, axis=-2), out_dtype, xp=xp)
+
+
+def _options(scheme: object, /, *, causal: object, n_iter: object) -> str:
+    """Check the options every scheme function takes; return the scheme name."""
+    name = check.scheme(scheme)
+    check.flag(causal, "causal")
+    check.positive_int(n_iter, "n_iter")
+    if causal and name == "sinkhorn":
+        msg = (
+            "scheme='sinkhorn' has no strictly causal definition: use causal=False with an "
+            "explicit triangular mask (bidirectional), or scheme='doubly' with causal=True"
+        )
+        raise NotImplementedError(msg)
+    return name
+
+
+def _array_or_none(alpha: object) -> Array | None:
+    return None if isinstance(alpha, Real) else alpha
+
+
+def _compute_dtype(dtype: Any, /, *, xp: Any) -> tuple[Any, Any]:
+    """(dtype to compute in, dtype to return): half precision computes in float32."""
+    if dtype == xp.float64 or dtype == xp.float32:
+        return dtype, dtype
+    return xp.float32, dtype
+
+
+def _cast(x: Array, dtype: Any, /, *, xp: Any) -> Array:
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+def _cast_mask(mask: Array | None, dtype: Any, /, *, xp: Any) -> Array | None:
+    """The mask with at least two dimensions, floating masks in the compute dtype."""
+    if mask is None:
+        return None
+    if mask.ndim < 2:
+        mask = xp.reshape(mask, (1,) * (2 - mask.ndim) + tuple(mask.shape))
+    return mask if xp.isdtype(mask.dtype, "bool") else _cast(mask, dtype, xp=xp)
+
+
+def _alpha(alpha: float | Array, dtype: Any, like: Array, /, *, xp: Any) -> Array:
+    """``alpha`` as an array of the compute dtype, broadcasting over ``(..., T, K)``."""
+    if isinstance(alpha, Real):
+        return xp.asarray(float(alpha), dtype=dtype, device=device(like))
+    return xp.reshape(_cast(alpha, dtype, xp=xp), (*alpha.shape, 1, 1))
+
+
+def _auto_block_size(lead: tuple[int, ...], n_queries: int, n_keys: int, itemsize: int) -> int:
+    """All rows when the scores fit :data:`MATERIALIZE_BYTES`, else a block of :data:`BLOCK_BYTES`."""
+    row_bytes = math.prod(lead) * n_keys * itemsize
+    if row_bytes * n_queries <= MATERIALIZE_BYTES:
+        return n_queries
+    return max(1, BLOCK_BYTES // max(row_bytes, 1))

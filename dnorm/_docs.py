@@ -1,0 +1,75 @@
+"""Docstring sections shared by the public functions, so each is written once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
+_SECTIONS = {
+    "schemes": """Every scheme is a row softmax of the scores plus a per-key bias
+    (spec DEF-SOFTMAX, DEF-DNAS, DEF-HYBRID, DEF-SINKHORN):
+
+    * ``"softmax"``: ``A[i, j] = exp(S[i, j]) / sum_j' exp(S[i, j'])``.
+    * ``"doubly"`` (the default; doubly-normalized attention, Ding et al. 2020):
+      normalize over the queries, then over the keys, computed as
+      ``rowsoftmax(S - c)`` with ``c_j = logsumexp_i S[i, j]`` over the
+      queries allowed to see key ``j`` (spec THM-DNAS-AS-BIASED-SOFTMAX).
+      Every key receives a mass ``sum_i A[i, j] >= 1 / K``
+      (spec THM-MASS-LOWER-BOUND): no key is explained away.
+    * ``"hybrid"``: ``alpha * doubly + (1 - alpha) * softmax``; masses are at
+      least ``alpha / K`` (spec THM-HYBRID-MASS-BOUND).
+    * ``"sinkhorn"``: ``n_iter`` alternating column and row normalizations,
+      column first, in the log domain; ``n_iter=1`` is ``"doubly"`` exactly.
+
+    All of it is computed in the log domain: the column statistic is kept as
+    (column max, log-sum) and applied as ``(S - max) - log(sum)``, and no
+    product of probabilities that could underflow is ever formed
+    (spec numerics.md).""",
+    "scheme_param": """scheme : {"doubly", "softmax", "hybrid", "sinkhorn"}, default "doubly"
+        The normalization scheme.""",
+    "mask_param": """mask : array, optional
+        Broadcastable to ``(..., T, K)``, as in torch's
+        ``scaled_dot_product_attention``: boolean (True = may attend) or
+        floating (added to the scores). A query with no allowed key gets an
+        all-zero row; a key no query may see gets zero mass. Passing a
+        triangular mask gives the bidirectional masked definition, whose
+        column statistic reads later queries (spec THM-MASKED-DNAS-NOT-CAUSAL).""",
+    "causal_param": """causal : bool, default False
+        Top-left aligned causal mask, combined with ``mask`` (a key must be
+        allowed by both), and strict causality: row ``i`` depends on no query,
+        key or value after position ``i`` (spec THM-STRICT-CAUSALITY). For
+        ``"doubly"`` and ``"hybrid"`` the column statistic becomes the running
+        ``C[i, j] = logsumexp_{j <= i' <= i} S[i', j]`` (spec DEF-CAUSAL-DNAS), so
+        each key's mass is normalized over the queries seen so far.
+        ``"sinkhorn"`` has no causal form and raises ``NotImplementedError``.""",
+    "alpha_param": """alpha : float or array, default 0.5
+        Weight of ``"doubly"`` in ``"hybrid"``, in [0, 1]: a number, or a real
+        floating array broadcastable to the leading (batch, head) dimensions,
+        for instance one value per head; differentiable. Ignored by the other
+        schemes. Array values are range-checked unless the array is lazy (JAX,
+        Dask), where reading them would force a computation.""",
+    "n_iter_param": """n_iter : int, default 3
+        Column normalizations of ``"sinkhorn"``, at least 1. Ignored by the
+        other schemes.""",
+    "raises": """Raises
+    ------
+    TypeError
+        For non-floating or complex arrays, arrays of different libraries, and
+        options of the wrong type; the message names the argument.
+    ValueError
+        For shapes that do not fit together, an unknown scheme, ``alpha``
+        outside [0, 1] (NaN included) and ``n_iter < 1``.
+    NotImplementedError
+        For ``scheme="sinkhorn"`` with ``causal=True``.""",
+}
+
+
+def shared_docstring(func: F) -> F:
+    """Fill the ``{name}`` placeholders of ``func``'s docstring with the shared sections."""
+    doc = func.__doc__ or ""
+    for name, text in _SECTIONS.items():
+        doc = doc.replace("{" + name + "}", text)
+    func.__doc__ = doc
+    return func

@@ -1,0 +1,118 @@
+"""Log-sum-exp statistics in the log domain (spec: numerics.md).
+
+A :class:`LogSumExp` keeps ``log(sum(exp(x)))`` over some axis as the pair
+``(max, sum)`` with ``sum = sum(exp(x - finite(max)))``.  Keeping the pair,
+rather than the single number ``max + log(sum)``, lets a bias be applied as
+``(x - max) - log(sum)``: the first difference is exact near the maximum, so
+no precision is lost to the magnitude of the scores (1e4 and more).
+
+The empty reduction (every entry ``-inf``) is ``max = -inf, sum = 0``; every
+function here maps it to ``-inf`` log-weights and never to NaN, in values or in
+gradients.  NaN entries propagate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from array_api_compat import device
+
+Array = Any
+
+
+class LogSumExp(NamedTuple):
+    """``log(sum(exp(x)))`` kept as ``(max, sum)``; ``max`` is ``-inf`` if empty."""
+
+    max: Array
+    sum: Array
+
+
+def finite(m: Array, /, *, xp: Any) -> Array:
+    """``m`` with infinities replaced by 0: a shift that never makes NaN."""
+    return xp.where(xp.isinf(m), 0.0, m)
+
+
+def safe_log(s: Array, /, *, xp: Any) -> Array:
+    """``log(s)`` for ``s >= 0`` with ``log(0) = -inf``, no warning, finite gradient."""
+    zero = s == 0
+    return xp.where(zero, -xp.inf, xp.log(xp.where(zero, 1.0, s)))
+
+
+def reduce(x: Array, /, *, axis: int, xp: Any) -> LogSumExp:
+    """Statistics of ``x`` reduced over ``axis`` (kept as a length-1 axis)."""
+    m = xp.max(x, axis=axis, keepdims=True)
+    return LogSumExp(m, xp.sum(xp.exp(x - finite(m, xp=xp)), axis=axis, keepdims=True))
+
+
+def pointwise(x: Array, /, *, xp: Any) -> LogSumExp:
+    """Statistics of each entry of ``x`` on its own (the start of a scan)."""
+    return LogSumExp(x, xp.exp(x - finite(x, xp=xp)))
+
+
+def empty_like(stats: LogSumExp, /, *, xp: Any) -> LogSumExp:
+    """The statistics of an empty reduction, shaped like ``stats``."""
+    return LogSumExp(xp.full_like(stats.max, -xp.inf), xp.zeros_like(stats.sum))
+
+
+def merge(a: LogSumExp, b: LogSumExp, /, *, xp: Any) -> LogSumExp:
+    """Statistics of the union of two reductions (the online log-sum-exp step).
+
+    Merging with an empty reduction returns the other one bit for bit.
+    """
+    m = xp.maximum(a.max, b.max)
+    shift = finite(m, xp=xp)
+    return LogSumExp(
+        m,
+        a.sum * xp.exp(a.max - shift) + b.sum * xp.exp(b.max - shift),
+    )
+
+
+def value(stats: LogSumExp, /, *, xp: Any) -> Array:
+    """``log(sum(exp(x)))`` as one array: ``-inf`` for an empty reduction."""
+    return finite(stats.max, xp=xp) + safe_log(stats.sum, xp=xp)
+
+
+def subtract(x: Array, stats: LogSumExp, /, *, xp: Any) -> Array:
+    """``x - log(sum(exp(.)))`` computed as ``(x - max) - log(sum)``.
+
+    Where the statistic is empty both parts are 0, so masked (``-inf``)
+    entries of ``x`` stay ``-inf`` instead of becoming NaN.
+    """
+    log_sum = xp.log(xp.where(stats.sum == 0, 1.0, stats.sum))
+    return (x - finite(stats.max, xp=xp)) - log_sum
+
+
+def log_softmax(x: Array, /, *, axis: int, xp: Any) -> Array:
+    """Stable ``log(softmax(x))`` over ``axis``; an all ``-inf`` slice stays ``-inf``."""
+    return subtract(x, reduce(x, axis=axis, xp=xp), xp=xp)
+
+
+def cumulative(x: Array, /, *, axis: int, xp: Any) -> LogSumExp:
+    """Running statistics along ``axis``: entry ``i`` reduces ``x[..., :i+1, ...]``.
+
+    A Hillis-Steele scan of :func:`merge`: ``ceil(log2(n))`` elementwise
+    steps, each combining an entry only with an earlier one, so entry ``i``
+    never reads anything after ``i`` and the arithmetic that produces it does
+    not depend on what comes later (the strictly causal statistic).
+    """
+    stats = pointwise(x, xp=xp)
+    n = x.shape[axis]
+    step = 1
+    while step < n:
+        earlier = LogSumExp(
+            _shift_along(stats.max, step, axis, -xp.inf, xp=xp),
+            _shift_along(stats.sum, step, axis, 0.0, xp=xp),
+        )
+        stats = merge(stats, earlier, xp=xp)
+        step *= 2
+    return stats
+
+
+def _shift_along(a: Array, step: int, axis: int, fill: float, /, *, xp: Any) -> Array:
+    """``a`` moved ``step`` places forward along ``axis``, the front filled with ``fill``."""
+    axis = axis % a.ndim
+    head_shape = a.shape[:axis] + (step,) + a.shape[axis + 1 :]
+    head = xp.full(head_shape, fill, dtype=a.dtype, device=device(a))
+    body = a[(slice(None),) * axis + (slice(0, a.shape[axis] - step), ...)]
+    return xp.concat((head, body), axis=axis)
+

@@ -1,0 +1,64 @@
+"""The biased row softmax: attention weights of one block of query rows.
+
+Given the block's masked scores ``S`` and its column statistic ``c`` (see
+:mod:`.bias`), every scheme is a row log-softmax of ``S`` or of ``S - c``
+(spec: THM-DNAS-AS-BIASED-SOFTMAX); ``hybrid`` mixes the two from the same
+block of scores (spec: DEF-HYBRID).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import logsumexp as lse
+
+Array = Any
+
+
+def weights(
+    block: Array,
+    column: lse.LogSumExp | None,
+    /,
+    *,
+    scheme: str,
+    alpha: Array | None,
+    log: bool,
+    xp: Any,
+) -> Array:
+    """Weights (``log=False``) or log-weights of one block of masked scores."""
+    if scheme == "softmax":
+        log_w = lse.log_softmax(block, axis=-1, xp=xp)
+    elif scheme in ("doubly", "sinkhorn"):
+        log_w = _biased_log_softmax(block, column, xp=xp)
+    else:
+        doubly = _biased_log_softmax(block, column, xp=xp)
+        softmax = lse.log_softmax(block, axis=-1, xp=xp)
+        if not log:
+            return alpha * xp.exp(doubly) + (1 - alpha) * xp.exp(softmax)
+        log_w = _log_mix(doubly, softmax, alpha, xp=xp)
+    return log_w if log else xp.exp(log_w)
+
+
+def _biased_log_softmax(block: Array, column: lse.LogSumExp | None, /, *, xp: Any) -> Array:
+    assert column is not None, "schemes with a bias need their column statistic"
+    return lse.log_softmax(lse.subtract(block, column, xp=xp), axis=-1, xp=xp)
+
+
+def _log_mix(a: Array, b: Array, alpha: Array, /, *, xp: Any) -> Array:
+    """``log(alpha * exp(a) + (1 - alpha) * exp(b))`` without ``log(0)``.
+
+    Scaling by the larger of ``exp(a)``, ``exp(b)`` keeps the mixture at least
+    ``min(alpha, 1 - alpha)``, so its logarithm is exact, gradients included,
+    unless ``alpha`` is 0 or 1; there the mixture may underflow and the same
+    sum is taken with the weights in the log domain instead.
+    """
+    linear = _log_sum_2(a, b, alpha, 1 - alpha, xp=xp)
+    log_alpha, log_beta = lse.safe_log(alpha, xp=xp), lse.safe_log(1 - alpha, xp=xp)
+    in_logs = _log_sum_2(a + log_alpha, b + log_beta, 1.0, 1.0, xp=xp)
+    return xp.where(xp.isinf(linear) & ~xp.isinf(in_logs), in_logs, linear)
+
+
+def _log_sum_2(a: Array, b: Array, wa: Any, wb: Any, /, *, xp: Any) -> Array:
+    """``log(wa * exp(a) + wb * exp(b))`` shifted by the larger of ``a``, ``b``."""
+    shift = lse.finite(xp.maximum(a, b), xp=xp)
+    return shift + lse.safe_log(wa * xp.exp(a - shift) + wb * xp.exp(b - shift), xp=xp)
