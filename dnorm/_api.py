@@ -278,7 +278,7 @@ def _cast_mask(mask: Array | None, dtype: Any, /, *, xp: Any) -> Array | None:
     return mask if xp.isdtype(mask.dtype, "bool") else _cast(mask, dtype, xp=xp)
 
 
-def _alpha(alpha: float | Array, dtype: Any, like: Array, /, *, xp: Any) -> Array:
+def _alpha(alpha: Array, dtype: Any, like: Array, /, *, xp: Any) -> Array:
     """``alpha`` as an array of the compute dtype, broadcasting over ``(..., T, K)``."""
     if isinstance(alpha, Real):
         return xp.asarray(float(alpha), dtype=dtype, device=device(like))

@@ -92,9 +92,7 @@ def scale(value: object, head_dim: int, /) -> float:
 
 def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...], name: str, what: str, /) -> None:
     """``shape`` broadcasts to ``target`` without enlarging it."""
-    ok = len(shape) <= len(target) and all(
-        s in (1, t) for s, t in zip(shape[::-1], target[::-1], strict=False)
-    )
+    ok = len(shape) <= len(target) and all(s in (1, t) for s, t in zip(shape[::-1], target[::-1], strict=False))
     if not ok:
         msg = f"{name} of shape {shape} does not broadcast to the {what} shape {target}"
         raise ValueError(msg)
@@ -129,7 +127,7 @@ def alpha(value: object, lead: tuple[int, ...], /, *, xp: Any) -> None:
         msg = f"alpha must be a number in [0, 1] or an array, got {value!r}"
         raise TypeError(msg)
     if isinstance(value, Real):
-        if not 0.0 <= value <= 1.0:  # NaN fails this too
+        if not 0.0 <= float(value) <= 1.0:  # NaN fails this too
             msg = f"alpha must be in [0, 1], got {value}"
             raise ValueError(msg)
         return

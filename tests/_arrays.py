@@ -6,15 +6,17 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from array_api_compat import is_cupy_array, is_dask_array, is_torch_array
+from array_api_compat import is_cupy_array, is_dask_array, is_dask_namespace, is_torch_array
 
 
 def to_xp(xp: ModuleType, a: Any, /, *, dtype: Any = None) -> Any:
     """``a`` (NumPy or nested lists) as an array of ``xp``; Dask arrays get several chunks."""
     a = np.asarray(a)
-    if xp.__name__ == "dask.array":
+    if is_dask_namespace(xp):
+        import dask.array
+
         chunks = tuple(max(1, (n + 1) // 2) for n in a.shape)
-        out = xp.from_array(a, chunks=chunks)
+        out = xp.asarray(dask.array.from_array(a, chunks=chunks))
     else:
         out = xp.asarray(a)
     return out if dtype is None else xp.astype(out, dtype)
@@ -34,7 +36,3 @@ def to_np(x: Any, /) -> np.ndarray:
         return np.asarray(x)
     except (TypeError, ValueError, RuntimeError):
         return np.from_dlpack(x)
-
-
-def is_lazy(xp: ModuleType) -> bool:
-    return xp.__name__ in ("jax.numpy", "dask.array")

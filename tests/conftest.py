@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
+from array_api_compat import array_namespace
 from array_api_extra.testing import patch_lazy_xp_functions
 from hypothesis import HealthCheck, settings
 
@@ -44,8 +45,8 @@ def _import_backend(name: str) -> ModuleType:
 
 @pytest.fixture(params=BACKENDS)
 def xp(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
-    """The array library of the test, patched for lazy testing of tagged functions."""
+    """The array-API namespace of the test, patched for lazy testing of tagged functions."""
     module = _import_backend(request.param)
-    with patch_lazy_xp_functions(request, xp=module):
-        yield module
-
+    namespace = array_namespace(module.asarray([0.0]))
+    with patch_lazy_xp_functions(request, xp=namespace):
+        yield namespace

@@ -8,61 +8,73 @@ Every scheme is ``row_softmax(S - c)`` for some column statistic ``c``
 * strictly causal ``doubly``: ``C[i, j] = logsumexp_{i' <= i} S[i', j]``, a running
   statistic along the query axis, carried from one block of queries to the next.
 
-The statistics are accumulated over blocks of query rows, so the same code
-serves the materialized path (one block) and the chunked path.
+Each returns a :data:`Bias`, the function that subtracts the statistic from a
+block of scores in the log domain.  The statistics are accumulated over blocks
+of query rows, so the same code serves the materialized path (one block) and
+the chunked path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import logsumexp as lse
 from .scores import Scores
 
 Array = Any
+#: Subtracts a column statistic from a block of scores: ``block -> block - c``.
+Bias = Callable[[Array], Array]
 
 
-def columns(scores: Scores, bounds: list[tuple[int, int]], /, *, xp: Any) -> lse.LogSumExp:
-    """``logsumexp`` of every column over all query rows, shape ``(..., 1, K)``."""
-    stats = [lse.reduce(scores.rows(start, stop), axis=-2, xp=xp) for start, stop in bounds]
-    return _merge_all(stats, xp=xp)
+def columns(scores: Scores, bounds: list[tuple[int, int]], /, *, xp: Any) -> Bias:
+    """``c_j = logsumexp`` of column ``j`` over all query rows (the DNAS bias)."""
+    stats = _column_stats(scores, bounds, xp=xp)
+    return lambda block: lse.subtract(block, stats, xp=xp)
 
 
-def sinkhorn(
-    scores: Scores, bounds: list[tuple[int, int]], /, *, n_iter: int, xp: Any
-) -> lse.LogSumExp:
+def sinkhorn(scores: Scores, bounds: list[tuple[int, int]], /, *, n_iter: int, xp: Any) -> Bias:
     """The column statistic after ``n_iter`` column normalizations, column first.
 
     Round one is :func:`columns` itself, so ``n_iter=1`` is ``doubly`` bit for
-    bit.  Each further round is one pass over the blocks: the row statistic of
-    ``S - c`` is local to a block, and the block's share of the next column
-    statistic ``colLSE(S - r)`` is merged in at once.
+    bit.  Later rounds work on the column-centred scores ``D = S - M``, ``M``
+    the column maximum, so that no offset of a few units is ever added to
+    scores of magnitude 1e4 and rounded away.  Each round is one pass over the
+    blocks: the row statistic of ``D - c`` is local to a block, and the block's
+    share of the next ``colLSE(D - r)`` is merged in at once.
     """
-    stats = columns(scores, bounds, xp=xp)
+    first = _column_stats(scores, bounds, xp=xp)
+    if n_iter == 1:
+        return lambda block: lse.subtract(block, first, xp=xp)
+    shift = lse.finite(first.max, xp=xp)
+    stats = lse.LogSumExp(xp.zeros_like(first.max), first.sum)
     for _ in range(n_iter - 1):
         shares = []
         for start, stop in bounds:
-            block = scores.rows(start, stop)
-            row = lse.reduce(lse.subtract(block, stats, xp=xp), axis=-1, xp=xp)
-            shares.append(lse.reduce(lse.subtract(block, row, xp=xp), axis=-2, xp=xp))
+            centred = scores.rows(start, stop) - shift
+            row = lse.reduce(lse.subtract(centred, stats, xp=xp), axis=-1, xp=xp)
+            shares.append(lse.reduce(lse.subtract(centred, row, xp=xp), axis=-2, xp=xp))
         stats = _merge_all(shares, xp=xp)
-    return stats
+    final = stats
+    return lambda block: lse.subtract(block - shift, final, xp=xp)
 
 
-def causal_columns(
-    block: Array, carry: lse.LogSumExp | None, /, *, xp: Any
-) -> tuple[lse.LogSumExp, lse.LogSumExp]:
-    """Running column statistics of one block of causally masked scores.
+def causal_columns(block: Array, carry: lse.LogSumExp | None, /, *, xp: Any) -> tuple[Bias, lse.LogSumExp]:
+    """The running column statistic of one block of causally masked scores.
 
-    Returns the per-row statistics ``C[i, j]`` for the block's rows, shape
-    ``(..., n, K)``, and the carry for the next block (the statistic of the
-    block's last row).  Row ``i`` reads only rows ``<= i``.
+    Returns the bias ``C[i, j]`` for the block's rows and the carry for the
+    next block (the statistic of the block's last row).  Row ``i`` reads only
+    rows ``<= i``.
     """
     running = lse.cumulative(block, axis=-2, xp=xp)
     if carry is not None:
         running = lse.merge(carry, running, xp=xp)
     last = lse.LogSumExp(running.max[..., -1:, :], running.sum[..., -1:, :])
-    return running, last
+    return (lambda rows: lse.subtract(rows, running, xp=xp)), last
+
+
+def _column_stats(scores: Scores, bounds: list[tuple[int, int]], /, *, xp: Any) -> lse.LogSumExp:
+    return _merge_all([lse.reduce(scores.rows(start, stop), axis=-2, xp=xp) for start, stop in bounds], xp=xp)
 
 
 def _merge_all(stats: list[lse.LogSumExp], /, *, xp: Any) -> lse.LogSumExp:

@@ -111,8 +111,7 @@ def cumulative(x: Array, /, *, axis: int, xp: Any) -> LogSumExp:
 def _shift_along(a: Array, step: int, axis: int, fill: float, /, *, xp: Any) -> Array:
     """``a`` moved ``step`` places forward along ``axis``, the front filled with ``fill``."""
     axis = axis % a.ndim
-    head_shape = a.shape[:axis] + (step,) + a.shape[axis + 1 :]
+    head_shape = (*a.shape[:axis], step, *a.shape[axis + 1 :])
     head = xp.full(head_shape, fill, dtype=a.dtype, device=device(a))
-    body = a[(slice(None),) * axis + (slice(0, a.shape[axis] - step), ...)]
+    body = a[(*(slice(None),) * axis, slice(0, a.shape[axis] - step), ...)]
     return xp.concat((head, body), axis=axis)
-

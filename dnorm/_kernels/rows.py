@@ -11,27 +11,31 @@ from __future__ import annotations
 from typing import Any
 
 from . import logsumexp as lse
+from .bias import Bias
 
 Array = Any
 
 
 def weights(
     block: Array,
-    column: lse.LogSumExp | None,
+    bias: Bias | None,
     /,
     *,
     scheme: str,
-    alpha: Array | None,
+    alpha: Array,
     log: bool,
     xp: Any,
 ) -> Array:
-    """Weights (``log=False``) or log-weights of one block of masked scores."""
+    """Weights (``log=False``) or log-weights of one block of masked scores.
+
+    ``bias`` subtracts the block's column statistic; ``None`` for ``softmax``.
+    """
     if scheme == "softmax":
         log_w = lse.log_softmax(block, axis=-1, xp=xp)
     elif scheme in ("doubly", "sinkhorn"):
-        log_w = _biased_log_softmax(block, column, xp=xp)
+        log_w = _biased_log_softmax(block, bias, xp=xp)
     else:
-        doubly = _biased_log_softmax(block, column, xp=xp)
+        doubly = _biased_log_softmax(block, bias, xp=xp)
         softmax = lse.log_softmax(block, axis=-1, xp=xp)
         if not log:
             return alpha * xp.exp(doubly) + (1 - alpha) * xp.exp(softmax)
@@ -39,9 +43,9 @@ def weights(
     return log_w if log else xp.exp(log_w)
 
 
-def _biased_log_softmax(block: Array, column: lse.LogSumExp | None, /, *, xp: Any) -> Array:
-    assert column is not None, "schemes with a bias need their column statistic"
-    return lse.log_softmax(lse.subtract(block, column, xp=xp), axis=-1, xp=xp)
+def _biased_log_softmax(block: Array, bias: Bias | None, /, *, xp: Any) -> Array:
+    assert bias is not None, "schemes with a bias need their column statistic"
+    return lse.log_softmax(bias(block), axis=-1, xp=xp)
 
 
 def _log_mix(a: Array, b: Array, alpha: Array, /, *, xp: Any) -> Array:

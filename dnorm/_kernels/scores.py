@@ -42,9 +42,7 @@ def from_matrix(scores: Array, /, *, mask: Array | None, causal: bool, xp: Any) 
     return Scores(scores.shape[-2], lru_cache(maxsize=1)(rows))
 
 
-def from_projections(
-    query: Array, key: Array, /, *, scale: float, mask: Array | None, causal: bool, xp: Any
-) -> Scores:
+def from_projections(query: Array, key: Array, /, *, scale: float, mask: Array | None, causal: bool, xp: Any) -> Scores:
     """Scores ``query @ key.T * scale`` computed one block of queries at a time."""
     key_t = xp.matrix_transpose(key)
 
@@ -65,10 +63,7 @@ def _masked(block: Array, start: int, /, *, mask: Array | None, causal: bool, xp
     n, k = block.shape[-2:]
     if mask is not None:
         rows = mask if mask.shape[-2] == 1 else mask[..., start : start + n, :]
-        if xp.isdtype(mask.dtype, "bool"):
-            block = xp.where(rows, block, -xp.inf)
-        else:
-            block = block + rows
+        block = xp.where(rows, block, -xp.inf) if xp.isdtype(mask.dtype, "bool") else block + rows
     if causal:
         dev = device(block)
         query_pos = xp.arange(start, start + n, device=dev)[:, None]
