@@ -8,40 +8,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _arrays import to_np, to_xp
-from array_api_compat import is_dask_namespace, is_jax_namespace
+from _strategies import check_property, scores_and_masks
 from array_api_extra.testing import lazy_xp_function
-from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from dnorm import SCHEMES, normalize, received_mass
 
 lazy_xp_function(normalize)
 
-MAGNITUDE = 1e4
 # float32 results: the bounds hold up to a few roundings (spec THM-MASS-BOUND-FLOAT)
 REL = 1e-5
-# JAX compiles and Dask builds a graph for every example: fewer examples there
-LAZY_EXAMPLES = 6
-
-
-@st.composite
-def scores_and_masks(draw, *, with_mask: bool = True):
-    """float32 scores of shape (H, T, K), values up to 1e4 (ties allowed), and a sparse random mask."""
-    h, t, k = draw(st.integers(1, 2)), draw(st.integers(1, 7)), draw(st.integers(1, 7))
-    scale = draw(st.sampled_from([1.0, 30.0, MAGNITUDE]))
-    unit = st.floats(-1.0, 1.0, width=32, allow_subnormal=False)
-    scores = draw(hnp.arrays(np.float32, (h, t, k), elements=unit)) * np.float32(scale)
-    mask = draw(hnp.arrays(np.bool_, (h, t, k))) if with_mask and draw(st.booleans()) else None
-    return scores, mask
-
-
-def check_property(xp, strategy, check) -> None:
-    """Run ``check`` on examples drawn from ``strategy``; fewer examples on the lazy backends."""
-    lazy = is_jax_namespace(xp) or is_dask_namespace(xp)
-    examples = LAZY_EXAMPLES if lazy else settings().max_examples
-    settings(max_examples=examples)(given(strategy)(check))()
-
 
 def weights(xp, scores, mask, scheme, **kwargs) -> np.ndarray:
     m = None if mask is None else to_xp(xp, mask)
