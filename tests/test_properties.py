@@ -19,6 +19,7 @@ lazy_xp_function(normalize)
 # float32 results: the bounds hold up to a few roundings (spec THM-MASS-BOUND-FLOAT)
 REL = 1e-5
 
+
 def weights(xp, scores, mask, scheme, **kwargs) -> np.ndarray:
     m = None if mask is None else to_xp(xp, mask)
     w = normalize(to_xp(xp, scores), scheme, mask=m, **kwargs)
