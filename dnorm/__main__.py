@@ -1,0 +1,5 @@
+"""``python -m dnorm``: the command line of :mod:`dnorm.cli`."""
+
+from .cli import main
+
+raise SystemExit(main())
