@@ -22,7 +22,9 @@ Array = Any
 
 #: Scores up to this many bytes are materialized; larger ones are processed in blocks.
 MATERIALIZE_BYTES = 256 * 2**20
-#: The automatic block size keeps one block of scores near this many bytes.
+#: Materialized scores are still normalized in blocks of rows of about this many bytes, to stay in cache.
+CACHE_BYTES = 2 * 2**20
+#: The chunked path keeps one block of scores near this many bytes.
 BLOCK_BYTES = 16 * 2**20
 
 
@@ -178,13 +180,16 @@ def attention(
         check.positive_int(block_size, "block_size")
     work, out_dtype = _compute_dtype(query.dtype, xp=xp)
     q, k, v = (_cast(x, work, xp=xp) for x in (query, key, value))
+    q = q * factor  # the scale on the (T, D) queries rather than the (T, K) scores
     work_mask = _cast_mask(mask, work, xp=xp)
-    rows = block_size or _auto_block_size(lead, n_queries, n_keys, xp.finfo(work).bits // 8)
-    if rows >= n_queries:
-        scores = xp.matmul(q, xp.matrix_transpose(k)) * factor
+    row_bytes = math.prod(lead) * n_keys * (xp.finfo(work).bits // 8)
+    if block_size is None and row_bytes * n_queries <= MATERIALIZE_BYTES:
+        scores = xp.matmul(q, xp.matrix_transpose(k))
         source = from_matrix(scores, mask=work_mask, causal=causal, xp=xp)
+        rows = _rows_within(CACHE_BYTES, row_bytes)
     else:
-        source = from_projections(q, k, scale=factor, mask=work_mask, causal=causal, xp=xp)
+        source = from_projections(q, k, mask=work_mask, causal=causal, xp=xp)
+        rows = block_size or _rows_within(BLOCK_BYTES, row_bytes)
     out = blocked.attend(
         source,
         v,
@@ -285,12 +290,9 @@ def _alpha(alpha: Array, dtype: Any, like: Array, /, *, xp: Any) -> Array:
     return xp.reshape(_cast(alpha, dtype, xp=xp), (*alpha.shape, 1, 1))
 
 
-def _auto_block_size(lead: tuple[int, ...], n_queries: int, n_keys: int, itemsize: int) -> int:
-    """All rows when the scores fit :data:`MATERIALIZE_BYTES`, else a block of :data:`BLOCK_BYTES`."""
-    row_bytes = math.prod(lead) * n_keys * itemsize
-    if row_bytes * n_queries <= MATERIALIZE_BYTES:
-        return n_queries
-    return max(1, BLOCK_BYTES // max(row_bytes, 1))
+def _rows_within(budget: int, row_bytes: int) -> int:
+    """The number of query rows whose scores take at most ``budget`` bytes (at least one)."""
+    return max(1, budget // max(row_bytes, 1))
 
 
 @shared_docstring

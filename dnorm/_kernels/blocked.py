@@ -30,9 +30,10 @@ def weights(
     xp: Any,
 ) -> Array:
     """The ``(..., T, K)`` attention weights, or log-weights with ``log=True``."""
-    blocks = list(
-        _weight_blocks(scores, bounds, scheme=scheme, causal=causal, alpha=alpha, n_iter=n_iter, log=log, xp=xp)
-    )
+    blocks = [
+        rows.weights(block, column, scheme=scheme, alpha=alpha, log=log, xp=xp)
+        for block, column in _biased_blocks(scores, bounds, scheme=scheme, causal=causal, n_iter=n_iter, xp=xp)
+    ]
     return _concat(blocks, xp=xp)
 
 
@@ -49,22 +50,24 @@ def attend(
     xp: Any,
 ) -> Array:
     """The attention output ``weights @ value``, one block of query rows at a time."""
-    blocks = _weight_blocks(scores, bounds, scheme=scheme, causal=causal, alpha=alpha, n_iter=n_iter, log=False, xp=xp)
-    return _concat([xp.matmul(w, value) for w in blocks], xp=xp)
+    outputs = [
+        rows.output(block, column, value, scheme=scheme, alpha=alpha, xp=xp)
+        for block, column in _biased_blocks(scores, bounds, scheme=scheme, causal=causal, n_iter=n_iter, xp=xp)
+    ]
+    return _concat(outputs, xp=xp)
 
 
-def _weight_blocks(
+def _biased_blocks(
     scores: Scores,
     bounds: list[tuple[int, int]],
     /,
     *,
     scheme: str,
     causal: bool,
-    alpha: Array,
     n_iter: int,
-    log: bool,
     xp: Any,
-) -> Iterator[Array]:
+) -> Iterator[tuple[Array, bias.Bias | None]]:
+    """Each block of scores with the bias (column statistic) that applies to it."""
     running = causal and scheme in ("doubly", "hybrid")
     column = None
     if scheme == "sinkhorn":
@@ -76,7 +79,7 @@ def _weight_blocks(
         block = scores.rows(start, stop)
         if running:
             column, carry = bias.causal_columns(block, carry, xp=xp)
-        yield rows.weights(block, column, scheme=scheme, alpha=alpha, log=log, xp=xp)
+        yield block, column
 
 
 def _concat(blocks: list[Array], /, *, xp: Any) -> Array:

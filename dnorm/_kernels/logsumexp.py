@@ -82,6 +82,17 @@ def subtract(x: Array, stats: LogSumExp, /, *, xp: Any) -> Array:
     return (x - finite(stats.max, xp=xp)) - log_sum
 
 
+def softmax_parts(x: Array, /, *, axis: int, xp: Any) -> tuple[Array, Array]:
+    """``(e, s)`` with ``softmax(x) = e / s`` over ``axis``; ``s = 1`` for an all ``-inf`` slice.
+
+    ``e = exp(x - max)``: the weights and their normalizer, kept apart so an
+    attention output can be normalized after the product with the values.
+    """
+    e = xp.exp(x - finite(xp.max(x, axis=axis, keepdims=True), xp=xp))
+    s = xp.sum(e, axis=axis, keepdims=True)
+    return e, xp.where(s == 0, 1.0, s)
+
+
 def log_softmax(x: Array, /, *, axis: int, xp: Any) -> Array:
     """Stable ``log(softmax(x))`` over ``axis``; an all ``-inf`` slice stays ``-inf``."""
     return subtract(x, reduce(x, axis=axis, xp=xp), xp=xp)

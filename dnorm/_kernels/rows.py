@@ -8,6 +8,7 @@ block of scores (spec: DEF-HYBRID).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import logsumexp as lse
@@ -30,22 +31,35 @@ def weights(
 
     ``bias`` subtracts the block's column statistic; ``None`` for ``softmax``.
     """
+    if not log:
+        return _combine(block, bias, lambda e, s: e / s, scheme=scheme, alpha=alpha, xp=xp)
+    softmax = lse.log_softmax(block, axis=-1, xp=xp)
     if scheme == "softmax":
-        log_w = lse.log_softmax(block, axis=-1, xp=xp)
-    elif scheme in ("doubly", "sinkhorn"):
-        log_w = _biased_log_softmax(block, bias, xp=xp)
-    else:
-        doubly = _biased_log_softmax(block, bias, xp=xp)
-        softmax = lse.log_softmax(block, axis=-1, xp=xp)
-        if not log:
-            return alpha * xp.exp(doubly) + (1 - alpha) * xp.exp(softmax)
-        log_w = _log_mix(doubly, softmax, alpha, xp=xp)
-    return log_w if log else xp.exp(log_w)
+        return softmax
+    doubly = lse.log_softmax(_biased(block, bias), axis=-1, xp=xp)
+    return doubly if scheme != "hybrid" else _log_mix(doubly, softmax, alpha, xp=xp)
 
 
-def _biased_log_softmax(block: Array, bias: Bias | None, /, *, xp: Any) -> Array:
+def output(block: Array, bias: Bias | None, value: Array, /, *, scheme: str, alpha: Array, xp: Any) -> Array:
+    """The attention output ``weights @ value`` of one block, normalized after the product."""
+    return _combine(block, bias, lambda e, s: xp.matmul(e, value) / s, scheme=scheme, alpha=alpha, xp=xp)
+
+
+def _combine(
+    block: Array, bias: Bias | None, finish: Callable[[Array, Array], Array], /, *, scheme: str, alpha: Array, xp: Any
+) -> Array:
+    """``finish(e, s)`` of the row softmax ``e / s`` of the scheme; hybrid mixes two of them."""
+    if scheme == "softmax":
+        return finish(*lse.softmax_parts(block, axis=-1, xp=xp))
+    biased = finish(*lse.softmax_parts(_biased(block, bias), axis=-1, xp=xp))
+    if scheme != "hybrid":
+        return biased
+    return alpha * biased + (1 - alpha) * finish(*lse.softmax_parts(block, axis=-1, xp=xp))
+
+
+def _biased(block: Array, bias: Bias | None, /) -> Array:
     assert bias is not None, "schemes with a bias need their column statistic"
-    return lse.log_softmax(bias(block), axis=-1, xp=xp)
+    return bias(block)
 
 
 def _log_mix(a: Array, b: Array, alpha: Array, /, *, xp: Any) -> Array:

@@ -42,12 +42,12 @@ def from_matrix(scores: Array, /, *, mask: Array | None, causal: bool, xp: Any) 
     return Scores(scores.shape[-2], lru_cache(maxsize=1)(rows))
 
 
-def from_projections(query: Array, key: Array, /, *, scale: float, mask: Array | None, causal: bool, xp: Any) -> Scores:
-    """Scores ``query @ key.T * scale`` computed one block of queries at a time."""
+def from_projections(query: Array, key: Array, /, *, mask: Array | None, causal: bool, xp: Any) -> Scores:
+    """Scores ``query @ key.T`` computed one block of queries at a time (``query`` holds the scale)."""
     key_t = xp.matrix_transpose(key)
 
     def rows(start: int, stop: int) -> Array:
-        block = xp.matmul(query[..., start:stop, :], key_t) * scale
+        block = xp.matmul(query[..., start:stop, :], key_t)
         return _masked(block, start, mask=mask, causal=causal, xp=xp)
 
     return Scores(query.shape[-2], lru_cache(maxsize=1)(rows))
