@@ -1,0 +1,71 @@
+"""Print the latest asv results as the Markdown tables of README.md: the issue's targets, then time per scheme.
+
+Usage: ``python figures.py [RESULTS.json]``; without an argument, the newest file under results/.
+"""
+
+import ast
+import itertools
+import json
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+#: The issue's targets: (what, benchmark, comparison, bound).
+TARGETS = [
+    ("doubly / torch SDPA softmax, torch, T = K = 2048", "ratios.Torch.track_doubly_over_sdpa_softmax", "<=", 1.8),
+    ("doubly / hand-written DNAS, torch, 2048", "ratios.Torch.track_doubly_over_materialized_dnas", "<=", 1 / 3),
+    ("softmax / plain NumPy softmax, NumPy, 2048", "ratios.NumPy.track_softmax_over_plain_numpy", "<=", 1.1),
+    ("doubly / softmax, NumPy materialized, 2048", "ratios.NumPy.track_doubly_over_softmax", "<=", 1.5),
+    ("chunked doubly / matmul flop rate, NumPy, 8192", "ratios.ChunkedThroughput.track_fraction_of_matmul", ">=", 0.5),
+    ("chunked doubly peak RSS (MiB), fresh process, 16384", "memory.track_chunked_peak_rss", "<=", 400),
+]
+
+
+def results_file(args: list[str]) -> Path:
+    """The results file named in ``args``, else the last one written under results/."""
+    if args:
+        return Path(args[0])
+    results = Path(__file__).with_name("results")
+    paths = [p for p in results.glob("*/*.json") if p.name != "machine.json"]
+    if not paths:
+        sys.exit(f"no asv results under {results}: run asv first (README.md)")
+    return max(paths, key=lambda p: p.stat().st_mtime)
+
+
+def values(run: dict, name: str) -> dict[tuple[object, ...], float]:
+    """Each parameter combination of benchmark ``name`` and its result (NaN where it was skipped or failed)."""
+    if name not in run["results"]:
+        return {}
+    row = dict(zip(run["result_columns"], run["results"][name], strict=False))
+    results = [math.nan if x is None else x for x in row["result"]]
+    keys = itertools.product(*([ast.literal_eval(p) for p in param] for param in row["params"]))
+    return dict(zip(keys, results, strict=True))
+
+
+def main() -> None:
+    path = results_file(sys.argv[1:])
+    run = json.loads(path.read_text())
+    when = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = run["params"]
+    print(f"{path.name}, written {when}: {machine['cpu']}, {machine['num_cpu']} CPUs, {machine['os']}\n")
+    print("| figure | target | measured | met |\n| --- | --- | --- | --- |")
+    for what, name, op, bound in TARGETS:
+        value = values(run, name).get((), math.nan)
+        met = "n/a" if math.isnan(value) else "yes" if (value <= bound if op == "<=" else value >= bound) else "**no**"
+        print(f"| {what} | {op} {bound:.3g} | {value:.3g} | {met} |")
+    peaks = values(run, "memory.DoublyPeakMemory.peakmem_doubly")
+    for (path,), peak in peaks.items():
+        print(f"| doubly peak RSS (MiB) of the asv process, {path}, NumPy, 16384 | | {peak / 2**20:.0f} | |")
+    times = values(run, "schemes.Attention.time_attention")
+    sizes = sorted({key[2] for key in times})
+    print("\n| backend | scheme | " + " | ".join(f"T = K = {s} (ms)" for s in sizes) + " |")
+    print("| --- | --- |" + " --- |" * len(sizes))
+    for backend, scheme in dict.fromkeys(key[:2] for key in times):
+        row = [times[backend, scheme, s] * 1e3 for s in sizes]
+        if not all(math.isnan(t) for t in row):
+            print(f"| {backend} | {scheme} | " + " | ".join(f"{t:.1f}" for t in row) + " |")
+
+
+if __name__ == "__main__":
+    main()
