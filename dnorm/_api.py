@@ -11,7 +11,7 @@ import math
 from numbers import Real
 from typing import Any
 
-from array_api_compat import device
+from array_api_compat import device, is_torch_array
 
 from . import _validate as check
 from ._docs import shared_docstring
@@ -143,6 +143,15 @@ def attention(
         variants). Autodiff through blocks keeps every block's intermediates,
         so gradients cost the memory of the materialized path.
 
+        On CPU torch tensors, ``"softmax"``, ``"doubly"`` and ``"hybrid"``
+        without ``causal`` and without ``block_size`` run through torch's fused
+        ``scaled_dot_product_attention`` with the bias ``-c`` (spec
+        THM-DNAS-AS-BIASED-SOFTMAX), ``c`` found one block of keys at a time
+        (:mod:`dnorm._fastpath.torch`); they never hold the ``(T, K)`` scores
+        unless a gradient is required. There ``c`` is one float per key, so
+        at scores of magnitude 1e4 in float32 the weights carry relative
+        errors near 1e-3; pass ``block_size`` for the kernels' exact split.
+
     Returns
     -------
     array of shape (..., T, Dv)
@@ -179,6 +188,12 @@ def attention(
     if block_size is not None:
         check.positive_int(block_size, "block_size")
     work, out_dtype = _compute_dtype(query.dtype, xp=xp)
+    work_alpha = _alpha(alpha, work, query, xp=xp)
+    if block_size is None and not causal and scheme != "sinkhorn" and _torch_fastpath_supports(query, key, value, mask):
+        from ._fastpath import torch as fast
+
+        out = fast.attention(query, key, value, scheme=scheme, scale=factor, mask=mask, alpha=work_alpha)
+        return _cast(out, out_dtype, xp=xp)
     q, k, v = (_cast(x, work, xp=xp) for x in (query, key, value))
     q = q * factor  # the scale on the (T, D) queries rather than the (T, K) scores
     work_mask = _cast_mask(mask, work, xp=xp)
@@ -196,7 +211,7 @@ def attention(
         block_bounds(n_queries, rows),
         scheme=scheme,
         causal=causal,
-        alpha=_alpha(alpha, work, query, xp=xp),
+        alpha=work_alpha,
         n_iter=n_iter,
         xp=xp,
     )
@@ -243,6 +258,15 @@ def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
         counted = mask if xp.isdtype(mask.dtype, "bool") else mask != -xp.inf
         w = xp.where(counted, w, 0.0)
     return _cast(xp.sum(w, axis=-2), out_dtype, xp=xp)
+
+
+def _torch_fastpath_supports(query: Array, key: Array, value: Array, mask: Array | None, /) -> bool:
+    """Whether :mod:`dnorm._fastpath.torch` takes these torch tensors (static checks only)."""
+    if not is_torch_array(query):
+        return False
+    from ._fastpath import torch as fast
+
+    return fast.supported(query, key, value, mask)
 
 
 def _options(scheme: object, /, *, causal: object, n_iter: object) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _arrays import to_np, to_xp
+from array_api_compat import is_dask_namespace
 from array_api_extra.testing import lazy_xp_function
 
 from dnorm import SCHEMES, attention, normalize, received_mass
@@ -16,8 +17,9 @@ RNG = np.random.default_rng(5)
 
 
 def _half_dtypes(xp):
-    names = ["float16", "bfloat16"]
-    return [getattr(xp, n) for n in names if hasattr(xp, n)]
+    """The half-precision dtypes of ``xp`` (Dask arrays take NumPy's float16)."""
+    found = [getattr(xp, n) for n in ("float16", "bfloat16") if hasattr(xp, n)]
+    return found or ([np.float16] if is_dask_namespace(xp) else [])
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

@@ -1,0 +1,1 @@
+"""Framework-specific fast paths for the doubly-normalized attention."""
