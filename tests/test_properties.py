@@ -12,9 +12,10 @@ from _strategies import check_property, scores_and_masks
 from array_api_extra.testing import lazy_xp_function
 from hypothesis import strategies as st
 
-from dnorm import SCHEMES, normalize, received_mass
+from dnorm import SCHEMES, attention, normalize, received_mass
 
 lazy_xp_function(normalize)
+lazy_xp_function(attention)
 
 # float32 results: the bounds hold up to a few roundings (spec THM-MASS-BOUND-FLOAT)
 REL = 1e-5
@@ -117,5 +118,22 @@ def test_sinkhorn_with_one_round_is_doubly_bit_for_bit(xp):
         scores, mask = data
         one = weights(xp, scores, mask, "sinkhorn", n_iter=1)
         np.testing.assert_array_equal(one, weights(xp, scores, mask, "doubly"))
+
+    check_property(xp, scores_and_masks(), check)
+
+
+@pytest.mark.theorem("THM-MASS-BOUND-FLOAT")
+@pytest.mark.parametrize("scheme", ["doubly", "sinkhorn"])
+def test_attention_output_keeps_the_bound_in_float32(xp, scheme):
+    """attention(S, I, I, scale=1) is the weights of S: its fused output path keeps the bound at 1e4."""
+
+    def check(data):
+        scores, mask = data
+        eye = np.eye(scores.shape[-1], dtype=np.float32)
+        m = None if mask is None else to_xp(xp, mask)
+        args = (to_xp(xp, scores), to_xp(xp, eye), to_xp(xp, eye))
+        out = to_np(attention(*args, scheme, mask=m, scale=1.0, block_size=3)).astype(np.float64)
+        mass = out.sum(axis=-2)
+        assert (mass >= (1 - REL) * masked_bound(allowed_of(scores, mask))).all()
 
     check_property(xp, scores_and_masks(), check)

@@ -50,10 +50,13 @@ def attend(
     xp: Any,
 ) -> Array:
     """The attention output ``weights @ value``, one block of query rows at a time."""
-    outputs = [
-        rows.output(block, column, value, scheme=scheme, alpha=alpha, xp=xp)
-        for block, column in _biased_blocks(scores, bounds, scheme=scheme, causal=causal, n_iter=n_iter, xp=xp)
-    ]
+    values = rows.with_ones(value, None, xp=xp)
+    weighted = None
+    outputs = []
+    for block, column in _biased_blocks(scores, bounds, scheme=scheme, causal=causal, n_iter=n_iter, xp=xp):
+        if weighted is None and column is not None and column.per_key is not None:
+            weighted = rows.with_ones(value, column.per_key[1], xp=xp)  # one column statistic for every block
+        outputs.append(rows.output(block, column, values, weighted, scheme=scheme, alpha=alpha, xp=xp))
     return _concat(outputs, xp=xp)
 
 

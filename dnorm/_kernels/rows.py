@@ -36,13 +36,47 @@ def weights(
     softmax = lse.log_softmax(block, axis=-1, xp=xp)
     if scheme == "softmax":
         return softmax
-    doubly = lse.log_softmax(_biased(block, bias), axis=-1, xp=xp)
+    doubly = lse.log_softmax(_checked(bias).subtract(block), axis=-1, xp=xp)
     return doubly if scheme != "hybrid" else _log_mix(doubly, softmax, alpha, xp=xp)
 
 
-def output(block: Array, bias: Bias | None, value: Array, /, *, scheme: str, alpha: Array, xp: Any) -> Array:
-    """The attention output ``weights @ value`` of one block, normalized after the product."""
-    return _combine(block, bias, lambda e, s: xp.matmul(e, value) / s, scheme=scheme, alpha=alpha, xp=xp)
+def output(
+    block: Array, bias: Bias | None, values: Array, weighted: Array | None, /, *, scheme: str, alpha: Array, xp: Any
+) -> Array:
+    """The attention output of one block of masked scores.
+
+    ``values`` is ``[V, 1]`` (the values with a column of ones appended) and
+    ``weighted`` is ``[w V, w]`` for a per-key bias (see :class:`.bias.Bias`):
+    one product then yields the numerator and the denominator of the row
+    softmax, and the bias costs one subtraction of ``c_rounded``.
+    """
+    if scheme == "softmax":
+        return _normalized_product(block, values, xp=xp)
+    bias = _checked(bias)
+    if bias.per_key is not None and weighted is not None:
+        biased = _normalized_product(block - bias.per_key[0], weighted, xp=xp)
+    else:
+        biased = _normalized_product(bias.subtract(block), values, xp=xp)
+    if scheme != "hybrid":
+        return biased
+    return alpha * biased + (1 - alpha) * _normalized_product(block, values, xp=xp)
+
+
+def with_ones(value: Array, weight: Array | None, /, *, xp: Any) -> Array:
+    """``[w V, w]``: ``value`` times the per-key ``weight`` (``(..., 1, K)``; None for 1), then ``w`` itself."""
+    if weight is None:
+        return xp.concat((value, xp.ones_like(value[..., :1])), axis=-1)
+    column = xp.matrix_transpose(weight)
+    scaled = value * column
+    return xp.concat((scaled, xp.broadcast_to(column, (*scaled.shape[:-1], 1))), axis=-1)
+
+
+def _normalized_product(y: Array, values: Array, /, *, xp: Any) -> Array:
+    """``softmax(y) @ V`` from ``exp(y - max) @ [V, 1]``: numerator and denominator at once."""
+    e = xp.exp(y - lse.finite(xp.max(y, axis=-1, keepdims=True), xp=xp))
+    both = xp.matmul(e, values)
+    total = both[..., -1:]
+    return both[..., :-1] / xp.where(total == 0, 1.0, total)
 
 
 def _combine(
@@ -51,15 +85,15 @@ def _combine(
     """``finish(e, s)`` of the row softmax ``e / s`` of the scheme; hybrid mixes two of them."""
     if scheme == "softmax":
         return finish(*lse.softmax_parts(block, axis=-1, xp=xp))
-    biased = finish(*lse.softmax_parts(_biased(block, bias), axis=-1, xp=xp))
+    biased = finish(*lse.softmax_parts(_checked(bias).subtract(block), axis=-1, xp=xp))
     if scheme != "hybrid":
         return biased
     return alpha * biased + (1 - alpha) * finish(*lse.softmax_parts(block, axis=-1, xp=xp))
 
 
-def _biased(block: Array, bias: Bias | None, /) -> Array:
+def _checked(bias: Bias | None, /) -> Bias:
     assert bias is not None, "schemes with a bias need their column statistic"
-    return bias(block)
+    return bias
 
 
 def _log_mix(a: Array, b: Array, alpha: Array, /, *, xp: Any) -> Array:
