@@ -137,3 +137,28 @@ def test_attention_output_keeps_the_bound_in_float32(xp, scheme):
         assert (mass >= (1 - REL) * masked_bound(allowed_of(scores, mask))).all()
 
     check_property(xp, scores_and_masks(), check)
+
+
+@pytest.mark.theorem("THM-ROWS-SUM-TO-ONE")
+@pytest.mark.theorem("THM-MASS-LOWER-BOUND-MASKED")
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_half_precision_keeps_rows_and_bound_up_to_its_rounding(xp, dtype_name):
+    """Computed in float32 and rounded once to the half format: rows and masses are off by its unit roundoff."""
+    if not hasattr(xp, dtype_name):
+        pytest.skip(f"{xp.__name__} has no {dtype_name}")
+    dtype = getattr(xp, dtype_name)
+    unit = 2.0**-8 if dtype_name == "bfloat16" else 2.0**-11
+
+    def check(data):
+        scores, mask = data
+        m = None if mask is None else to_xp(xp, mask)
+        x = xp.astype(to_xp(xp, scores), dtype)
+        w = normalize(x, "doubly", mask=m)
+        assert w.dtype == dtype
+        w = to_np(w).astype(np.float64)
+        allowed = allowed_of(scores, mask)
+        has_key = allowed.any(axis=-1)
+        np.testing.assert_allclose(w.sum(axis=-1)[has_key], 1.0, rtol=0, atol=2 * unit)
+        assert (w.sum(axis=-2) >= (1 - 2 * unit) * masked_bound(allowed)).all()
+
+    check_property(xp, scores_and_masks(), check)
