@@ -23,7 +23,7 @@ Array = Any
 #: Scores up to this many bytes are materialized; larger ones are processed in blocks.
 MATERIALIZE_BYTES = 256 * 2**20
 #: Materialized scores are still normalized in blocks of rows of about this many bytes, to stay in cache.
-CACHE_BYTES = 2 * 2**20
+CACHE_BYTES = 2**20
 #: The chunked path keeps one block of scores near this many bytes.
 BLOCK_BYTES = 16 * 2**20
 

@@ -74,6 +74,7 @@ def with_ones(value: Array, weight: Array | None, /, *, xp: Any) -> Array:
 def _normalized_product(y: Array, values: Array, /, *, xp: Any) -> Array:
     """``softmax(y) @ V`` from ``exp(y - max) @ [V, 1]``: numerator and denominator at once."""
     e = xp.exp(y - lse.finite(xp.max(y, axis=-1, keepdims=True), xp=xp))
+    del y  # at most two block-sized temporaries alive: the allocator keeps reusing them
     both = xp.matmul(e, values)
     total = both[..., -1:]
     return both[..., :-1] / xp.where(total == 0, 1.0, total)
