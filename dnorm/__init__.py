@@ -5,7 +5,8 @@ its inputs (Ding et al. 2020), their hybrid and Sinkhorn attention, from one
 log-domain implementation that runs on NumPy, CuPy, torch, JAX and Dask.
 """
 
-from ._api import attention, normalize, received_mass, scaled_dot_product_attention
+from ._api import attention, normalize, received_mass
+from ._sdpa import scaled_dot_product_attention
 from ._validate import SCHEMES
 
 __all__ = ["SCHEMES", "attention", "normalize", "received_mass", "scaled_dot_product_attention"]

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import _validate as check
-from .._api import scaled_dot_product_attention
+from .._sdpa import scaled_dot_product_attention
 
 __all__ = ["MultiheadAttention"]
 

@@ -21,7 +21,8 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 from .. import _validate as check
-from .._api import normalize, scaled_dot_product_attention
+from .._api import normalize
+from .._sdpa import scaled_dot_product_attention
 
 if TYPE_CHECKING:
     import torch

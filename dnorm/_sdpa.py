@@ -1,0 +1,109 @@
+"""``scaled_dot_product_attention``: torch's signature over every scheme and backend."""
+
+from __future__ import annotations
+
+from numbers import Real
+from typing import Any
+
+from . import _validate as check
+from ._api import attention, normalize
+from ._docs import shared_docstring
+
+Array = Any
+
+
+@shared_docstring
+def scaled_dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    attn_mask: Array | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    *,
+    scheme: str = "doubly",
+    alpha: float | Array = 0.5,
+    n_iter: int = 3,
+) -> Array:
+    """Drop-in for ``torch.nn.functional.scaled_dot_product_attention``, any scheme, any backend.
+
+    Takes torch's arguments with torch's meaning and adds dnorm's options as
+    keywords, with the defaults of :func:`attention` (so the default scheme is
+    ``"doubly"``; pass ``scheme="softmax"`` for torch's result). Swapping the
+    import is the whole change.
+
+    {schemes}
+
+    Parameters
+    ----------
+    query : array of shape (..., Hq, T, D)
+    key : array of shape (..., H, K, D)
+    value : array of shape (..., H, K, Dv)
+    attn_mask : array, optional
+        As ``mask`` of :func:`attention`: boolean (True = may attend) or
+        floating (added), broadcastable to ``(..., Hq, T, K)``.
+    dropout_p : float, default 0.0
+        Dropout probability on the attention weights, in [0, 1). Values above
+        0 need a random generator and are supported for torch tensors only.
+    is_causal : bool, default False
+        As ``causal`` of :func:`attention` (strictly causal; combined with
+        ``attn_mask``).
+    scale : float, optional
+        Defaults to ``1 / sqrt(D)``.
+    enable_gqa : bool, default False
+        Grouped-query attention: ``Hq`` a multiple of ``H``, each key/value
+        head serving ``Hq / H`` consecutive query heads.
+    {scheme_param}
+    {alpha_param}
+    {n_iter_param}
+
+    Returns
+    -------
+    array of shape (..., Hq, T, Dv)
+
+    {raises}
+    """
+    xp = check.namespace(query=query, key=key, value=value, attn_mask=attn_mask)
+    check.flag(enable_gqa, "enable_gqa")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, Real) or not 0.0 <= dropout_p < 1.0:
+        msg = f"dropout_p must be a number in [0, 1), got {dropout_p!r}"
+        raise ValueError(msg)
+    if enable_gqa:
+        key, value = _repeat_heads(query, key, value, xp=xp)
+    options = {"mask": attn_mask, "causal": is_causal, "scale": scale, "alpha": alpha, "n_iter": n_iter}
+    if dropout_p == 0.0:
+        return attention(query, key, value, scheme, **options)
+    return _dropout_attention(query, key, value, scheme, dropout_p, options, xp=xp)
+
+
+def _repeat_heads(query: Array, key: Array, value: Array, /, *, xp: Any) -> tuple[Array, Array]:
+    """Key and value heads repeated to the number of query heads (axis -3)."""
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        check.floating(x, name, xp=xp, min_ndim=3)
+    n_q, n_kv = query.shape[-3], key.shape[-3]
+    if n_kv == 0 or n_q % n_kv or value.shape[-3] != n_kv:
+        msg = (
+            f"enable_gqa needs query heads ({n_q}) to be a multiple of key heads ({n_kv}) "
+            f"and value heads ({value.shape[-3]}) equal to key heads"
+        )
+        raise ValueError(msg)
+    return xp.repeat(key, n_q // n_kv, axis=-3), xp.repeat(value, n_q // n_kv, axis=-3)
+
+
+def _dropout_attention(
+    query: Array, key: Array, value: Array, scheme: str, p: float, options: dict[str, Any], /, *, xp: Any
+) -> Array:
+    """Materialized weights, torch's dropout on them, then the values."""
+    from array_api_compat import is_torch_array
+
+    if not is_torch_array(query):
+        msg = f"dropout_p > 0 needs a random generator and is supported for torch tensors only, got {type(query)}"
+        raise NotImplementedError(msg)
+    import torch
+
+    factor = check.scale(options.pop("scale"), query.shape[-1])
+    scores = xp.matmul(query, xp.matrix_transpose(key)) * factor
+    weights = normalize(scores, scheme, **options)
+    return xp.matmul(torch.nn.functional.dropout(weights, p=p), value)
