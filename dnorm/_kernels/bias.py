@@ -88,7 +88,7 @@ def causal_columns(block: Array, carry: lse.LogSumExp | None, /, *, xp: Any) -> 
 
 
 def _key_bias(shift: Array, stats: lse.LogSumExp, /, *, xp: Any, centred: bool = False) -> Bias:
-    """The bias ``c = shift + value(stats)`` (``stats`` of ``S - shift`` when ``centred``, else of ``S``).
+    """The bias ``c = shift + log-sum-exp of stats`` (``stats`` of ``S - shift`` when ``centred``, else of ``S``).
 
     ``c`` is rounded to one float by an error-free sum (Knuth's TwoSum): the
     rounding error ``lo`` is exact and becomes the factor ``exp(-lo)``.

@@ -49,11 +49,6 @@ def pointwise(x: Array, /, *, xp: Any) -> LogSumExp:
     return LogSumExp(x, xp.exp(x - finite(x, xp=xp)))
 
 
-def empty_like(stats: LogSumExp, /, *, xp: Any) -> LogSumExp:
-    """The statistics of an empty reduction, shaped like ``stats``."""
-    return LogSumExp(xp.full_like(stats.max, -xp.inf), xp.zeros_like(stats.sum))
-
-
 def merge(a: LogSumExp, b: LogSumExp, /, *, xp: Any) -> LogSumExp:
     """Statistics of the union of two reductions (the online log-sum-exp step).
 
@@ -65,11 +60,6 @@ def merge(a: LogSumExp, b: LogSumExp, /, *, xp: Any) -> LogSumExp:
         m,
         a.sum * xp.exp(a.max - shift) + b.sum * xp.exp(b.max - shift),
     )
-
-
-def value(stats: LogSumExp, /, *, xp: Any) -> Array:
-    """``log(sum(exp(x)))`` as one array: ``-inf`` for an empty reduction."""
-    return finite(stats.max, xp=xp) + safe_log(stats.sum, xp=xp)
 
 
 def subtract(x: Array, stats: LogSumExp, /, *, xp: Any) -> Array:
