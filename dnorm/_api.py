@@ -166,20 +166,7 @@ def attention(
     scaled_dot_product_attention : the same with torch's signature.
     """
     xp = check.namespace(query=query, key=key, value=value, mask=mask, alpha=_array_or_none(alpha))
-    for name, x in (("query", query), ("key", key), ("value", value)):
-        check.floating(x, name, xp=xp)
-    if not query.dtype == key.dtype == value.dtype:
-        msg = f"query, key and value must share one dtype, got {query.dtype}, {key.dtype}, {value.dtype}"
-        raise TypeError(msg)
-    if query.shape[-1] != key.shape[-1]:
-        msg = f"query and key must have the same feature size D, got {query.shape[-1]} and {key.shape[-1]}"
-        raise ValueError(msg)
-    if key.shape[-2] != value.shape[-2]:
-        msg = f"key and value must have the same length K, got {key.shape[-2]} and {value.shape[-2]}"
-        raise ValueError(msg)
-    lead = check.broadcast_shapes(
-        {"query": query.shape[:-2], "key": key.shape[:-2], "value": value.shape[:-2]}, "leading dimensions"
-    )
+    lead = checked_qkv(query, key, value, xp=xp)
     n_queries, n_keys = query.shape[-2], key.shape[-2]
     scheme = _options(scheme, causal=causal, n_iter=n_iter)
     factor = check.scale(scale, query.shape[-1])
@@ -258,6 +245,24 @@ def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
         counted = mask if xp.isdtype(mask.dtype, "bool") else mask != -xp.inf
         w = xp.where(counted, w, 0.0)
     return _cast(xp.sum(w, axis=-2), out_dtype, xp=xp)
+
+
+def checked_qkv(query: Array, key: Array, value: Array, /, *, xp: Any) -> tuple[int, ...]:
+    """Check query, key and value against each other; return their broadcast leading shape."""
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        check.floating(x, name, xp=xp)
+    if not query.dtype == key.dtype == value.dtype:
+        msg = f"query, key and value must share one dtype, got {query.dtype}, {key.dtype}, {value.dtype}"
+        raise TypeError(msg)
+    if query.shape[-1] != key.shape[-1]:
+        msg = f"query and key must have the same feature size D, got {query.shape[-1]} and {key.shape[-1]}"
+        raise ValueError(msg)
+    if key.shape[-2] != value.shape[-2]:
+        msg = f"key and value must have the same length K, got {key.shape[-2]} and {value.shape[-2]}"
+        raise ValueError(msg)
+    return check.broadcast_shapes(
+        {"query": query.shape[:-2], "key": key.shape[:-2], "value": value.shape[:-2]}, "leading dimensions"
+    )
 
 
 def _torch_fastpath_supports(query: Array, key: Array, value: Array, mask: Array | None, /) -> bool:

@@ -6,7 +6,7 @@ from numbers import Real
 from typing import Any
 
 from . import _validate as check
-from ._api import attention, normalize
+from ._api import attention, checked_qkv, normalize
 from ._docs import shared_docstring
 
 Array = Any
@@ -103,6 +103,7 @@ def _dropout_attention(
         raise NotImplementedError(msg)
     import torch
 
+    checked_qkv(query, key, value, xp=xp)
     factor = check.scale(options.pop("scale"), query.shape[-1])
     scores = xp.matmul(query, xp.matrix_transpose(key)) * factor
     weights = normalize(scores, scheme, **options)

@@ -109,6 +109,13 @@ def test_sdpa_rejects(kwargs, error, match):
         dnorm.scaled_dot_product_attention(Q, K, V, **kwargs)
 
 
+def test_sdpa_with_dropout_checks_its_arrays_like_attention():
+    torch = pytest.importorskip("torch")
+    q, k = torch.ones(2, 4, 3), torch.ones(2, 5, 2)
+    with pytest.raises(ValueError, match="query and key must have the same feature size D, got 3 and 2"):
+        dnorm.scaled_dot_product_attention(q, k, k, dropout_p=0.1)
+
+
 def test_sdpa_gqa_needs_divisible_heads():
     q = RNG.normal(size=(1, 3, 4, 2))
     k = RNG.normal(size=(1, 2, 4, 2))
