@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from types import ModuleType
 from typing import Any
 
-from array_api_compat import device, is_torch_array
+from array_api_compat import device, is_jax_array, is_jax_namespace, is_torch_array
 
 from . import _validate as check
 from ._docs import shared_docstring
+from ._kernels import attention as kernels
 from ._kernels import blocked
-from ._kernels.scores import block_bounds, from_matrix, from_projections
+from ._kernels.scores import block_bounds, from_matrix
 
 Array = Any
 
@@ -26,6 +28,10 @@ MATERIALIZE_BYTES = 256 * 2**20
 CACHE_BYTES = 2**20
 #: The chunked path keeps one block of scores near this many bytes.
 BLOCK_BYTES = 16 * 2**20
+#: The causal path streams blocks of about this many bytes (each needs only the keys up to its last row).
+CAUSAL_BYTES = 2 * 2**20
+#: The backward pass recomputes blocks of about this many bytes, several of them alive at once.
+BACKWARD_BYTES = 2 * 2**20
 
 
 @shared_docstring
@@ -90,7 +96,7 @@ def normalize(
     source = from_matrix(_cast(scores, work, xp=xp), mask=_cast_mask(mask, work, xp=xp), causal=causal, xp=xp)
     result = blocked.weights(
         source,
-        [(0, scores.shape[-2])],
+        ((0, scores.shape[-2]),),
         scheme=scheme,
         causal=causal,
         alpha=_alpha(alpha, work, scores, xp=xp),
@@ -175,34 +181,18 @@ def attention(
     if block_size is not None:
         check.positive_int(block_size, "block_size")
     work, out_dtype = _compute_dtype(query.dtype, xp=xp)
-    work_alpha = _alpha(alpha, work, query, xp=xp)
-    if block_size is None and not causal and scheme != "sinkhorn" and _torch_fastpath_supports(query, key, value, mask):
-        from ._fastpath import torch as fast
-
-        out = fast.attention(query, key, value, scheme=scheme, scale=factor, mask=mask, alpha=work_alpha)
-        return _cast(out, out_dtype, xp=xp)
     q, k, v = (_cast(x, work, xp=xp) for x in (query, key, value))
-    q = q * factor  # the scale on the (T, D) queries rather than the (T, K) scores
+    work_alpha = _alpha(alpha, work, query, xp=xp)
     work_mask = _cast_mask(mask, work, xp=xp)
-    row_bytes = math.prod(lead) * n_keys * (xp.finfo(work).bits // 8)
-    if block_size is None and row_bytes * n_queries <= MATERIALIZE_BYTES:
-        scores = xp.matmul(q, xp.matrix_transpose(k))
-        source = from_matrix(scores, mask=work_mask, causal=causal, xp=xp)
-        rows = _rows_within(CACHE_BYTES, row_bytes)
+    impl: ModuleType = kernels
+    options: Any
+    if block_size is None and not causal and scheme != "sinkhorn" and _torch_fastpath_supports(q, k, v, work_mask):
+        from ._fastpath import torch as fused
+
+        impl, options = fused, fused.Options(scheme, factor)
     else:
-        source = from_projections(q, k, mask=work_mask, causal=causal, xp=xp)
-        rows = block_size or _rows_within(BLOCK_BYTES, row_bytes)
-    out = blocked.attend(
-        source,
-        v,
-        block_bounds(n_queries, rows),
-        scheme=scheme,
-        causal=causal,
-        alpha=work_alpha,
-        n_iter=n_iter,
-        xp=xp,
-    )
-    return _cast(out, out_dtype, xp=xp)
+        options = _kernel_options(scheme, causal, n_iter, factor, lead, n_queries, n_keys, block_size, work, xp=xp)
+    return _cast(_run(impl, q, k, v, work_mask, work_alpha, options=options, xp=xp), out_dtype, xp=xp)
 
 
 def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
@@ -263,6 +253,55 @@ def checked_qkv(query: Array, key: Array, value: Array, /, *, xp: Any) -> tuple[
     return check.broadcast_shapes(
         {"query": query.shape[:-2], "key": key.shape[:-2], "value": value.shape[:-2]}, "leading dimensions"
     )
+
+
+def _run(
+    impl: Any, q: Array, k: Array, v: Array, mask: Array | None, alpha: Array, /, *, options: Any, xp: Any
+) -> Array:
+    """``impl``'s attention, through the framework's autodiff adapter when gradients may be asked for."""
+    if is_jax_array(q):
+        from ._autodiff import jax as autodiff
+
+        return autodiff.attention(q, k, v, mask, alpha, impl=impl, options=options)
+    if is_torch_array(q):
+        from ._autodiff import torch as autodiff_torch
+
+        if autodiff_torch.needs_grad(q, k, v, mask, alpha):
+            return autodiff_torch.attention(q, k, v, mask, alpha, impl=impl, options=options)
+    return impl.infer(q, k, v, mask, alpha, options=options, xp=xp)
+
+
+def _kernel_options(
+    scheme: str,
+    causal: bool,
+    n_iter: int,
+    scale: float,
+    lead: tuple[int, ...],
+    n_queries: int,
+    n_keys: int,
+    block_size: int | None,
+    dtype: Any,
+    /,
+    *,
+    xp: Any,
+) -> kernels.Options:
+    """The blocks of the forward and the backward pass (spec DEF-CHUNKED-ALGORITHM, DEF-BLOCKED-BACKWARD)."""
+    row_bytes = math.prod(lead) * n_keys * (xp.finfo(dtype).bits // 8)
+    compiled = is_jax_namespace(xp)  # XLA fuses a block's elementwise work: cache-sized blocks only add graph
+    backward = block_bounds(
+        n_queries, block_size or _rows_within(BLOCK_BYTES if compiled else BACKWARD_BYTES, row_bytes)
+    )
+    if block_size is not None:
+        rows, materialize = block_bounds(n_queries, block_size), False
+    elif compiled:
+        rows, materialize = block_bounds(n_queries, _rows_within(BLOCK_BYTES, row_bytes)), False
+    elif causal:
+        rows, materialize = block_bounds(n_queries, _rows_within(CAUSAL_BYTES, row_bytes)), False
+    elif row_bytes * n_queries <= MATERIALIZE_BYTES:
+        rows, materialize = block_bounds(n_queries, _rows_within(CACHE_BYTES, row_bytes)), True
+    else:
+        rows, materialize = block_bounds(n_queries, _rows_within(BLOCK_BYTES, row_bytes)), False
+    return kernels.Options(scheme, causal, n_iter, scale, rows, materialize, rows if causal else backward)
 
 
 def _torch_fastpath_supports(query: Array, key: Array, value: Array, mask: Array | None, /) -> bool:

@@ -165,35 +165,54 @@ def test_doubly_composition_matches_oracle(shape, mask_kind):
 
 
 def test_doubly_is_unchanged_by_grad_mode():
+    """With a gradient asked for, the forward pass goes through the fused kernels' log-sum-exps instead."""
     q, k, v = _qkv(7, 5)
-    mask = _bool_mask(7, 5)
+    mask = _t(_bool_mask(7, 5))
     qt, kt, vt = (_t(a).requires_grad_() for a in (q, k, v))
-    with_grad = fastpath.biased_attention(
-        qt, kt, vt, -fastpath.column_logsumexp(qt, kt, scale=SCALE, mask=_t(mask)), scale=SCALE, mask=_t(mask)
-    )
-    _close(with_grad, _doubly(q, k, v, mask).numpy(), 1e-13)
+    with_grad = dnorm.attention(qt, kt, vt, "doubly", mask=mask, scale=SCALE)
+    _close(with_grad, _doubly(q, k, v, mask.numpy()).numpy(), 1e-13)
 
 
+@pytest.mark.theorem("THM-GRADIENT-AS-ATTENTION")
+@pytest.mark.parametrize("scheme", ["softmax", "doubly", "hybrid"])
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
-def test_gradcheck(mask_kind):
-    q, k, v = _qkv(5, 4, batch=(2,))
-    mask = _masks(5, 4)[mask_kind]
-    mt = _t(mask)
-    if mt is not None and mt.is_floating_point():
-        mt.requires_grad_()
-    inputs = tuple(_t(a).requires_grad_() for a in (q, k, v))
+def test_fused_backward_passes_gradcheck_and_refuses_a_second_derivative(scheme, mask_kind, monkeypatch):
+    calls = []
+    original = fastpath.backward
+    monkeypatch.setattr(fastpath, "backward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    q, k, v = _qkv(5, 4, batch=(2, 3))
+    mask = _t(_masks(5, 4)[mask_kind])
+    alpha = _t(np.array([0.2, 0.5, 0.9])).requires_grad_()
+    inputs = (*(_t(a).requires_grad_() for a in (q, k, v)), alpha)
 
-    def doubly(query, key, value):
-        c = fastpath.column_logsumexp(query, key, scale=SCALE, mask=mt)
-        return fastpath.biased_attention(query, key, value, -c, scale=SCALE, mask=mt)
+    def attend(query, key, value, a):
+        return dnorm.attention(query, key, value, scheme, mask=mask, scale=SCALE, alpha=a)
 
-    assert torch.autograd.gradcheck(doubly, inputs)
-    assert torch.autograd.gradgradcheck(doubly, inputs)
-    if mt is not None and mt.requires_grad:
-        seen_keys = slice(None, -1)  # the last key is seen by no query: c = -inf there
-        assert torch.autograd.gradcheck(
-            lambda m: fastpath.column_logsumexp(*inputs[:2], scale=SCALE, mask=m)[..., seen_keys], mt
-        )
+    assert torch.autograd.gradcheck(attend, inputs)
+    assert calls, "the fused backward pass was not taken"
+    with pytest.raises(RuntimeError, match="first order only"):
+        torch.autograd.gradgradcheck(attend, inputs)
+
+
+@pytest.mark.theorem("THM-GRADIENT-AS-ATTENTION")
+@pytest.mark.parametrize("scheme", ["softmax", "doubly", "hybrid"])
+def test_fused_backward_equals_the_kernels(scheme):
+    """The fused pass (torch's kernels) and the array-API kernels' pass (block_size) on the same inputs."""
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 29, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    mask = torch.rand(2, 1, 29, 29, generator=gen) < 0.8
+    mask[0, 0, 4] = False
+    grad = torch.randn(2, 3, 29, 8, generator=gen, dtype=torch.float64)
+    alpha = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)
+    results = []
+    for block_size in (None, 7):
+        inputs = [t.clone().requires_grad_() for t in (q, k, v, alpha)]
+        out = dnorm.attention(*inputs[:3], scheme, mask=mask, alpha=inputs[3], block_size=block_size)
+        (out * grad).sum().backward()
+        results.append([t.grad for t in inputs[:3]] + ([inputs[3].grad] if scheme == "hybrid" else []))
+    for fused, kernel in zip(*results, strict=True):
+        torch.testing.assert_close(fused, kernel, rtol=1e-12, atol=1e-12)
+    assert (results[0][0][0, :, 4] == 0).all()
 
 
 def test_gradients_finite_and_zero_where_masked():
@@ -201,15 +220,28 @@ def test_gradients_finite_and_zero_where_masked():
     q, k, v = _qkv(5, 4)
     mask = _bool_mask(5, 4)
     qt, kt, vt = (_t(a).requires_grad_() for a in (q, k, v))
-    c = fastpath.column_logsumexp(qt, kt, scale=SCALE, mask=_t(mask))
-    assert torch.isneginf(c[..., -1]).all()
-    out = fastpath.biased_attention(qt, kt, vt, -c, scale=SCALE, mask=_t(mask))
+    out = dnorm.attention(qt, kt, vt, "doubly", mask=_t(mask), scale=SCALE)
     out.sum().backward()
     for t in (qt, kt, vt):
         assert t.grad is not None
         assert torch.isfinite(t.grad).all()
     assert (qt.grad[..., 1, :] == 0).all()
+    assert (kt.grad[..., -1, :] == 0).all()
     assert (vt.grad[..., -1, :] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_gradients_are_float32_gradients_rounded(dtype):
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 2, 17, 8, generator=gen) for _ in range(3))
+    grads = []
+    for dt in (dtype, torch.float32):
+        inputs = [t.to(dt).requires_grad_() for t in (q, k, v)]
+        dnorm.attention(*inputs, "doubly").float().sum().backward()
+        assert all(t.grad.dtype == dt for t in inputs)
+        grads.append([t.grad.float() for t in inputs])
+    for low, high in zip(*grads, strict=True):
+        torch.testing.assert_close(low, high, rtol=2e-2, atol=2e-2)
 
 
 def test_supported():
@@ -218,6 +250,7 @@ def test_supported():
     assert fastpath.supported(q, k, v, None)
     assert fastpath.supported(q, k, v, mask)
     assert fastpath.supported(q.detach().requires_grad_(), k, v, mask.double())
+    assert not fastpath.supported(q, k, v, mask.double().requires_grad_())  # its gradient is dS itself
     assert fastpath.supported(q[0, 0], k[0, 0], v[0, 0], None)
     assert not fastpath.supported(q.numpy(force=True), k, v, None)
     assert not fastpath.supported(q, k.double(), v, None)
@@ -248,8 +281,8 @@ def test_single_query_with_huge_scores_gives_uniform_weights():
 def test_dnorm_attention_takes_the_fast_path_and_agrees_with_the_kernels(scheme, dtype, monkeypatch):
     """dnorm.attention on CPU tensors goes through the fast path; the array-API kernels are the reference."""
     calls = []
-    original = fastpath.attention
-    monkeypatch.setattr(fastpath, "attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = fastpath.infer
+    monkeypatch.setattr(fastpath, "infer", lambda *a, **k: calls.append(1) or original(*a, **k))
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 33, 8, generator=gen, dtype=torch.float64).to(dtype) for _ in range(3))
     mask = torch.rand(2, 1, 33, 33, generator=gen) < 0.8

@@ -8,48 +8,69 @@ Every scheme is ``row_softmax(S - c)`` for some column statistic ``c``
 * strictly causal ``doubly``: ``C[i, j] = logsumexp_{i' <= i} S[i', j]``, a running
   statistic along the query axis, carried from one block of queries to the next.
 
-Each returns a :class:`Bias`: the function that subtracts the statistic from a
-block of scores in the log domain and, for a statistic of the key alone, the
-statistic split for the attention output (see :mod:`.rows`).  The statistics are accumulated over blocks
-of query rows, so the same code serves the materialized path (one block) and
-the chunked path.
+A statistic of the key alone is a :class:`ColumnStat`, plain data (arrays, so
+that autodiff systems can keep it between the forward and the backward pass).
+The statistics are accumulated over blocks of query rows, so the same code
+serves the materialized path (one block) and the chunked path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from array_api_compat import device
 
 from . import logsumexp as lse
+from .scan import scan
 from .scores import Scores
 
 Array = Any
+Bounds = Sequence[tuple[int, int]]
 
 
-@dataclass(frozen=True)
-class Bias:
-    """A column statistic ``c``, to be subtracted from blocks of scores.
+class ColumnStat(NamedTuple):
+    """A per-key statistic ``c = shift + (stats.max + log(stats.sum))``, shape ``(..., 1, K)``.
 
-    ``subtract(block)`` is ``block - c`` in the log domain, exact near each
-    column's maximum.  ``per_key``, when ``c`` depends on the key alone, is
-    ``(c_rounded, w)`` with ``w = exp(c_rounded - c)``, the rounding of ``c``
-    to one float kept as a factor close to 1: ``exp(S - c) = exp(S -
-    c_rounded) * w``, and ``w`` can ride on the values (``(..., 1, K)``).
+    ``shift`` is None for a statistic of the scores themselves; Sinkhorn's
+    later rounds are statistics of the column-centred scores ``S - shift``.
     """
 
-    subtract: Callable[[Array], Array]
-    per_key: tuple[Array, Array] | None = None
+    shift: Array | None
+    stats: lse.LogSumExp
 
 
-def columns(scores: Scores, bounds: list[tuple[int, int]], /, *, xp: Any) -> Bias:
+def subtract(stat: ColumnStat, block: Array, /, *, xp: Any) -> Array:
+    """``block - c`` in the log domain, exact near each column's maximum."""
+    centred = block if stat.shift is None else block - stat.shift
+    return lse.subtract(centred, stat.stats, xp=xp)
+
+
+def per_key(stat: ColumnStat, /, *, xp: Any) -> tuple[Array, Array]:
+    """``(c_rounded, w)`` with ``exp(S - c) = exp(S - c_rounded) * w``, ``w`` within a few units of 1.
+
+    ``c`` is rounded to one float by an error-free sum (Knuth's TwoSum): the
+    rounding error ``lo`` is exact and becomes the factor ``w = exp(-lo)``,
+    which can ride on the values.
+    """
+    top = _zero_if_empty(stat.stats.max, xp=xp)
+    log_sum = lse.log_sum(stat.stats.sum, xp=xp)
+    big, small = (top, log_sum) if stat.shift is None else (stat.shift, top + log_sum)
+    hi = big + small
+    back = hi - big
+    lo = (big - (hi - back)) + (small - back)
+    return hi, xp.exp(-lo)
+
+
+def columns(scores: Scores, bounds: Bounds, /, *, xp: Any) -> ColumnStat:
     """``c_j = logsumexp`` of column ``j`` over all query rows (the DNAS bias)."""
-    stats = _column_stats(scores, bounds, xp=xp)
-    return _key_bias(lse.finite(stats.max, xp=xp), stats, xp=xp)
+    return ColumnStat(
+        None, _merge_all([lse.reduce(scores.rows(a, b, xp=xp), axis=-2, xp=xp) for a, b in bounds], xp=xp)
+    )
 
 
-def sinkhorn(scores: Scores, bounds: list[tuple[int, int]], /, *, n_iter: int, xp: Any) -> Bias:
-    """The column statistic after ``n_iter`` column normalizations, column first.
+def sinkhorn(scores: Scores, bounds: Bounds, /, *, n_iter: int, xp: Any) -> tuple[ColumnStat, ...]:
+    """The column statistic of every round, ``c^(1), ..., c^(n_iter)``, column first.
 
     Round one is :func:`columns` itself, so ``n_iter=1`` is ``doubly`` bit for
     bit.  Later rounds work on the column-centred scores ``D = S - M``, ``M``
@@ -58,55 +79,54 @@ def sinkhorn(scores: Scores, bounds: list[tuple[int, int]], /, *, n_iter: int, x
     blocks: the row statistic of ``D - c`` is local to a block, and the block's
     share of the next ``colLSE(D - r)`` is merged in at once.
     """
-    first = _column_stats(scores, bounds, xp=xp)
-    if n_iter == 1:
-        return _key_bias(lse.finite(first.max, xp=xp), first, xp=xp)
-    shift = lse.finite(first.max, xp=xp)
-    stats = lse.LogSumExp(xp.zeros_like(first.max), first.sum)
+    rounds = [columns(scores, bounds, xp=xp)]
+    shift = _zero_if_empty(rounds[0].stats.max, xp=xp)
     for _ in range(n_iter - 1):
         shares = []
         for start, stop in bounds:
-            centred = scores.rows(start, stop) - shift
-            row = lse.reduce(lse.subtract(centred, stats, xp=xp), axis=-1, xp=xp)
-            shares.append(lse.reduce(lse.subtract(centred, row, xp=xp), axis=-2, xp=xp))
-        stats = _merge_all(shares, xp=xp)
-    return _key_bias(shift, stats, xp=xp, centred=True)
+            block = scores.rows(start, stop, xp=xp)
+            row = lse.reduce(subtract(rounds[-1], block, xp=xp), axis=-1, xp=xp)
+            shares.append(lse.reduce(lse.subtract(block - shift, row, xp=xp), axis=-2, xp=xp))
+        rounds.append(ColumnStat(shift, _merge_all(shares, xp=xp)))
+    return tuple(rounds)
 
 
-def causal_columns(block: Array, carry: lse.LogSumExp | None, /, *, xp: Any) -> tuple[Bias, lse.LogSumExp]:
-    """The running column statistic of one block of causally masked scores.
+def running(block: Array, carry: lse.LogSumExp | None, /, *, xp: Any) -> tuple[lse.LogSumExp, lse.LogSumExp]:
+    """The running column statistic ``C`` of one block of causally masked scores, and the next carry.
 
-    Returns the bias ``C[i, j]`` for the block's rows and the carry for the
-    next block (the statistic of the block's last row).  Row ``i`` reads only
-    rows ``<= i``.
+    ``carry`` holds the statistic of every row before the block, for the
+    first ``carry.max.shape[-1]`` keys (the keys those rows may see); the
+    others start empty.  Returns ``C`` for the block's rows and the carry for
+    the next block (the statistic of the block's last row).  Row ``i`` reads
+    only rows ``<= i`` (spec DEF-TWO-LEVEL-SCAN).
     """
-    running = lse.cumulative(block, axis=-2, xp=xp)
-    if carry is not None:
-        running = lse.merge(carry, running, xp=xp)
-    last = lse.LogSumExp(running.max[..., -1:, :], running.sum[..., -1:, :])
-    return Bias(lambda rows: lse.subtract(rows, running, xp=xp)), last
+    width = block.shape[-1]
+    start = None if carry is None else tuple(widen(carry, width, xp=xp))
+    stats = lse.pointwise(block, xp=xp)
+    out = lse.LogSumExp(*scan(tuple(stats), _merge, identity=(-float("inf"), 0.0), carry=start, reverse=False, xp=xp))
+    last = (xp.asarray(part[..., -1:, :], copy=True) for part in out)  # copies: a view would keep the block alive
+    return out, lse.LogSumExp(*last)
 
 
-def _key_bias(shift: Array, stats: lse.LogSumExp, /, *, xp: Any, centred: bool = False) -> Bias:
-    """The bias ``c = shift + log-sum-exp of stats`` (``stats`` of ``S - shift`` when ``centred``, else of ``S``).
-
-    ``c`` is rounded to one float by an error-free sum (Knuth's TwoSum): the
-    rounding error ``lo`` is exact and becomes the factor ``exp(-lo)``.
-    """
-    log_sum = xp.log(xp.where(stats.sum == 0, 1.0, stats.sum))
-    small = lse.finite(stats.max, xp=xp) + log_sum if centred else log_sum
-    hi = shift + small
-    back = hi - shift
-    lo = (shift - (hi - back)) + (small - back)
-
-    def subtract(block: Array) -> Array:
-        return lse.subtract(block - shift if centred else block, stats, xp=xp)
-
-    return Bias(subtract, (hi, xp.exp(-lo)))
+def widen(stats: lse.LogSumExp, width: int, /, *, xp: Any) -> lse.LogSumExp:
+    """A per-key statistic extended to ``width`` keys, the new keys empty."""
+    missing = width - stats.max.shape[-1]
+    if missing <= 0:
+        return stats
+    shape, dev = (*stats.max.shape[:-1], missing), device(stats.max)
+    empty = lse.LogSumExp(
+        xp.full(shape, -xp.inf, dtype=stats.max.dtype, device=dev), xp.zeros(shape, dtype=stats.sum.dtype, device=dev)
+    )
+    return lse.LogSumExp(*(xp.concat((part, pad), axis=-1) for part, pad in zip(stats, empty, strict=True)))
 
 
-def _column_stats(scores: Scores, bounds: list[tuple[int, int]], /, *, xp: Any) -> lse.LogSumExp:
-    return _merge_all([lse.reduce(scores.rows(start, stop), axis=-2, xp=xp) for start, stop in bounds], xp=xp)
+def _zero_if_empty(m: Array, /, *, xp: Any) -> Array:
+    """A per-key shift: the column maximum, 0 for a key no query sees (so sums of shifts never overflow)."""
+    return xp.where(m == -xp.inf, 0.0, m)
+
+
+def _merge(acc: tuple[Array, ...], more: tuple[Array, ...], /, *, xp: Any) -> tuple[Array, ...]:
+    return tuple(lse.merge(lse.LogSumExp(*acc), lse.LogSumExp(*more), xp=xp))
 
 
 def _merge_all(stats: list[lse.LogSumExp], /, *, xp: Any) -> lse.LogSumExp:

@@ -1,25 +1,74 @@
-"""The block driver: one pass structure for every scheme, materialized or chunked.
+"""The block driver: one pass structure for every scheme, materialized or chunked, forward and backward.
 
 Column statistics first (:mod:`.bias`), then the biased row softmax
 (:mod:`.rows`) block by block.  The materialized path is the case of a single
 block; the chunked path holds one block of ``(..., block, K)`` scores at a
-time (spec: THM-CHUNKED-EQUALS-DENSE).
+time (spec: THM-CHUNKED-EQUALS-DENSE).  :func:`attend` also returns what the
+backward pass (:mod:`.backward`) needs to recompute every block: O(T + K)
+numbers per head, never the scores (spec DEF-BLOCKED-BACKWARD).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+from array_api_compat import device
 
 from . import bias, rows
+from . import logsumexp as lse
 from .scores import Scores
 
 Array = Any
+Bounds = Sequence[tuple[int, int]]
+
+
+class Plan(NamedTuple):
+    """How a scheme is computed: its column statistic and its components.
+
+    ``rounds`` column statistics of the key alone (0 for softmax, 1 for
+    doubly, ``n_iter`` for sinkhorn), or the causal ``running`` statistic;
+    ``plain`` when an unbiased softmax component is computed (softmax itself,
+    and hybrid, whose biased component is weighted by ``alpha`` and the plain
+    one by ``1 - alpha``).
+    """
+
+    rounds: int
+    running: bool
+    plain: bool
+    mixed: bool
+
+    @property
+    def biased(self) -> bool:
+        return self.running or self.rounds > 0
+
+
+def plan(scheme: str, /, *, causal: bool, n_iter: int) -> Plan:
+    """The :class:`Plan` of ``scheme``; ``causal`` selects the running statistic for doubly and hybrid."""
+    if scheme == "softmax":
+        return Plan(0, False, True, False)
+    if scheme == "sinkhorn":
+        return Plan(n_iter, False, False, False)
+    return Plan(0 if causal else 1, causal, scheme == "hybrid", scheme == "hybrid")
+
+
+class Residuals(NamedTuple):
+    """What the forward pass keeps for the backward one (arrays only, O(T + K) per head).
+
+    ``rounds``: the column statistic of every round (empty for softmax and
+    the causal variants). ``carries``: under ``causal``, the running statistic
+    of the rows before each block (None before the first). ``outputs``: each
+    component's output (biased, then plain) when the scheme mixes two.
+    """
+
+    rounds: tuple[bias.ColumnStat, ...]
+    carries: tuple[lse.LogSumExp | None, ...]
+    outputs: tuple[Array, ...]
 
 
 def weights(
     scores: Scores,
-    bounds: list[tuple[int, int]],
+    bounds: Bounds,
     /,
     *,
     scheme: str,
@@ -30,17 +79,19 @@ def weights(
     xp: Any,
 ) -> Array:
     """The ``(..., T, K)`` attention weights, or log-weights with ``log=True``."""
-    blocks = [
-        rows.weights(block, column, scheme=scheme, alpha=alpha, log=log, xp=xp)
-        for block, column in _biased_blocks(scores, bounds, scheme=scheme, causal=causal, n_iter=n_iter, xp=xp)
-    ]
-    return _concat(blocks, xp=xp)
+    how = plan(scheme, causal=causal, n_iter=n_iter)
+    rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
+    blocks = []
+    for block, biased in biased_blocks(scores, bounds, how, rounds, [], xp=xp):
+        w = rows.weights(block, biased, scheme=scheme, alpha=alpha, log=log, xp=xp)
+        blocks.append(_pad_keys(w, scores.n_keys, -xp.inf if log else 0.0, xp=xp))
+    return concat_rows(blocks, xp=xp)
 
 
 def attend(
     scores: Scores,
     value: Array,
-    bounds: list[tuple[int, int]],
+    bounds: Bounds,
     /,
     *,
     scheme: str,
@@ -48,42 +99,77 @@ def attend(
     alpha: Array,
     n_iter: int,
     xp: Any,
-) -> Array:
-    """The attention output ``weights @ value``, one block of query rows at a time."""
+) -> tuple[Array, Residuals]:
+    """The attention output ``weights @ value``, one block of query rows at a time, and the residuals."""
+    how = plan(scheme, causal=causal, n_iter=n_iter)
+    rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
     values = rows.with_ones(value, None, xp=xp)
-    weighted = None
-    outputs = []
-    for block, column in _biased_blocks(scores, bounds, scheme=scheme, causal=causal, n_iter=n_iter, xp=xp):
-        if weighted is None and column is not None and column.per_key is not None:
-            weighted = rows.with_ones(value, column.per_key[1], xp=xp)  # one column statistic for every block
-        outputs.append(rows.output(block, column, values, weighted, scheme=scheme, alpha=alpha, xp=xp))
-    return _concat(outputs, xp=xp)
+    per_key = None
+    if rounds:
+        hi, w = bias.per_key(rounds[-1], xp=xp)  # one column statistic for every block
+        per_key = (hi, rows.with_ones(value, w, xp=xp))
+    carries: list[lse.LogSumExp | None] = []
+    parts: list[list[Array]] = []
+    for block, biased in biased_blocks(scores, bounds, how, rounds, carries, xp=xp):
+        width = block.shape[-1]
+        parts.append(rows.outputs(block, biased, values[..., :width, :], per_key, plain=how.plain, xp=xp))
+    outputs = tuple(concat_rows([p[k] for p in parts], xp=xp) for k in range(len(parts[0])))
+    out = outputs[0] if not how.mixed else alpha * outputs[0] + (1 - alpha) * outputs[1]
+    return out, Residuals(rounds, tuple(carries) if how.running else (), outputs if how.mixed else ())
 
 
-def _biased_blocks(
+def statistics(scores: Scores, bounds: Bounds, how: Plan, /, *, n_iter: int, xp: Any) -> tuple[bias.ColumnStat, ...]:
+    """The column statistics of the key alone, one per round (pass 1 of doubly, ``n_iter`` passes of sinkhorn)."""
+    if how.rounds == 1:
+        return (bias.columns(scores, bounds, xp=xp),)
+    if how.rounds > 1:
+        return bias.sinkhorn(scores, bounds, n_iter=n_iter, xp=xp)
+    return ()
+
+
+def biased_blocks(
     scores: Scores,
-    bounds: list[tuple[int, int]],
+    bounds: Bounds,
+    how: Plan,
+    rounds: tuple[bias.ColumnStat, ...],
+    carries: list[lse.LogSumExp | None],
     /,
     *,
-    scheme: str,
-    causal: bool,
-    n_iter: int,
     xp: Any,
-) -> Iterator[tuple[Array, bias.Bias | None]]:
-    """Each block of scores with the bias (column statistic) that applies to it."""
-    running = causal and scheme in ("doubly", "hybrid")
-    column = None
-    if scheme == "sinkhorn":
-        column = bias.sinkhorn(scores, bounds, n_iter=n_iter, xp=xp)
-    elif scheme != "softmax" and not running:
-        column = bias.columns(scores, bounds, xp=xp)
+) -> Iterator[tuple[Array, Array | None]]:
+    """Each block's masked scores and biased scores ``Y`` (None for softmax), in order.
+
+    Under the running statistic each block starts from the carry of the rows
+    before it; ``carries`` collects those carries for the backward pass.
+    """
     carry = None
     for start, stop in bounds:
-        block = scores.rows(start, stop)
-        if running:
-            column, carry = bias.causal_columns(block, carry, xp=xp)
-        yield block, column
+        block = scores.rows(start, stop, xp=xp)
+        carries.append(carry)
+        biased, carry = bias_block(block, how, rounds, carry, xp=xp)
+        yield block, biased
 
 
-def _concat(blocks: list[Array], /, *, xp: Any) -> Array:
+def bias_block(
+    block: Array, how: Plan, rounds: tuple[bias.ColumnStat, ...], carry: lse.LogSumExp | None, /, *, xp: Any
+) -> tuple[Array | None, lse.LogSumExp | None]:
+    """``Y = S - c`` of one block (None for softmax) and, under the running statistic, the next carry."""
+    if how.running:
+        stats, carry = bias.running(block, carry, xp=xp)
+        return lse.subtract(block, stats, xp=xp), carry
+    if rounds:
+        return bias.subtract(rounds[-1], block, xp=xp), None
+    return None, None
+
+
+def concat_rows(blocks: list[Array], /, *, xp: Any) -> Array:
     return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=-2)
+
+
+def _pad_keys(block: Array, n_keys: int, fill: float, /, *, xp: Any) -> Array:
+    """A block of weights that stops before the last keys (causal), completed with ``fill``."""
+    missing = n_keys - block.shape[-1]
+    if missing == 0:
+        return block
+    pad = xp.full((*block.shape[:-1], missing), fill, dtype=block.dtype, device=device(block))
+    return xp.concat((block, pad), axis=-1)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from array_api_compat import device
-
 Array = Any
 
 
@@ -28,8 +26,23 @@ class LogSumExp(NamedTuple):
 
 
 def finite(m: Array, /, *, xp: Any) -> Array:
-    """``m`` with infinities replaced by 0: a shift that never makes NaN."""
-    return xp.where(xp.isinf(m), 0.0, m)
+    """``m`` with ``-inf`` raised to the lowest finite number: a shift that never makes NaN.
+
+    ``x - finite(max(x))`` is ``-inf`` where ``x`` is, and exact elsewhere.
+    One ``clip``, the cheapest elementwise operation there is on every
+    backend (a ``where`` costs up to twenty times more on CPU torch).
+    """
+    return xp.clip(m, min=xp.finfo(m.dtype).min)
+
+
+def log_sum(s: Array, /, *, xp: Any) -> Array:
+    """``log(s)`` of a pair's sum, 0 for the empty pair.
+
+    A non-empty pair's sum is at least 1 exactly (its maximizer contributes
+    ``exp(0) = 1`` and rounding is monotone), so raising ``s`` to 1 changes
+    the empty pair only.
+    """
+    return xp.log(xp.clip(s, min=1.0))
 
 
 def safe_log(s: Array, /, *, xp: Any) -> Array:
@@ -68,8 +81,7 @@ def subtract(x: Array, stats: LogSumExp, /, *, xp: Any) -> Array:
     Where the statistic is empty both parts are 0, so masked (``-inf``)
     entries of ``x`` stay ``-inf`` instead of becoming NaN.
     """
-    log_sum = xp.log(xp.where(stats.sum == 0, 1.0, stats.sum))
-    return (x - finite(stats.max, xp=xp)) - log_sum
+    return (x - finite(stats.max, xp=xp)) - log_sum(stats.sum, xp=xp)
 
 
 def softmax_parts(x: Array, /, *, axis: int, xp: Any) -> tuple[Array, Array]:
@@ -86,33 +98,3 @@ def softmax_parts(x: Array, /, *, axis: int, xp: Any) -> tuple[Array, Array]:
 def log_softmax(x: Array, /, *, axis: int, xp: Any) -> Array:
     """Stable ``log(softmax(x))`` over ``axis``; an all ``-inf`` slice stays ``-inf``."""
     return subtract(x, reduce(x, axis=axis, xp=xp), xp=xp)
-
-
-def cumulative(x: Array, /, *, axis: int, xp: Any) -> LogSumExp:
-    """Running statistics along ``axis``: entry ``i`` reduces ``x[..., :i+1, ...]``.
-
-    A Hillis-Steele scan of :func:`merge`: ``ceil(log2(n))`` elementwise
-    steps, each combining an entry only with an earlier one, so entry ``i``
-    never reads anything after ``i`` and the arithmetic that produces it does
-    not depend on what comes later (the strictly causal statistic).
-    """
-    stats = pointwise(x, xp=xp)
-    n = x.shape[axis]
-    step = 1
-    while step < n:
-        earlier = LogSumExp(
-            _shift_along(stats.max, step, axis, -xp.inf, xp=xp),
-            _shift_along(stats.sum, step, axis, 0.0, xp=xp),
-        )
-        stats = merge(stats, earlier, xp=xp)
-        step *= 2
-    return stats
-
-
-def _shift_along(a: Array, step: int, axis: int, fill: float, /, *, xp: Any) -> Array:
-    """``a`` moved ``step`` places forward along ``axis``, the front filled with ``fill``."""
-    axis = axis % a.ndim
-    head_shape = (*a.shape[:axis], step, *a.shape[axis + 1 :])
-    head = xp.full(head_shape, fill, dtype=a.dtype, device=device(a))
-    body = a[(*(slice(None),) * axis, slice(0, a.shape[axis] - step), ...)]
-    return xp.concat((head, body), axis=axis)

@@ -1,65 +1,52 @@
-"""The biased row softmax: attention weights of one block of query rows.
+"""The biased row softmax: attention weights and outputs of one block of query rows.
 
-Given the block's masked scores ``S`` and its column statistic ``c`` (see
-:mod:`.bias`), every scheme is a row log-softmax of ``S`` or of ``S - c``
-(spec: THM-DNAS-AS-BIASED-SOFTMAX); ``hybrid`` mixes the two from the same
-block of scores (spec: DEF-HYBRID).
+Given the block's masked scores ``S`` and its biased scores ``Y = S - c`` (see
+:mod:`.bias`), every scheme is a row softmax of ``S`` or of ``Y`` (spec:
+THM-DNAS-AS-BIASED-SOFTMAX); ``hybrid`` mixes the two from the same block of
+scores (spec: DEF-HYBRID).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from . import logsumexp as lse
-from .bias import Bias
 
 Array = Any
 
 
-def weights(
-    block: Array,
-    bias: Bias | None,
-    /,
-    *,
-    scheme: str,
-    alpha: Array,
-    log: bool,
-    xp: Any,
-) -> Array:
-    """Weights (``log=False``) or log-weights of one block of masked scores.
-
-    ``bias`` subtracts the block's column statistic; ``None`` for ``softmax``.
-    """
+def weights(block: Array, biased: Array | None, /, *, scheme: str, alpha: Array, log: bool, xp: Any) -> Array:
+    """Weights (``log=False``) or log-weights of one block; ``biased`` is ``Y`` (None for softmax)."""
     if not log:
-        return _combine(block, bias, lambda e, s: e / s, scheme=scheme, alpha=alpha, xp=xp)
-    softmax = lse.log_softmax(block, axis=-1, xp=xp)
-    if scheme == "softmax":
-        return softmax
-    doubly = lse.log_softmax(_checked(bias).subtract(block), axis=-1, xp=xp)
-    return doubly if scheme != "hybrid" else _log_mix(doubly, softmax, alpha, xp=xp)
+        if biased is None:
+            return softmax(block, xp=xp)
+        doubly = softmax(biased, xp=xp)
+        return doubly if scheme != "hybrid" else alpha * doubly + (1 - alpha) * softmax(block, xp=xp)
+    plain = lse.log_softmax(block, axis=-1, xp=xp)
+    if biased is None:
+        return plain
+    doubly = lse.log_softmax(biased, axis=-1, xp=xp)
+    return doubly if scheme != "hybrid" else _log_mix(doubly, plain, alpha, xp=xp)
 
 
-def output(
-    block: Array, bias: Bias | None, values: Array, weighted: Array | None, /, *, scheme: str, alpha: Array, xp: Any
-) -> Array:
-    """The attention output of one block of masked scores.
+def outputs(
+    block: Array, biased: Array | None, values: Array, per_key: tuple[Array, Array] | None, /, *, plain: bool, xp: Any
+) -> list[Array]:
+    """Each component's attention output for one block: the biased one first, then the plain one.
 
-    ``values`` is ``[V, 1]`` (the values with a column of ones appended) and
-    ``weighted`` is ``[w V, w]`` for a per-key bias (see :class:`.bias.Bias`):
-    one product then yields the numerator and the denominator of the row
-    softmax, and the bias costs one subtraction of ``c_rounded``.
+    ``values`` is ``[V, 1]`` (the values with a column of ones appended). For a
+    per-key bias, ``per_key`` is ``(c_rounded, [w V, w])`` (see
+    :func:`.bias.per_key`): one product yields the numerator and the
+    denominator of the row softmax, and the bias costs one subtraction.
     """
-    if scheme == "softmax":
-        return _normalized_product(block, values, xp=xp)
-    bias = _checked(bias)
-    if bias.per_key is not None and weighted is not None:
-        biased = _normalized_product(block - bias.per_key[0], weighted, xp=xp)
-    else:
-        biased = _normalized_product(bias.subtract(block), values, xp=xp)
-    if scheme != "hybrid":
-        return biased
-    return alpha * biased + (1 - alpha) * _normalized_product(block, values, xp=xp)
+    out = []
+    if per_key is not None:
+        out.append(normalized_product(block - per_key[0], per_key[1], xp=xp))
+    elif biased is not None:
+        out.append(normalized_product(biased, values, xp=xp))
+    if plain:
+        out.append(normalized_product(block, values, xp=xp))
+    return out
 
 
 def with_ones(value: Array, weight: Array | None, /, *, xp: Any) -> Array:
@@ -71,7 +58,7 @@ def with_ones(value: Array, weight: Array | None, /, *, xp: Any) -> Array:
     return xp.concat((scaled, xp.broadcast_to(column, (*scaled.shape[:-1], 1))), axis=-1)
 
 
-def _normalized_product(y: Array, values: Array, /, *, xp: Any) -> Array:
+def normalized_product(y: Array, values: Array, /, *, xp: Any) -> Array:
     """``softmax(y) @ V`` from ``exp(y - max) @ [V, 1]``: numerator and denominator at once."""
     e = xp.exp(y - lse.finite(xp.max(y, axis=-1, keepdims=True), xp=xp))
     del y  # at most two block-sized temporaries alive: the allocator keeps reusing them
@@ -80,21 +67,10 @@ def _normalized_product(y: Array, values: Array, /, *, xp: Any) -> Array:
     return both[..., :-1] / xp.where(total == 0, 1.0, total)
 
 
-def _combine(
-    block: Array, bias: Bias | None, finish: Callable[[Array, Array], Array], /, *, scheme: str, alpha: Array, xp: Any
-) -> Array:
-    """``finish(e, s)`` of the row softmax ``e / s`` of the scheme; hybrid mixes two of them."""
-    if scheme == "softmax":
-        return finish(*lse.softmax_parts(block, axis=-1, xp=xp))
-    biased = finish(*lse.softmax_parts(_checked(bias).subtract(block), axis=-1, xp=xp))
-    if scheme != "hybrid":
-        return biased
-    return alpha * biased + (1 - alpha) * finish(*lse.softmax_parts(block, axis=-1, xp=xp))
-
-
-def _checked(bias: Bias | None, /) -> Bias:
-    assert bias is not None, "schemes with a bias need their column statistic"
-    return bias
+def softmax(y: Array, /, *, xp: Any) -> Array:
+    """Row softmax of ``y``; an all ``-inf`` row is zero."""
+    e, s = lse.softmax_parts(y, axis=-1, xp=xp)
+    return e / s
 
 
 def _log_mix(a: Array, b: Array, alpha: Array, /, *, xp: Any) -> Array:

@@ -1,18 +1,23 @@
 """Masked attention scores, produced one block of query rows at a time.
 
 Every scheme reads its scores through a :class:`Scores`: the materialized path
-wraps a given ``(..., T, K)`` matrix, the chunked path computes
-``query[start:stop] @ key.T * scale`` on demand.  Masks follow torch's
-``scaled_dot_product_attention``: boolean True means "may attend", floating
-masks are added, ``causal`` is the top-left aligned lower triangle.  A masked
-entry is ``-inf``.
+wraps a given ``(..., T, K)`` matrix, the chunked path and every backward pass
+compute ``query[start:stop] @ key.T`` on demand (the scale is already in
+``query``).  Masks follow torch's ``scaled_dot_product_attention``: boolean
+True means "may attend", floating masks are added.  ``causal`` lets query
+``i`` see the keys ``j <= i + offset``: ``offset = 0`` is the top-left aligned
+triangle, ``offset = K - T`` the bottom-right one of decoding.  A masked entry
+is ``-inf``.
+
+Under ``causal`` a block of rows needs only the keys up to its last row's
+position, and :meth:`Scores.rows` returns only those (``Scores.width``): the
+upper triangle is never computed.  Nothing is cached: a pass that needs a block
+again computes it again, and the materialized path slices its matrix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from array_api_compat import device
@@ -22,51 +27,72 @@ Array = Any
 
 @dataclass(frozen=True)
 class Scores:
-    """``n_rows`` query rows of masked scores; ``rows(start, stop)`` gives a block.
+    """The masked scores of ``n_rows`` queries against ``n_keys`` keys.
 
-    The last block asked for is cached, so the passes of the materialized path
-    (a single block) compute and mask the scores once.
+    Exactly one of ``matrix`` (the scores themselves) and ``query``/``key``
+    (their factors, the scale inside ``query``) is given.
     """
 
     n_rows: int
-    rows: Callable[[int, int], Array]
+    n_keys: int
+    mask: Array | None
+    causal: bool
+    offset: int = 0
+    matrix: Array = None
+    query: Array = None
+    key: Array = None
+
+    def width(self, stop: int) -> int:
+        """How many leading keys rows ``< stop`` may see: all of them unless ``causal``."""
+        if not self.causal:
+            return self.n_keys
+        return max(1, min(self.n_keys, stop + self.offset))  # never empty: the triangle masks what is unseen
+
+    def rows(self, start: int, stop: int, /, *, xp: Any) -> Array:
+        """The masked block of rows ``start:stop``, shape ``(..., stop - start, width(stop))``."""
+        width = self.width(stop)
+        if self.matrix is not None:
+            block = self.matrix[..., start:stop, :width]
+        else:
+            block = xp.matmul(self.query[..., start:stop, :], xp.matrix_transpose(self.key[..., :width, :]))
+        return _masked(block, start, self.mask, self.causal, self.offset, xp=xp)
 
 
 def from_matrix(scores: Array, /, *, mask: Array | None, causal: bool, xp: Any) -> Scores:
     """Scores given as a matrix of shape ``(..., T, K)``."""
-
-    def rows(start: int, stop: int) -> Array:
-        block = scores[..., start:stop, :]
-        return _masked(block, start, mask=mask, causal=causal, xp=xp)
-
-    return Scores(scores.shape[-2], lru_cache(maxsize=1)(rows))
+    return Scores(scores.shape[-2], scores.shape[-1], mask, causal, matrix=scores)
 
 
-def from_projections(query: Array, key: Array, /, *, mask: Array | None, causal: bool, xp: Any) -> Scores:
+def from_projections(query: Array, key: Array, /, *, mask: Array | None, causal: bool, offset: int = 0) -> Scores:
     """Scores ``query @ key.T`` computed one block of queries at a time (``query`` holds the scale)."""
-    key_t = xp.matrix_transpose(key)
-
-    def rows(start: int, stop: int) -> Array:
-        block = xp.matmul(query[..., start:stop, :], key_t)
-        return _masked(block, start, mask=mask, causal=causal, xp=xp)
-
-    return Scores(query.shape[-2], lru_cache(maxsize=1)(rows))
+    return Scores(query.shape[-2], key.shape[-2], mask, causal, offset, query=query, key=key)
 
 
-def block_bounds(n_rows: int, block_size: int) -> list[tuple[int, int]]:
+def block_bounds(n_rows: int, block_size: int) -> tuple[tuple[int, int], ...]:
     """``(start, stop)`` of consecutive blocks of at most ``block_size`` rows."""
-    return [(start, min(start + block_size, n_rows)) for start in range(0, n_rows, block_size)]
+    return tuple((start, min(start + block_size, n_rows)) for start in range(0, n_rows, block_size))
 
 
-def _masked(block: Array, start: int, /, *, mask: Array | None, causal: bool, xp: Any) -> Array:
+def mask_rows(mask: Array, start: int, stop: int, width: int, /) -> Array:
+    """The part of a broadcastable mask that applies to rows ``start:stop`` and the first ``width`` keys."""
+    rows = mask if mask.shape[-2] == 1 else mask[..., start:stop, :]
+    return rows if rows.shape[-1] == 1 else rows[..., :width]
+
+
+def _masked(block: Array, start: int, mask: Array | None, causal: bool, offset: int, /, *, xp: Any) -> Array:
     """Apply the rows ``start:start + n`` of ``mask`` and of the causal triangle."""
     n, k = block.shape[-2:]
     if mask is not None:
-        rows = mask if mask.shape[-2] == 1 else mask[..., start : start + n, :]
+        rows = mask_rows(mask, start, start + n, k)
         block = xp.where(rows, block, -xp.inf) if xp.isdtype(mask.dtype, "bool") else block + rows
-    if causal:
-        dev = device(block)
-        query_pos = xp.arange(start, start + n, device=dev)[:, None]
-        key_pos = xp.arange(k, device=dev)[None, :]
-        block = xp.where(key_pos <= query_pos, block, -xp.inf)
+    if causal:  # only the keys after the first row's position can be hidden from some row of the block
+        first = max(0, min(k, start + offset + 1))
+        if 2 * first < k:  # a block that is mostly triangle: mask it whole (one array, as a triangular mask would)
+            first = 0
+        if first < k:
+            dev = device(block)
+            query_pos = xp.arange(start + offset, start + offset + n, device=dev)[:, None]
+            key_pos = xp.arange(first, k, device=dev)[None, :]
+            corner = xp.where(key_pos <= query_pos, block[..., first:], -xp.inf)
+            block = corner if first == 0 else xp.concat((block[..., :first], corner), axis=-1)
     return block

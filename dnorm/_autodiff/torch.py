@@ -1,0 +1,89 @@
+"""``torch.autograd.Function`` around a forward and a backward pass: memory-light, first-order gradients.
+
+``impl`` is :mod:`dnorm._kernels.attention` (the array-API kernels) or
+:mod:`dnorm._fastpath.torch` (torch's fused kernels): a module with
+``forward(query, key, value, mask, alpha, *, options, xp) -> (out, residuals)``
+and ``backward(..., out, residuals, grad, *, options, mask_grad, xp)``.
+Autograd records one node and saves the inputs, the output and the residuals
+(O(T + K) per head), never the blocks of scores. The backward pass is first
+order only: asked to build a graph for a second derivative
+(``create_graph=True``), it raises a ``RuntimeError`` instead of returning one
+that holds the statistics constant. (``once_differentiable`` is not enough:
+it returns zeros for the second derivative with respect to the inputs.)
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import array_api_compat.torch as xp
+import torch
+
+from ._tree import flatten, unflatten
+
+__all__ = ["attention", "needs_grad"]
+
+
+def needs_grad(*tensors: Any) -> bool:
+    """Whether autograd would record a function of these tensors (None entries skipped)."""
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
+def attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    alpha: torch.Tensor,
+    /,
+    *,
+    impl: ModuleType,
+    options: Any,
+) -> torch.Tensor:
+    """``impl``'s attention output, differentiable in every tensor argument (a boolean mask aside)."""
+    return _Attention.apply(query, key, value, mask, alpha, impl, options)
+
+
+class _Attention(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None,
+        alpha: torch.Tensor,
+        impl: ModuleType,
+        options: Any,
+    ) -> torch.Tensor:
+        out, residuals = impl.forward(query, key, value, mask, alpha, options=options, xp=xp)
+        leaves, spec = flatten(residuals)
+        ctx.save_for_backward(query, key, value, mask, alpha, out, *leaves)
+        ctx.spec, ctx.impl, ctx.options = spec, impl, options
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            msg = (
+                "dnorm's attention backward pass is first order only (create_graph=True asks for a second "
+                "derivative); differentiate twice with JAX, or through dnorm.normalize(...) @ value"
+            )
+            raise RuntimeError(msg)
+        query, key, value, mask, alpha, out, *leaves = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grads = ctx.impl.backward(
+            query,
+            key,
+            value,
+            mask,
+            alpha,
+            out,
+            unflatten(ctx.spec, leaves),
+            grad,
+            options=ctx.options,
+            mask_grad=needs[3],
+            xp=xp,
+        )
+        return (*(g if need else None for g, need in zip(grads, needs[:5], strict=True)), None, None)

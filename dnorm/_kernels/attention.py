@@ -1,0 +1,113 @@
+"""Attention from arrays: the forward pass with its residuals, and the backward pass (spec DEF-BLOCKED-BACKWARD).
+
+These two functions are what the autodiff adapters (:mod:`dnorm._autodiff`)
+wrap; without autodiff :func:`forward` alone runs.  Inputs are already checked
+and in the compute dtype; ``mask`` has at least two dimensions and ``alpha`` is
+an array that broadcasts against ``(..., T, K)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import backward as bwd
+from . import blocked
+from .scores import Scores, from_matrix, from_projections
+
+Array = Any
+Bounds = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything about one call that is not an array (hashable: a static argument under JAX).
+
+    ``rows`` are the query blocks of the forward pass and ``materialize``
+    whether it forms the ``(..., T, K)`` scores at once (then ``rows`` only
+    splits their normalization); ``backward_rows`` are the blocks of the
+    backward pass, which always recomputes the scores from the projections.
+    Under ``causal`` both are the same blocks, whose carries the forward
+    pass keeps.
+    """
+
+    scheme: str
+    causal: bool
+    n_iter: int
+    scale: float
+    rows: Bounds
+    materialize: bool
+    backward_rows: Bounds
+
+
+def forward(
+    query: Array, key: Array, value: Array, mask: Array | None, alpha: Array, /, *, options: Options, xp: Any
+) -> tuple[Array, blocked.Residuals]:
+    """``attention(query, key, value)`` and what :func:`backward` needs."""
+    q = query * options.scale  # the scale on the (T, D) queries rather than the (T, K) scores
+    if options.materialize:
+        scores = from_matrix(xp.matmul(q, xp.matrix_transpose(key)), mask=mask, causal=options.causal, xp=xp)
+    else:
+        scores = from_projections(q, key, mask=mask, causal=options.causal)
+    return blocked.attend(
+        scores,
+        value,
+        options.rows,
+        scheme=options.scheme,
+        causal=options.causal,
+        alpha=alpha,
+        n_iter=options.n_iter,
+        xp=xp,
+    )
+
+
+def backward(
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    alpha: Array,
+    out: Array,
+    residuals: blocked.Residuals,
+    grad: Array,
+    /,
+    *,
+    options: Options,
+    mask_grad: bool,
+    xp: Any,
+) -> tuple[Array, Array, Array, Array | None, Array | None]:
+    """Gradients of ``query``, ``key``, ``value``, a floating ``mask`` (if ``mask_grad``) and ``alpha``.
+
+    Each has the shape of its input (summed over the dimensions the input
+    was broadcast along); ``alpha``'s is None unless the scheme is hybrid.
+    """
+    scores: Scores = from_projections(query * options.scale, key, mask=mask, causal=options.causal)
+    grads = bwd.attend_backward(
+        scores,
+        value,
+        out,
+        grad,
+        residuals,
+        options.backward_rows,
+        scheme=options.scheme,
+        causal=options.causal,
+        alpha=alpha,
+        n_iter=options.n_iter,
+        mask_grad=mask_grad,
+        xp=xp,
+    )
+    d_alpha = None if grads.alpha is None else bwd.sum_to(grads.alpha, tuple(alpha.shape), xp=xp)
+    return (
+        bwd.sum_to(grads.query * options.scale, tuple(query.shape), xp=xp),
+        bwd.sum_to(grads.key, tuple(key.shape), xp=xp),
+        bwd.sum_to(grads.value, tuple(value.shape), xp=xp),
+        grads.mask,
+        d_alpha,
+    )
+
+
+def infer(
+    query: Array, key: Array, value: Array, mask: Array | None, alpha: Array, /, *, options: Options, xp: Any
+) -> Array:
+    """The forward pass alone, where no gradient can be asked for."""
+    return forward(query, key, value, mask, alpha, options=options, xp=xp)[0]

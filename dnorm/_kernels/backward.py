@@ -1,0 +1,298 @@
+"""The backward pass of :func:`.blocked.attend`: gradients recomputed block by block (spec DEF-BLOCKED-BACKWARD).
+
+The forward pass keeps the inputs, the output and O(T + K) statistics per head
+(:class:`.blocked.Residuals`); every pass here recomputes one block of
+``(..., block, K)`` scores at a time, so nothing of size ``(T, K)`` outlives a
+block.  With ``dP = dO V^T``, ``delta_i = dO_i . O_i`` and the weights ``A`` of
+a component, ``dZ = A * (dP - delta)`` is the gradient of its biased scores
+``Y = S - c``; what the statistic adds (spec THM-DNAS-GRADIENT,
+THM-SINKHORN-GRADIENT, THM-CAUSAL-GRADIENT):
+
+* a statistic of the key alone (doubly, each Sinkhorn round): one more pass
+  first, for ``gamma_j = sum_i dZ_ij = v_j . dV_j - sum_i A_ij delta_i``, then
+  ``dS = dZ - B * gamma`` with ``B = exp(S - c)``; Sinkhorn's earlier rounds
+  add one pass each, back through the row and column potentials;
+* the running statistic (causal): ``dS = dZ - B * H`` with the reverse scan
+  ``H_i = dZ_i + (1 - B_{i+1}) H_{i+1}``, carried from the last block to the
+  first.
+
+The gradients are those of ``S``; ``dq = dS K`` (for the scaled queries) and
+``dk = dS^T q`` follow in the same pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from array_api_compat import device
+
+from . import bias, blocked, rows
+from . import logsumexp as lse
+from .scan import scan
+from .scores import Scores, mask_rows
+
+Array = Any
+Bounds = Sequence[tuple[int, int]]
+
+
+class Gradients(NamedTuple):
+    """Gradients of :func:`.blocked.attend`'s inputs, in the broadcast leading shape.
+
+    ``query`` is the gradient of the scaled queries; ``mask`` that of a
+    floating mask (in the mask's own shape), when asked for; ``alpha`` that of
+    the hybrid weight, shape ``(..., 1, 1)``, for hybrid only.
+    """
+
+    query: Array
+    key: Array
+    value: Array
+    mask: Array | None
+    alpha: Array | None
+
+
+def attend_backward(
+    scores: Scores,
+    value: Array,
+    out: Array,
+    grad: Array,
+    residuals: blocked.Residuals,
+    bounds: Bounds,
+    /,
+    *,
+    scheme: str,
+    causal: bool,
+    alpha: Array,
+    n_iter: int,
+    mask_grad: bool,
+    xp: Any,
+) -> Gradients:
+    """The gradients of ``out = attend(scores, value, ...)`` given ``grad = dL/dout``."""
+    how = blocked.plan(scheme, causal=causal, n_iter=n_iter)
+    outputs = residuals.outputs or (out,)
+    weights = (alpha, 1 - alpha) if how.mixed else (None,)
+    grads = [grad if w is None else w * grad for w in weights]
+    deltas = [xp.sum(g * o, axis=-1, keepdims=True) for g, o in zip(grads, outputs, strict=True)]
+    query, key = scores.query, scores.key
+    d_value = _PerKey()
+    d_columns: list[Array] = []
+    d_rows: list[list[Array]] = []
+    if how.rounds:
+        shares, gamma = _gamma_pass(scores, value, bounds, residuals.rounds[-1], grads[0], deltas[0], xp=xp)
+        d_value.add(shares, xp=xp)
+        d_columns, d_rows = _potentials(scores, bounds, residuals.rounds, -gamma, xp=xp)
+    d_key = _PerKey()
+    d_query: list[Array] = []
+    d_mask: list[Array] = []
+    after = None  # under causal: the reverse scan's carry from the block after
+    backwards = scores.causal  # the running statistic's scan runs up the queries; causal widths then shrink
+    order = range(len(bounds) - 1, -1, -1) if backwards else range(len(bounds))
+    for index in order:
+        start, stop = bounds[index]
+        block = scores.rows(start, stop, xp=xp)
+        width = block.shape[-1]
+        dp = xp.matmul(grad[..., start:stop, :], xp.matrix_transpose(value[..., :width, :]))
+        ds = None
+        component = 0
+        if how.biased:
+            carry = residuals.carries[index] if how.running else None
+            biased, _ = blocked.bias_block(block, how, residuals.rounds, carry, xp=xp)
+            a = rows.softmax(biased, xp=xp)
+            dz = a * (_scaled(dp, weights[0]) - deltas[0][..., start:stop, :])
+            if how.running:
+                b = xp.exp(biased)
+                h, after = _reverse_scan(dz, b, after, xp=xp)
+                ds = dz - b * h
+                d_value.add(_t_matmul(a, grads[0][..., start:stop, :], xp=xp), xp=xp)
+            else:
+                ds = dz + _round_terms(block, biased, residuals.rounds, d_columns, d_rows[index], xp=xp)
+            component = 1
+        if how.plain:
+            a = rows.softmax(block, xp=xp)
+            dz = a * (_scaled(dp, weights[component]) - deltas[component][..., start:stop, :])
+            ds = dz if ds is None else ds + dz
+            d_value.add(_t_matmul(a, grads[component][..., start:stop, :], xp=xp), xp=xp)
+        d_query.append(xp.matmul(ds, key[..., :width, :]))
+        d_key.add(_t_matmul(ds, query[..., start:stop, :], xp=xp), xp=xp)
+        if mask_grad and scores.mask is not None:
+            d_mask.append(_mask_share(ds, scores.mask, start, stop, scores.n_keys, xp=xp))
+    if backwards:
+        d_query.reverse()
+        d_mask.reverse()
+    d_alpha = None
+    if how.mixed:
+        d_alpha = xp.sum(grad * (outputs[0] - outputs[1]), axis=(-2, -1), keepdims=True)
+    mask = _mask_total(d_mask, scores.mask, xp=xp) if d_mask else None
+    n_keys = scores.n_keys
+    return Gradients(
+        blocked.concat_rows(d_query, xp=xp), d_key.total(n_keys, xp=xp), d_value.total(n_keys, xp=xp), mask, d_alpha
+    )
+
+
+class _PerKey:
+    """The sum of per-key gradient shares ``(..., width, D)`` from blocks whose widths never grow.
+
+    Causal blocks see only the keys up to their last row, and the causal
+    pass runs from the last block to the first: the keys past a block's
+    width are complete once it comes, and are set aside instead of being
+    padded with zeros for every later share.
+    """
+
+    def __init__(self) -> None:
+        self.open: Array = None
+        self.done: list[Array] = []
+
+    def add(self, share: Array, /, *, xp: Any) -> None:
+        width = share.shape[-2]
+        if self.open is None:
+            self.open = share
+            return
+        if self.open.shape[-2] > width:  # a copy, so that the wider sum it was part of can go
+            self.done.append(xp.asarray(self.open[..., width:, :], copy=True))
+            self.open = self.open[..., :width, :]
+        self.open = self.open + share
+
+    def total(self, n_keys: int, /, *, xp: Any) -> Array:
+        assert self.open is not None, "every backward pass has at least one block"
+        parts = [self.open, *reversed(self.done)]
+        whole = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-2)
+        return _pad_rows(whole, n_keys, xp=xp)
+
+
+def _gamma_pass(
+    scores: Scores, value: Array, bounds: Bounds, stat: bias.ColumnStat, grad: Array, delta: Array, /, *, xp: Any
+) -> tuple[Array, Array]:
+    """``dV`` of the biased component and ``gamma = v . dV - A^T delta`` (shape ``(..., 1, K)``), one pass."""
+    both: Array = None
+    for start, stop in bounds:
+        a = rows.softmax(bias.subtract(stat, scores.rows(start, stop, xp=xp), xp=xp), xp=xp)
+        rhs = xp.concat((grad[..., start:stop, :], delta[..., start:stop, :]), axis=-1)
+        share = _t_matmul(a, rhs, xp=xp)
+        both = share if both is None else both + share
+    d_value = both[..., :-1]
+    gamma = xp.sum(value * d_value, axis=-1) - both[..., -1]
+    return d_value, gamma[..., None, :]
+
+
+def _potentials(
+    scores: Scores, bounds: Bounds, rounds: tuple[bias.ColumnStat, ...], d_last: Array, /, *, xp: Any
+) -> tuple[list[Array], list[list[Array]]]:
+    """The gradients of every round's column and row potentials, from that of the last column potential.
+
+    ``c^t_j = LSE_i (S_ij - r^(t-1)_i)`` and ``r^t_i = LSE_j (S_ij - c^t_j)``:
+    ``dr^(t-1) = -P^t dc^t`` (row sums, block-local) and ``dc^(t-1) = -R^(t-1)^T
+    dr^(t-1)`` (column sums, over every block), one pass per round back.
+    Returns ``dc^1 .. dc^n`` (each ``(..., 1, K)``) and, per block, ``dr^1 ..
+    dr^(n-1)`` (each ``(..., block, 1)``).
+    """
+    n = len(rounds)
+    d_columns = [d_last]
+    d_rows: list[list[Array]] = [[] for _ in bounds]
+    for t in range(n - 1, 0, -1):  # from the last round back to the first; t indexes round t + 1
+        total = None
+        for index, (start, stop) in enumerate(bounds):
+            block = scores.rows(start, stop, xp=xp)
+            earlier = bias.subtract(rounds[t - 1], block, xp=xp)
+            row = lse.reduce(earlier, axis=-1, xp=xp)
+            p = xp.exp(lse.subtract(bias.subtract(rounds[t], block, xp=xp), row, xp=xp))
+            d_row = -xp.sum(p * d_columns[0], axis=-1, keepdims=True)
+            d_rows[index].insert(0, d_row)
+            r = xp.exp(lse.subtract(earlier, row, xp=xp))
+            share = -xp.matrix_transpose(_t_matmul(r, d_row, xp=xp))
+            total = share if total is None else total + share
+        d_columns.insert(0, total)
+    return d_columns, d_rows
+
+
+def _round_terms(
+    block: Array,
+    last: Array,
+    rounds: tuple[bias.ColumnStat, ...],
+    d_columns: list[Array],
+    d_rows: list[Array],
+    /,
+    *,
+    xp: Any,
+) -> Array:
+    """``sum_t P^t * dc^t + sum_(t < n) R^t * dr^t``: what the potentials add to ``dS`` in one block.
+
+    ``last`` is the block's ``S - c^n``, already at hand; for doubly the sum is
+    ``exp(S - c) * dc = -B * gamma``.
+    """
+    total = None
+    row = None
+    for t, stat in enumerate(rounds):
+        biased = last if t == len(rounds) - 1 else bias.subtract(stat, block, xp=xp)
+        p = xp.exp(biased if row is None else lse.subtract(biased, row, xp=xp))
+        term = p * d_columns[t]
+        if t < len(rounds) - 1:
+            row = lse.reduce(biased, axis=-1, xp=xp)
+            term = term + xp.exp(lse.subtract(biased, row, xp=xp)) * d_rows[t]
+        total = term if total is None else total + term
+    return total
+
+
+def _reverse_scan(dz: Array, b: Array, after: Array | None, /, *, xp: Any) -> tuple[Array, Array]:
+    """``H_i = dZ_i + (1 - B_(i+1)) H_(i+1)`` over the block's rows, and the carry for the block before.
+
+    ``after`` is ``(1 - B) H`` at the first row of the block after (None for
+    the last block), for at least this block's keys.
+    """
+    width = dz.shape[-1]
+    ones = xp.ones_like(b[..., :1, :])
+    a = xp.concat((1 - b[..., 1:, :], ones), axis=-2)
+    carry = None if after is None else (xp.zeros_like(after[..., :width]), after[..., :width])
+    _, h = scan((a, dz), _compose, identity=(1.0, 0.0), carry=carry, reverse=True, xp=xp)
+    return h, (1 - b[..., :1, :]) * h[..., :1, :]
+
+
+def _compose(later: tuple[Array, Array], step: tuple[Array, Array], /, *, xp: Any) -> tuple[Array, Array]:
+    """The affine map ``h -> b + a h`` of ``step`` applied after the accumulated map ``later``."""
+    a, b = step
+    return a * later[0], b + a * later[1]
+
+
+def _scaled(x: Array, weight: Array | None, /) -> Array:
+    return x if weight is None else weight * x
+
+
+def _t_matmul(a: Array, b: Array, /, *, xp: Any) -> Array:
+    """``a^T @ b`` over the last two axes."""
+    return xp.matmul(xp.matrix_transpose(a), b)
+
+
+def _pad_rows(share: Array, n_keys: int, /, *, xp: Any) -> Array:
+    """A gradient for the first keys (causal blocks see only those), completed with zeros to ``n_keys``."""
+    missing = n_keys - share.shape[-2]
+    if missing == 0:
+        return share
+    pad = xp.zeros((*share.shape[:-2], missing, share.shape[-1]), dtype=share.dtype, device=device(share))
+    return xp.concat((share, pad), axis=-2)
+
+
+def _mask_share(ds: Array, mask: Array, start: int, stop: int, n_keys: int, /, *, xp: Any) -> Array:
+    """One block's share of a floating mask's gradient, in the mask's shape (rows and keys not yet summed)."""
+    width = ds.shape[-1]
+    if mask.shape[-1] != 1 and width < n_keys:
+        ds = xp.concat((ds, xp.zeros((*ds.shape[:-1], n_keys - width), dtype=ds.dtype, device=device(ds))), axis=-1)
+    target = mask_rows(mask, start, stop, n_keys).shape
+    return sum_to(ds, (*target[:-2], target[-2], target[-1]), xp=xp)
+
+
+def _mask_total(shares: list[Array], mask: Array, /, *, xp: Any) -> Array:
+    """A floating mask's gradient from its block shares: rows summed when the mask has one, else stacked."""
+    if mask.shape[-2] == 1:
+        total = shares[0]
+        for more in shares[1:]:
+            total = total + more
+        return total
+    return xp.concat(shares, axis=-2) if len(shares) > 1 else shares[0]
+
+
+def sum_to(x: Array, shape: tuple[int, ...], /, *, xp: Any) -> Array:
+    """``x`` summed over the axes that broadcasting ``shape`` to ``x.shape`` added or stretched."""
+    extra = x.ndim - len(shape)
+    if extra:
+        x = xp.sum(x, axis=tuple(range(extra)))
+    axes = tuple(i for i, (n, m) in enumerate(zip(shape, x.shape, strict=True)) if n == 1 and m != 1)
+    return xp.sum(x, axis=axes, keepdims=True) if axes else x
