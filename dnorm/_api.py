@@ -32,6 +32,8 @@ BLOCK_BYTES = 16 * 2**20
 CAUSAL_BYTES = 2 * 2**20
 #: The backward pass recomputes blocks of about this many bytes, several of them alive at once.
 BACKWARD_BYTES = 2 * 2**20
+#: Streamed blocks (causal, backward) have at least this many rows: fewer would cost more in per-block overhead.
+MIN_ROWS = 64
 
 
 @shared_docstring
@@ -141,22 +143,30 @@ def attention(
     {n_iter_param}
     block_size : int, optional
         Query rows per block. The scores are materialized when they fit in
-        256 MiB, else processed in blocks of about 16 MiB; an explicit
-        ``block_size`` decides instead. In blocks, peak memory is
-        ``O((T + K) * D + block_size * K)`` per head (spec: chunked.md); the
-        scores are recomputed once per pass over them (two for ``doubly``,
-        ``n_iter + 1`` for ``sinkhorn``, one for ``softmax`` and the causal
-        variants). Autodiff through blocks keeps every block's intermediates,
-        so gradients cost the memory of the materialized path.
+        256 MiB, else processed in blocks of about 16 MiB; ``causal`` streams
+        blocks of about 2 MiB, each computing only the keys up to its last
+        row; an explicit ``block_size`` decides instead. In blocks, peak
+        memory is ``O((T + K) * D + block_size * K)`` per head (spec:
+        chunked.md); the scores are recomputed once per pass over them (two
+        for ``doubly``, ``n_iter + 1`` for ``sinkhorn``, one for ``softmax``
+        and the causal variants).
+
+        Gradients (torch autograd, JAX ``grad``) come from a backward pass
+        that recomputes blocks of scores from O(T + K) saved statistics per
+        head (spec DEF-BLOCKED-BACKWARD): training takes the memory of the
+        forward pass, never the ``(T, K)`` scores, for every scheme, mask and
+        block size. Gradients reach ``query``, ``key``, ``value``, a floating
+        ``mask`` and an array ``alpha``. On torch they are first order only
+        (``create_graph=True`` raises); JAX differentiates them again.
 
         On CPU torch tensors, ``"softmax"``, ``"doubly"`` and ``"hybrid"``
-        without ``causal`` and without ``block_size`` run through torch's fused
-        ``scaled_dot_product_attention`` with the bias ``-c`` (spec
-        THM-DNAS-AS-BIASED-SOFTMAX), ``c`` found one block of keys at a time
-        (:mod:`dnorm._fastpath.torch`); they never hold the ``(T, K)`` scores
-        unless a gradient is required. There ``c`` is one float per key, so
-        at scores of magnitude 1e4 in float32 the weights carry relative
-        errors near 1e-3; pass ``block_size`` for the kernels' exact split.
+        without ``causal`` and without ``block_size`` run forward and backward
+        through torch's fused attention kernels with the bias ``-c`` (spec
+        THM-DNAS-AS-BIASED-SOFTMAX, THM-GRADIENT-AS-ATTENTION) and never hold
+        the ``(T, K)`` scores; a floating ``mask`` that requires a gradient
+        takes the kernels instead. There ``c`` is one float per key, so at
+        scores of magnitude 1e4 in float32 the weights carry relative errors
+        near 1e-3; pass ``block_size`` for the kernels' exact split.
 
     Returns
     -------
@@ -287,16 +297,14 @@ def _kernel_options(
 ) -> kernels.Options:
     """The blocks of the forward and the backward pass (spec DEF-CHUNKED-ALGORITHM, DEF-BLOCKED-BACKWARD)."""
     row_bytes = math.prod(lead) * n_keys * (xp.finfo(dtype).bits // 8)
-    compiled = is_jax_namespace(xp)  # XLA fuses a block's elementwise work: cache-sized blocks only add graph
-    backward = block_bounds(
-        n_queries, block_size or _rows_within(BLOCK_BYTES if compiled else BACKWARD_BYTES, row_bytes)
-    )
-    if block_size is not None:
-        rows, materialize = block_bounds(n_queries, block_size), False
-    elif compiled:
-        rows, materialize = block_bounds(n_queries, _rows_within(BLOCK_BYTES, row_bytes)), False
+    streamed = max(MIN_ROWS, _rows_within(BACKWARD_BYTES, row_bytes))
+    if is_jax_namespace(xp):  # XLA fuses a block's elementwise work: cache-sized blocks only add graph
+        streamed = _rows_within(BLOCK_BYTES, row_bytes)
+    backward = block_bounds(n_queries, block_size or streamed)
+    if block_size is not None or is_jax_namespace(xp):
+        rows, materialize = backward, False
     elif causal:
-        rows, materialize = block_bounds(n_queries, _rows_within(CAUSAL_BYTES, row_bytes)), False
+        rows, materialize = block_bounds(n_queries, max(MIN_ROWS, _rows_within(CAUSAL_BYTES, row_bytes))), False
     elif row_bytes * n_queries <= MATERIALIZE_BYTES:
         rows, materialize = block_bounds(n_queries, _rows_within(CACHE_BYTES, row_bytes)), True
     else:

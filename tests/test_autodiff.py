@@ -109,3 +109,45 @@ def test_jax_grad_through_jit_and_chunks():
     dense = jax.jit(jax.grad(loss), static_argnums=1)(q, None)
     chunked = jax.jit(jax.grad(loss), static_argnums=1)(q, 3)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(dense), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.theorem("THM-BACKWARD-FINITE")
+@pytest.mark.parametrize(
+    ("scheme", "causal"), [(s, c) for s in dnorm.SCHEMES for c in (False, True) if s != "sinkhorn" or not c]
+)
+@pytest.mark.parametrize("block_size", [None, 16])
+def test_autograd_saves_nothing_of_the_size_of_the_scores(scheme, causal, block_size):
+    """Every tensor autograd keeps for the backward pass is O(T + K) per head (spec DEF-BLOCKED-BACKWARD)."""
+    t = k = 96
+    q, key, v = (torch.randn(2, 3, n, 8, dtype=torch.float64, requires_grad=True) for n in (t, k, k))
+    alpha = torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda x: saved.append(x.numel()) or x, lambda x: x):
+        out = dnorm.attention(q, key, v, scheme, causal=causal, alpha=alpha, block_size=block_size)
+    out.sum().backward()
+    assert saved
+    assert max(saved) <= 2 * 3 * max(t, k) * 8  # the inputs and the output; the scores would be 2 * 3 * t * k
+    assert all(torch.isfinite(x.grad).all() for x in (q, key, v))
+
+
+def test_second_derivatives_raise_instead_of_being_wrong():
+    q, k, v = (_t(RNG.normal(size=(5, 3))) for _ in range(3))
+    for kwargs in ({}, {"causal": True}, {"block_size": 2}):
+        (grad,) = torch.autograd.grad(dnorm.attention(q, k, v, **kwargs).sum(), q)  # first order: fine
+        assert torch.isfinite(grad).all()
+        with pytest.raises(RuntimeError, match="first order only"):
+            torch.autograd.grad(dnorm.attention(q, k, v, **kwargs).sum(), q, create_graph=True)
+
+
+@pytest.mark.parametrize(("scheme", "causal"), [("doubly", False), ("doubly", True), ("sinkhorn", False)])
+def test_jax_second_derivatives_are_exact(scheme, causal):
+    from jax.test_util import check_grads
+
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    q, k, v = (jnp.asarray(RNG.normal(size=(5, 3))) for _ in range(3))
+
+    def loss(q):
+        return jnp.sum(jnp.sin(dnorm.attention(jnp.asarray(q), k, v, scheme, causal=causal, block_size=2)))
+
+    check_grads(loss, (q,), order=2, modes=["rev"], atol=1e-6, rtol=1e-6)
