@@ -6,8 +6,17 @@ log-domain implementation that runs on NumPy, CuPy, torch, JAX and Dask.
 """
 
 from ._api import attention, normalize, received_mass
+from ._decode import DecodeState, decode
 from ._sdpa import scaled_dot_product_attention
 from ._validate import SCHEMES
 
-__all__ = ["SCHEMES", "attention", "normalize", "received_mass", "scaled_dot_product_attention"]
+__all__ = [
+    "SCHEMES",
+    "DecodeState",
+    "attention",
+    "decode",
+    "normalize",
+    "received_mass",
+    "scaled_dot_product_attention",
+]
 __version__ = "0.1.0"

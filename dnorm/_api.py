@@ -14,6 +14,7 @@ from typing import Any
 
 from array_api_compat import device, is_jax_array, is_jax_namespace, is_torch_array
 
+from . import _heads as heads
 from . import _validate as check
 from ._docs import shared_docstring
 from ._kernels import attention as kernels
@@ -43,7 +44,7 @@ def normalize(
     scheme: str = "doubly",
     *,
     mask: Array | None = None,
-    causal: bool = False,
+    causal: bool | str = False,
     alpha: float | Array = 0.5,
     n_iter: int = 3,
     log: bool = False,
@@ -90,17 +91,18 @@ def normalize(
     """
     xp = check.namespace(scores=scores, mask=mask, alpha=_array_or_none(alpha))
     check.floating(scores, "scores", xp=xp)
-    scheme = _options(scheme, causal=causal, n_iter=n_iter)
+    scheme, offset = _options(scheme, causal=causal, n_iter=n_iter, shape=tuple(scores.shape[-2:]))
     check.flag(log, "log")
     check.mask(mask, tuple(scores.shape), name="mask", xp=xp)
     check.alpha(alpha, tuple(scores.shape[:-2]), xp=xp)
     work, out_dtype = _compute_dtype(scores.dtype, xp=xp)
-    source = from_matrix(_cast(scores, work, xp=xp), mask=_cast_mask(mask, work, xp=xp), causal=causal, xp=xp)
+    work_mask = _cast_mask(mask, work, xp=xp)
+    source = from_matrix(_cast(scores, work, xp=xp), mask=work_mask, causal=offset is not None, offset=offset or 0)
     result = blocked.weights(
         source,
         ((0, scores.shape[-2]),),
         scheme=scheme,
-        causal=causal,
+        causal=offset is not None,
         alpha=_alpha(alpha, work, scores, xp=xp),
         n_iter=n_iter,
         log=log,
@@ -118,7 +120,7 @@ def attention(
     scheme: str = "doubly",
     *,
     mask: Array | None = None,
-    causal: bool = False,
+    causal: bool | str = False,
     scale: float | None = None,
     alpha: float | Array = 0.5,
     n_iter: int = 3,
@@ -182,9 +184,10 @@ def attention(
     scaled_dot_product_attention : the same with torch's signature.
     """
     xp = check.namespace(query=query, key=key, value=value, mask=mask, alpha=_array_or_none(alpha))
-    lead = checked_qkv(query, key, value, xp=xp)
+    lead, groups = checked_qkv(query, key, value, xp=xp)
     n_queries, n_keys = query.shape[-2], key.shape[-2]
-    scheme = _options(scheme, causal=causal, n_iter=n_iter)
+    scheme, offset = _options(scheme, causal=causal, n_iter=n_iter, shape=(n_queries, n_keys))
+    causal = offset is not None
     factor = check.scale(scale, query.shape[-1])
     check.mask(mask, (*lead, n_queries, n_keys), name="mask", xp=xp)
     check.alpha(alpha, lead, xp=xp)
@@ -194,6 +197,11 @@ def attention(
     q, k, v = (_cast(x, work, xp=xp) for x in (query, key, value))
     work_alpha = _alpha(alpha, work, query, xp=xp)
     work_mask = _cast_mask(mask, work, xp=xp)
+    if groups > 1:  # grouped-query attention: (..., H, G, T, D) queries over (..., H, 1, K, D) keys
+        kv_heads = lead[-1] // groups
+        q, work_mask, work_alpha = (heads.group(x, kv_heads, groups, xp=xp) for x in (q, work_mask, work_alpha))
+        k, v = heads.share(k, xp=xp), heads.share(v, xp=xp)
+        lead = (*lead[:-1], kv_heads, groups)
     impl: ModuleType = kernels
     options: Any
     if block_size is None and not causal and scheme != "sinkhorn" and _torch_fastpath_supports(q, k, v, work_mask):
@@ -201,8 +209,9 @@ def attention(
 
         impl, options = fused, fused.Options(scheme, factor)
     else:
-        options = _kernel_options(scheme, causal, n_iter, factor, lead, n_queries, n_keys, block_size, work, xp=xp)
-    return _cast(_run(impl, q, k, v, work_mask, work_alpha, options=options, xp=xp), out_dtype, xp=xp)
+        options = _kernel_options(scheme, offset, n_iter, factor, lead, n_queries, n_keys, block_size, work, xp=xp)
+    out = _run(impl, q, k, v, work_mask, work_alpha, options=options, xp=xp)
+    return _cast(heads.ungroup(out, xp=xp) if groups > 1 else out, out_dtype, xp=xp)
 
 
 def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
@@ -247,8 +256,14 @@ def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
     return _cast(xp.sum(w, axis=-2), out_dtype, xp=xp)
 
 
-def checked_qkv(query: Array, key: Array, value: Array, /, *, xp: Any) -> tuple[int, ...]:
-    """Check query, key and value against each other; return their broadcast leading shape."""
+def checked_qkv(query: Array, key: Array, value: Array, /, *, xp: Any) -> tuple[tuple[int, ...], int]:
+    """Check query, key and value against each other; return the leading shape of the output and the head groups.
+
+    The leading dimensions broadcast together, or (grouped-query attention)
+    those before axis -3 do and the query heads (axis -3) are a multiple of
+    the key heads, which equal the value heads; the second number is then
+    query heads per key head, else 1.
+    """
     for name, x in (("query", query), ("key", key), ("value", value)):
         check.floating(x, name, xp=xp)
     if not query.dtype == key.dtype == value.dtype:
@@ -260,9 +275,12 @@ def checked_qkv(query: Array, key: Array, value: Array, /, *, xp: Any) -> tuple[
     if key.shape[-2] != value.shape[-2]:
         msg = f"key and value must have the same length K, got {key.shape[-2]} and {value.shape[-2]}"
         raise ValueError(msg)
-    return check.broadcast_shapes(
-        {"query": query.shape[:-2], "key": key.shape[:-2], "value": value.shape[:-2]}, "leading dimensions"
-    )
+    shapes = {"query": query.shape[:-2], "key": key.shape[:-2], "value": value.shape[:-2]}
+    heads, kv_heads = (query.shape[-3], key.shape[-3]) if min(query.ndim, key.ndim, value.ndim) >= 3 else (0, 0)
+    if kv_heads in (0, 1) or heads == kv_heads or heads % kv_heads or value.shape[-3] != kv_heads:
+        return check.broadcast_shapes(shapes, "leading dimensions"), 1
+    outer = check.broadcast_shapes({n: s[:-1] for n, s in shapes.items()}, "leading dimensions before the heads")
+    return (*outer, heads), heads // kv_heads
 
 
 def _run(
@@ -283,7 +301,7 @@ def _run(
 
 def _kernel_options(
     scheme: str,
-    causal: bool,
+    offset: int | None,
     n_iter: int,
     scale: float,
     lead: tuple[int, ...],
@@ -295,7 +313,11 @@ def _kernel_options(
     *,
     xp: Any,
 ) -> kernels.Options:
-    """The blocks of the forward and the backward pass (spec DEF-CHUNKED-ALGORITHM, DEF-BLOCKED-BACKWARD)."""
+    """The blocks of the forward and the backward pass (spec DEF-CHUNKED-ALGORITHM, DEF-BLOCKED-BACKWARD).
+
+    ``offset`` is None without ``causal``, else the position of the first query (spec DEF-CAUSAL-MASK).
+    """
+    causal = offset is not None
     row_bytes = math.prod(lead) * n_keys * (xp.finfo(dtype).bits // 8)
     streamed = max(MIN_ROWS, _rows_within(BACKWARD_BYTES, row_bytes))
     if is_jax_namespace(xp):  # XLA fuses a block's elementwise work: cache-sized blocks only add graph
@@ -309,7 +331,7 @@ def _kernel_options(
         rows, materialize = block_bounds(n_queries, _rows_within(CACHE_BYTES, row_bytes)), True
     else:
         rows, materialize = block_bounds(n_queries, _rows_within(BLOCK_BYTES, row_bytes)), False
-    return kernels.Options(scheme, causal, n_iter, scale, rows, materialize, rows if causal else backward)
+    return kernels.Options(scheme, causal, n_iter, scale, rows, materialize, rows if causal else backward, offset or 0)
 
 
 def _torch_fastpath_supports(query: Array, key: Array, value: Array, mask: Array | None, /) -> bool:
@@ -321,18 +343,25 @@ def _torch_fastpath_supports(query: Array, key: Array, value: Array, mask: Array
     return fast.supported(query, key, value, mask)
 
 
-def _options(scheme: object, /, *, causal: object, n_iter: object) -> str:
-    """Check the options every scheme function takes; return the scheme name."""
+def _options(scheme: object, /, *, causal: object, n_iter: object, shape: tuple[int, int]) -> tuple[str, int | None]:
+    """Check the options every scheme function takes; return the scheme and the causal offset (None: not causal)."""
     name = check.scheme(scheme)
-    check.flag(causal, "causal")
     check.positive_int(n_iter, "n_iter")
-    if causal and name == "sinkhorn":
+    if name == "sinkhorn" and causal is not False and isinstance(causal, bool | str):
         msg = (
             "scheme='sinkhorn' has no strictly causal definition: use causal=False with an "
             "explicit triangular mask (bidirectional), or scheme='doubly' with causal=True"
         )
         raise NotImplementedError(msg)
-    return name
+    offset = check.causal(causal, *shape)
+    if offset is not None and offset > 0 and name in ("doubly", "hybrid"):
+        msg = (
+            f"causal='bottom-right' with {shape[0]} queries for {shape[1]} keys needs the running column statistic "
+            f"of the {offset} earlier queries, which scheme={name!r} cannot recover from the keys: use dnorm.decode "
+            "with the state of the earlier positions"
+        )
+        raise ValueError(msg)
+    return name, offset
 
 
 def _array_or_none(alpha: object) -> Array | None:

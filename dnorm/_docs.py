@@ -36,14 +36,21 @@ _SECTIONS = {
         all-zero row; a key no query may see gets zero mass. Passing a
         triangular mask gives the bidirectional masked definition, whose
         column statistic reads later queries (spec THM-MASKED-DNAS-NOT-CAUSAL).""",
-    "causal_param": """causal : bool, default False
-        Top-left aligned causal mask, combined with ``mask`` (a key must be
-        allowed by both), and strict causality: row ``i`` depends on no query,
-        key or value after position ``i`` (spec THM-STRICT-CAUSALITY). For
-        ``"doubly"`` and ``"hybrid"`` the column statistic becomes the running
+    "causal_param": """causal : {False, True, "top-left", "bottom-right"}, default False
+        A causal mask, combined with ``mask`` (a key must be allowed by both),
+        and strict causality: row ``i`` depends on no query, key or value
+        after position ``i`` (spec THM-STRICT-CAUSALITY). For ``"doubly"`` and
+        ``"hybrid"`` the column statistic becomes the running
         ``C[i, j] = logsumexp_{j <= i' <= i} S[i', j]`` (spec DEF-CAUSAL-DNAS), so
         each key's mass is normalized over the queries seen so far.
-        ``"sinkhorn"`` has no causal form and raises ``NotImplementedError``.""",
+        ``"top-left"``: query ``i`` sees keys ``j <= i`` (torch's
+        ``is_causal``); ``"bottom-right"``: the ``T`` queries are the last
+        ``T`` of the ``K`` positions, query ``i`` sees keys ``j <= i + K - T``
+        (for ``"doubly"`` and ``"hybrid"`` with ``T < K`` that needs the
+        earlier queries' statistic: use :func:`dnorm.decode`). ``True`` means
+        both when ``T == K`` and raises ``ValueError`` otherwise (spec
+        DEF-CAUSAL-MASK). ``"sinkhorn"`` has no causal form and raises
+        ``NotImplementedError``.""",
     "alpha_param": """alpha : float or array, default 0.5
         Weight of ``"doubly"`` in ``"hybrid"``, in [0, 1]: a number, or a real
         floating array broadcastable to the leading (batch, head) dimensions,

@@ -48,8 +48,8 @@ def scaled_dot_product_attention(
         Dropout probability on the attention weights, in [0, 1). Values above
         0 need a random generator and are supported for torch tensors only.
     is_causal : bool, default False
-        As ``causal`` of :func:`attention` (strictly causal; combined with
-        ``attn_mask``).
+        As ``causal="top-left"`` of :func:`attention` (torch's alignment;
+        strictly causal; combined with ``attn_mask``).
     scale : float, optional
         Defaults to ``1 / sqrt(D)``.
     enable_gqa : bool, default False
@@ -70,18 +70,26 @@ def scaled_dot_product_attention(
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, Real) or not 0.0 <= dropout_p < 1.0:
         msg = f"dropout_p must be a number in [0, 1), got {dropout_p!r}"
         raise ValueError(msg)
-    if enable_gqa:
-        key, value = _repeat_heads(query, key, value, xp=xp)
-    options = {"mask": attn_mask, "causal": is_causal, "scale": scale, "alpha": alpha, "n_iter": n_iter}
+    _check_heads(query, key, value, enable_gqa, xp=xp)
+    check.flag(is_causal, "is_causal")
+    causal = "top-left" if is_causal else False  # torch's alignment, whatever T and K
+    options = {"mask": attn_mask, "causal": causal, "scale": scale, "alpha": alpha, "n_iter": n_iter}
     if dropout_p == 0.0:
-        return attention(query, key, value, scheme, **options)
+        return attention(query, key, value, scheme, **options)  # grouped heads without copies (dnorm._heads)
+    if enable_gqa:
+        key, value = (xp.repeat(x, query.shape[-3] // key.shape[-3], axis=-3) for x in (key, value))
     return _dropout_attention(query, key, value, scheme, dropout_p, options, xp=xp)
 
 
-def _repeat_heads(query: Array, key: Array, value: Array, /, *, xp: Any) -> tuple[Array, Array]:
-    """Key and value heads repeated to the number of query heads (axis -3)."""
+def _check_heads(query: Array, key: Array, value: Array, enable_gqa: bool, /, *, xp: Any) -> None:
+    """Grouped heads as torch has them: only with ``enable_gqa``, query heads a multiple of key heads."""
     for name, x in (("query", query), ("key", key), ("value", value)):
-        check.floating(x, name, xp=xp, min_ndim=3)
+        check.floating(x, name, xp=xp, min_ndim=3 if enable_gqa else 2)
+    if not enable_gqa:
+        if min(query.ndim, key.ndim) >= 3 and key.shape[-3] not in (1, query.shape[-3]):
+            msg = f"query has {query.shape[-3]} heads and key {key.shape[-3]}: pass enable_gqa=True to group them"
+            raise ValueError(msg)
+        return
     n_q, n_kv = query.shape[-3], key.shape[-3]
     if n_kv == 0 or n_q % n_kv or value.shape[-3] != n_kv:
         msg = (
@@ -89,7 +97,6 @@ def _repeat_heads(query: Array, key: Array, value: Array, /, *, xp: Any) -> tupl
             f"and value heads ({value.shape[-3]}) equal to key heads"
         )
         raise ValueError(msg)
-    return xp.repeat(key, n_q // n_kv, axis=-3), xp.repeat(value, n_q // n_kv, axis=-3)
 
 
 def _dropout_attention(

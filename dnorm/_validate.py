@@ -67,6 +67,36 @@ def flag(value: object, name: str, /) -> bool:
     return value
 
 
+ALIGNMENTS = ("top-left", "bottom-right")
+
+
+def causal(value: object, n_queries: int, n_keys: int, /) -> int | None:
+    """The causal mask's offset: query ``i`` sees the keys ``j <= i + offset`` (None: not causal).
+
+    ``"top-left"`` is offset 0 (torch's ``is_causal``); ``"bottom-right"`` is
+    ``K - T``, the queries being the last ``T`` positions (decoding). ``True``
+    is either when ``T == K`` and ambiguous otherwise: a single new query
+    under top-left alignment sees key 0 only.
+    """
+    if value is False:
+        return None
+    if value is True:
+        if n_queries == n_keys:
+            return 0
+        msg = (
+            f"causal=True is ambiguous with {n_queries} queries and {n_keys} keys: pass causal='top-left' "
+            "(query i sees keys j <= i, as torch's is_causal) or causal='bottom-right' (the queries are the last "
+            "positions, as in decoding)"
+        )
+        raise ValueError(msg)
+    msg = f"causal must be True, False, 'top-left' or 'bottom-right', got {value!r}"
+    if not isinstance(value, str):
+        raise TypeError(msg)
+    if value not in ALIGNMENTS:
+        raise ValueError(msg)
+    return 0 if value == "top-left" else n_keys - n_queries
+
+
 def positive_int(value: object, name: str, /) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         msg = f"{name} must be an integer >= 1, got {value!r}"

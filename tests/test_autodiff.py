@@ -139,13 +139,13 @@ def test_second_derivatives_raise_instead_of_being_wrong():
             torch.autograd.grad(dnorm.attention(q, k, v, **kwargs).sum(), q, create_graph=True)
 
 
-@pytest.mark.parametrize(("scheme", "causal"), [("doubly", False), ("doubly", True), ("sinkhorn", False)])
+@pytest.mark.parametrize(("scheme", "causal"), [("doubly", True), ("sinkhorn", False)])
 def test_jax_second_derivatives_are_exact(scheme, causal):
     from jax.test_util import check_grads
 
     jax.config.update("jax_enable_x64", True)
     jnp = jax.numpy
-    q, k, v = (jnp.asarray(RNG.normal(size=(5, 3))) for _ in range(3))
+    q, k, v = (jnp.asarray(RNG.normal(size=(4, 2))) for _ in range(3))
 
     def loss(q):
         return jnp.sum(jnp.sin(dnorm.attention(jnp.asarray(q), k, v, scheme, causal=causal, block_size=2)))

@@ -73,6 +73,26 @@ def test_causal_softmax_equals_triangular_mask(xp):
 
 def test_causal_is_top_left_aligned_for_rectangular_scores(xp):
     s = RNG.normal(size=(3, 5))
-    w = to_np(normalize(to_xp(xp, s), "doubly", causal=True))
+    w = to_np(normalize(to_xp(xp, s), "doubly", causal="top-left"))
     np.testing.assert_array_equal(w[np.triu_indices(3, 1, 5)], 0.0)
     np.testing.assert_allclose(w.sum(axis=-1), 1.0, rtol=1e-14)
+
+
+def test_bottom_right_softmax_is_the_shifted_triangle(xp):
+    q, k, v = RNG.normal(size=(3, 4)), RNG.normal(size=(7, 4)), RNG.normal(size=(7, 2))
+    shifted = np.tril(np.ones((3, 7), dtype=bool), k=4)
+    args = [to_xp(xp, a) for a in (q, k, v)]
+    got = to_np(attention(*args, "softmax", causal="bottom-right"))
+    np.testing.assert_allclose(got, to_np(attention(*args, "softmax", mask=to_xp(xp, shifted))), rtol=1e-13)
+
+
+def test_ambiguous_causal_alignment_is_refused():
+    q, k = RNG.normal(size=(1, 4)), RNG.normal(size=(6, 4))
+    with pytest.raises(ValueError, match="causal=True is ambiguous with 1 queries and 6 keys"):
+        attention(q, k, k, "softmax", causal=True)
+    with pytest.raises(ValueError, match=r"dnorm\.decode"):
+        attention(q, k, k, "doubly", causal="bottom-right")
+    with pytest.raises(ValueError, match="'top-left' or 'bottom-right'"):
+        attention(q, k, k, causal="left")
+    with pytest.raises(TypeError, match="causal must be True, False"):
+        attention(q, k, k, causal=1)

@@ -101,7 +101,7 @@ def test_causal_mass_bound(xp, scheme):
     def check(data):
         scores, mask = data
         allowed = allowed_of(scores, mask) & np.tril(np.ones(scores.shape[-2:], dtype=bool))
-        w = to_np(normalize(to_xp(xp, scores), scheme, mask=to_xp(xp, allowed), causal=True, alpha=0.5))
+        w = to_np(normalize(to_xp(xp, scores), scheme, mask=to_xp(xp, allowed), causal="top-left", alpha=0.5))
         share = 1.0 if scheme == "doubly" else 0.5
         n_keys = allowed.sum(axis=-1)
         for idx in np.ndindex(*scores.shape[:-2]):

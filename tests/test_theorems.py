@@ -108,7 +108,7 @@ def test_softmax_ignores_row_shifts_and_doubly_column_shifts(xp):
         s = scores.astype(np.float64) / 100
         rows, cols = gen.normal(size=(*s.shape[:-1], 1)) * 10, gen.normal(size=(*s.shape[:-2], 1, s.shape[-1])) * 10
         np.testing.assert_allclose(_w(xp, s + rows, "softmax", mask), _w(xp, s, "softmax", mask), atol=1e-12)
-        for scheme, kwargs in [("doubly", {}), ("sinkhorn", {"n_iter": 4}), ("doubly", {"causal": True})]:
+        for scheme, kwargs in [("doubly", {}), ("sinkhorn", {"n_iter": 4}), ("doubly", {"causal": "top-left"})]:
             np.testing.assert_allclose(
                 _w(xp, s + cols, scheme, mask, **kwargs), _w(xp, s, scheme, mask, **kwargs), atol=1e-12
             )

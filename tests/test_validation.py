@@ -31,7 +31,7 @@ Q, K, V = RNG.normal(size=(2, 4, 3)), RNG.normal(size=(2, 5, 3)), RNG.normal(siz
         ({"n_iter": 0}, ValueError, "n_iter must be an integer >= 1, got 0"),
         ({"n_iter": 2.0}, TypeError, "n_iter must be an integer"),
         ({"n_iter": True}, TypeError, "n_iter must be an integer"),
-        ({"causal": 1}, TypeError, "causal must be True or False"),
+        ({"causal": 1}, TypeError, "causal must be True, False"),
         ({"log": "yes"}, TypeError, "log must be True or False"),
         ({"mask": np.ones((3, 5), dtype=bool)}, ValueError, "mask of shape"),
         ({"mask": np.ones((4, 5), dtype=np.int64)}, TypeError, "mask must be boolean"),

@@ -28,7 +28,7 @@ class Options:
     splits their normalization); ``backward_rows`` are the blocks of the
     backward pass, which always recomputes the scores from the projections.
     Under ``causal`` both are the same blocks, whose carries the forward
-    pass keeps.
+    pass keeps, and query ``i`` sees the keys ``j <= i + offset``.
     """
 
     scheme: str
@@ -38,6 +38,7 @@ class Options:
     rows: Bounds
     materialize: bool
     backward_rows: Bounds
+    offset: int = 0
 
 
 def forward(
@@ -46,9 +47,10 @@ def forward(
     """``attention(query, key, value)`` and what :func:`backward` needs."""
     q = query * options.scale  # the scale on the (T, D) queries rather than the (T, K) scores
     if options.materialize:
-        scores = from_matrix(xp.matmul(q, xp.matrix_transpose(key)), mask=mask, causal=options.causal, xp=xp)
+        matrix = xp.matmul(q, xp.matrix_transpose(key))
+        scores = from_matrix(matrix, mask=mask, causal=options.causal, offset=options.offset)
     else:
-        scores = from_projections(q, key, mask=mask, causal=options.causal)
+        scores = from_projections(q, key, mask=mask, causal=options.causal, offset=options.offset)
     return blocked.attend(
         scores,
         value,
@@ -81,7 +83,9 @@ def backward(
     Each has the shape of its input (summed over the dimensions the input
     was broadcast along); ``alpha``'s is None unless the scheme is hybrid.
     """
-    scores: Scores = from_projections(query * options.scale, key, mask=mask, causal=options.causal)
+    scores: Scores = from_projections(
+        query * options.scale, key, mask=mask, causal=options.causal, offset=options.offset
+    )
     grads = bwd.attend_backward(
         scores,
         value,

@@ -56,9 +56,11 @@ class Residuals(NamedTuple):
     """What the forward pass keeps for the backward one (arrays only, O(T + K) per head).
 
     ``rounds``: the column statistic of every round (empty for softmax and
-    the causal variants). ``carries``: under ``causal``, the running statistic
-    of the rows before each block (None before the first). ``outputs``: each
-    component's output (biased, then plain) when the scheme mixes two.
+    the causal variants). ``carries``: under the running statistic, the
+    statistic of the rows before each block (None before the first, unless
+    the pass started from a carry), and last that of every row: the state of
+    incremental decoding. ``outputs``: each component's output (biased, then
+    plain) when the scheme mixes two.
     """
 
     rounds: tuple[bias.ColumnStat, ...]
@@ -82,7 +84,7 @@ def weights(
     how = plan(scheme, causal=causal, n_iter=n_iter)
     rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
     blocks = []
-    for block, biased in biased_blocks(scores, bounds, how, rounds, [], xp=xp):
+    for block, biased in biased_blocks(scores, bounds, how, rounds, [], None, xp=xp):
         w = rows.weights(block, biased, scheme=scheme, alpha=alpha, log=log, xp=xp)
         blocks.append(_pad_keys(w, scores.n_keys, -xp.inf if log else 0.0, xp=xp))
     return concat_rows(blocks, xp=xp)
@@ -99,8 +101,12 @@ def attend(
     alpha: Array,
     n_iter: int,
     xp: Any,
+    carry: lse.LogSumExp | None = None,
 ) -> tuple[Array, Residuals]:
-    """The attention output ``weights @ value``, one block of query rows at a time, and the residuals."""
+    """The attention output ``weights @ value``, one block of query rows at a time, and the residuals.
+
+    ``carry`` is the running statistic of earlier queries (causal decoding), for the keys they saw.
+    """
     how = plan(scheme, causal=causal, n_iter=n_iter)
     rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
     values = rows.with_ones(value, None, xp=xp)
@@ -110,7 +116,8 @@ def attend(
         per_key = (hi, rows.with_ones(value, w, xp=xp))
     carries: list[lse.LogSumExp | None] = []
     parts: list[list[Array]] = []
-    for block, biased in biased_blocks(scores, bounds, how, rounds, carries, xp=xp):
+    # a statistic of the key alone rides on the values (per_key): only the running one needs Y itself
+    for block, biased in biased_blocks(scores, bounds, how, (), carries, carry, xp=xp):
         width = block.shape[-1]
         parts.append(rows.outputs(block, biased, values[..., :width, :], per_key, plain=how.plain, xp=xp))
     outputs = tuple(concat_rows([p[k] for p in parts], xp=xp) for k in range(len(parts[0])))
@@ -133,6 +140,7 @@ def biased_blocks(
     how: Plan,
     rounds: tuple[bias.ColumnStat, ...],
     carries: list[lse.LogSumExp | None],
+    carry: lse.LogSumExp | None,
     /,
     *,
     xp: Any,
@@ -140,14 +148,15 @@ def biased_blocks(
     """Each block's masked scores and biased scores ``Y`` (None for softmax), in order.
 
     Under the running statistic each block starts from the carry of the rows
-    before it; ``carries`` collects those carries for the backward pass.
+    before it (``carry`` before the first); ``carries`` collects those carries,
+    and last the carry after every row.
     """
-    carry = None
     for start, stop in bounds:
         block = scores.rows(start, stop, xp=xp)
         carries.append(carry)
         biased, carry = bias_block(block, how, rounds, carry, xp=xp)
         yield block, biased
+    carries.append(carry)
 
 
 def bias_block(

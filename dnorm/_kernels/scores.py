@@ -58,9 +58,9 @@ class Scores:
         return _masked(block, start, self.mask, self.causal, self.offset, xp=xp)
 
 
-def from_matrix(scores: Array, /, *, mask: Array | None, causal: bool, xp: Any) -> Scores:
+def from_matrix(scores: Array, /, *, mask: Array | None, causal: bool, offset: int = 0) -> Scores:
     """Scores given as a matrix of shape ``(..., T, K)``."""
-    return Scores(scores.shape[-2], scores.shape[-1], mask, causal, matrix=scores)
+    return Scores(scores.shape[-2], scores.shape[-1], mask, causal, offset, matrix=scores)
 
 
 def from_projections(query: Array, key: Array, /, *, mask: Array | None, causal: bool, offset: int = 0) -> Scores:
