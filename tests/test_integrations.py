@@ -156,6 +156,63 @@ def test_tiny_decoder_causal_gqa_and_left_padding() -> None:
     assert not torch.equal(before[:, 6:], after[:, 6:])
 
 
+def _tiny_causal_lm(transformers: Any) -> Any:
+    config = transformers.LlamaConfig(
+        vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(config).eval().double()  # float64: argmax ties cannot flip
+
+
+@pytest.mark.theorem("THM-DECODE-EQUALS-FULL")
+@pytest.mark.parametrize("scheme", ["doubly", "hybrid"])
+def test_generate_with_the_cache_gives_the_tokens_of_full_recomputation(scheme: str) -> None:
+    """Greedy and beam search on a Llama with grouped-query heads and a left-padded batch."""
+    transformers = pytest.importorskip("transformers", reason="needs transformers")
+    from dnorm.integrations.transformers import cache, register
+
+    register([scheme])
+    model = _tiny_causal_lm(transformers)
+    model.set_attn_implementation(f"dnorm_{scheme}")
+    ids = torch.randint(0, 60, (2, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, :2] = 0
+    options = {"attention_mask": mask, "do_sample": False, "pad_token_id": 0}
+    with torch.no_grad():
+        for extra in ({"max_new_tokens": 12}, {"max_new_tokens": 6, "num_beams": 3}):
+            full = model.generate(ids, use_cache=False, **options, **extra)
+            cached = model.generate(ids, cache=cache(), **options, **extra)
+            assert torch.equal(cached, full), extra
+        with pytest.raises(NotImplementedError, match=r"cache=dnorm\.integrations\.transformers\.cache\(\)"):
+            model.generate(ids, max_new_tokens=2, **options)  # transformers' own DynamicCache keeps no state
+
+
+def test_the_cache_state_follows_crop_and_batch_selection() -> None:
+    transformers = pytest.importorskip("transformers", reason="needs transformers")
+    from dnorm.integrations.transformers import cache, register
+
+    register(["doubly"])
+    model = _tiny_causal_lm(transformers)
+    model.set_attn_implementation("dnorm_doubly")
+    ids = torch.randint(0, 60, (3, 9), generator=torch.Generator().manual_seed(2))
+    kv = cache()
+    with torch.no_grad():
+        model(ids[:, :6], cache=kv, use_cache=True)
+        after_six = [layer.state for layer in kv.layers]
+        for i in (6, 7, 8):
+            model(ids[:, i : i + 1], cache=kv, use_cache=True)
+        layer = kv.layers[0]
+        assert layer.state.max.shape == (3, 4, 9)  # one pair per key and query head
+        kv.crop(-3)  # back to the end of the prefill call
+        assert all(torch.equal(layer.state.sum, kept.sum) for layer, kept in zip(kv.layers, after_six, strict=True))
+        with pytest.raises(ValueError, match="cannot crop the cache to 4 positions"):
+            kv.crop(-2)
+        kv.batch_select_indices(torch.tensor([2, 0]))
+        assert layer.state.max.shape == (2, 4, 6)
+        torch.testing.assert_close(layer.state.max[1], after_six[0].max[0])
+
+
 # --- transformers: the attention function on its own ---------------------------------------------
 
 
@@ -189,7 +246,7 @@ def test_float_mask_most_negative_number_masks_keys_under_doubly() -> None:
 def test_cached_decoding_is_refused_where_it_cannot_be_causal() -> None:
     q, k, v = _qkv(t=1)
     module = SimpleNamespace(is_causal=True)
-    with pytest.raises(NotImplementedError, match="use_cache=False"):
+    with pytest.raises(NotImplementedError, match="or with use_cache=False"):
         attention_forward(module, q, k, v, None, scheme="doubly")
     out, _ = attention_forward(module, q, k, v, None, scheme="softmax")
     torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2))

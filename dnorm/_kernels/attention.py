@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import backward as bwd
-from . import blocked
+from . import blocked, products
 from .scores import Scores, from_matrix, from_projections
 
 Array = Any
@@ -47,7 +47,7 @@ def forward(
     """``attention(query, key, value)`` and what :func:`backward` needs."""
     q = query * options.scale  # the scale on the (T, D) queries rather than the (T, K) scores
     if options.materialize:
-        matrix = xp.matmul(q, xp.matrix_transpose(key))
+        matrix = products.matmul(q, xp.matrix_transpose(key), xp=xp)
         scores = from_matrix(matrix, mask=mask, causal=options.causal, offset=options.offset)
     else:
         scores = from_projections(q, key, mask=mask, causal=options.causal, offset=options.offset)

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import device
 
-from . import bias, blocked, rows
+from . import bias, blocked, products, rows
 from . import logsumexp as lse
 from .scan import scan
 from .scores import Scores, mask_rows
@@ -74,12 +74,13 @@ def attend_backward(
     grads = [grad if w is None else w * grad for w in weights]
     deltas = [xp.sum(g * o, axis=-1, keepdims=True) for g, o in zip(grads, outputs, strict=True)]
     query, key = scores.query, scores.key
+    shared = key.ndim == query.ndim >= 3 and key.shape[-3] == 1 < query.shape[-3]  # grouped heads (dnorm._heads)
     d_value = _PerKey()
     d_columns: list[Array] = []
     d_rows: list[list[Array]] = []
     if how.rounds:
         shares, gamma = _gamma_pass(scores, value, bounds, residuals.rounds[-1], grads[0], deltas[0], xp=xp)
-        d_value.add(shares, xp=xp)
+        d_value.add(xp.sum(shares, axis=-3, keepdims=True) if shared else shares, xp=xp)  # gamma stays per head
         d_columns, d_rows = _potentials(scores, bounds, residuals.rounds, -gamma, xp=xp)
     d_key = _PerKey()
     d_query: list[Array] = []
@@ -91,7 +92,7 @@ def attend_backward(
         start, stop = bounds[index]
         block = scores.rows(start, stop, xp=xp)
         width = block.shape[-1]
-        dp = xp.matmul(grad[..., start:stop, :], xp.matrix_transpose(value[..., :width, :]))
+        dp = products.matmul(grad[..., start:stop, :], xp.matrix_transpose(value[..., :width, :]), xp=xp)
         ds = None
         component = 0
         if how.biased:
@@ -103,7 +104,7 @@ def attend_backward(
                 b = xp.exp(biased)
                 h, after = _reverse_scan(dz, b, after, xp=xp)
                 ds = dz - b * h
-                d_value.add(_t_matmul(a, grads[0][..., start:stop, :], xp=xp), xp=xp)
+                d_value.add(products.t_matmul(a, grads[0][..., start:stop, :], fold=shared, xp=xp), xp=xp)
             else:
                 ds = dz + _round_terms(block, biased, residuals.rounds, d_columns, d_rows[index], xp=xp)
             component = 1
@@ -111,9 +112,9 @@ def attend_backward(
             a = rows.softmax(block, xp=xp)
             dz = a * (_scaled(dp, weights[component]) - deltas[component][..., start:stop, :])
             ds = dz if ds is None else ds + dz
-            d_value.add(_t_matmul(a, grads[component][..., start:stop, :], xp=xp), xp=xp)
-        d_query.append(xp.matmul(ds, key[..., :width, :]))
-        d_key.add(_t_matmul(ds, query[..., start:stop, :], xp=xp), xp=xp)
+            d_value.add(products.t_matmul(a, grads[component][..., start:stop, :], fold=shared, xp=xp), xp=xp)
+        d_query.append(products.matmul(ds, key[..., :width, :], xp=xp))
+        d_key.add(products.t_matmul(ds, query[..., start:stop, :], fold=shared, xp=xp), xp=xp)
         if mask_grad and scores.mask is not None:
             d_mask.append(_mask_share(ds, scores.mask, start, stop, scores.n_keys, xp=xp))
     if backwards:

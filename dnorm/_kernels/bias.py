@@ -91,21 +91,38 @@ def sinkhorn(scores: Scores, bounds: Bounds, /, *, n_iter: int, xp: Any) -> tupl
     return tuple(rounds)
 
 
-def running(block: Array, carry: lse.LogSumExp | None, /, *, xp: Any) -> tuple[lse.LogSumExp, lse.LogSumExp]:
-    """The running column statistic ``C`` of one block of causally masked scores, and the next carry.
+def running(block: Array, carry: lse.LogSumExp | None, /, *, xp: Any) -> tuple[Array, lse.LogSumExp]:
+    """``Y = S - C`` of a block of causally masked scores, ``C`` the running column statistic, and the next carry.
 
     ``carry`` holds the statistic of every row before the block, for the
     first ``carry.max.shape[-1]`` keys (the keys those rows may see); the
-    others start empty.  Returns ``C`` for the block's rows and the carry for
-    the next block (the statistic of the block's last row).  Row ``i`` reads
-    only rows ``<= i`` (spec DEF-TWO-LEVEL-SCAN).
+    others start empty. The next carry is the statistic after the block's
+    last row. Row ``i`` reads only rows ``<= i`` (spec DEF-TWO-LEVEL-SCAN).
     """
     width = block.shape[-1]
-    start = None if carry is None else tuple(widen(carry, width, xp=xp))
+    start = None if carry is None else widen(carry, width, xp=xp)
+    if block.shape[-2] == 1 and start is not None:
+        return _one_row(block, start, xp=xp)
     stats = lse.pointwise(block, xp=xp)
-    out = lse.LogSumExp(*scan(tuple(stats), _merge, identity=(-float("inf"), 0.0), carry=start, reverse=False, xp=xp))
-    last = (xp.asarray(part[..., -1:, :], copy=True) for part in out)  # copies: a view would keep the block alive
-    return out, lse.LogSumExp(*last)
+    out = lse.LogSumExp(
+        *scan(tuple(stats), _merge, identity=(-float("inf"), 0.0), carry=start and tuple(start), reverse=False, xp=xp)
+    )
+    last = out if block.shape[-2] == 1 else (xp.asarray(part[..., -1:, :], copy=True) for part in out)
+    return lse.subtract(block, out, xp=xp), lse.LogSumExp(*last)  # copies: a view would keep the block alive
+
+
+def _one_row(row: Array, carry: lse.LogSumExp, /, *, xp: Any) -> tuple[Array, lse.LogSumExp]:
+    """:func:`running` for one row (a decoding step): the merge and the subtraction share ``row - max``.
+
+    The same operations as the merge with ``pointwise(row)`` and then
+    :func:`.logsumexp.subtract`, in the same order, so the result is the same
+    bit for bit; only the repeated intermediates are formed once.
+    """
+    top = xp.maximum(carry.max, row)
+    shift = lse.finite(top, xp=xp)
+    fresh = row - shift
+    total = carry.sum * xp.exp(carry.max - shift) + xp.exp(fresh)
+    return fresh - lse.log_sum(total, xp=xp), lse.LogSumExp(top, total)
 
 
 def widen(stats: lse.LogSumExp, width: int, /, *, xp: Any) -> lse.LogSumExp:

@@ -22,6 +22,10 @@ from .scores import Scores
 Array = Any
 Bounds = Sequence[tuple[int, int]]
 
+#: With at least this many query rows, the values get a column of ones: one product gives each row's numerator and
+#: denominator. Fewer rows (a decoding step) sum their weights instead of copying a long cache of values.
+ONE_PRODUCT_ROWS = 16
+
 
 class Plan(NamedTuple):
     """How a scheme is computed: its column statistic and its components.
@@ -109,7 +113,8 @@ def attend(
     """
     how = plan(scheme, causal=causal, n_iter=n_iter)
     rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
-    values = rows.with_ones(value, None, xp=xp)
+    ones = scores.n_rows >= ONE_PRODUCT_ROWS
+    values = rows.with_ones(value, None, xp=xp) if ones else value
     per_key = None
     if rounds:
         hi, w = bias.per_key(rounds[-1], xp=xp)  # one column statistic for every block
@@ -119,7 +124,7 @@ def attend(
     # a statistic of the key alone rides on the values (per_key): only the running one needs Y itself
     for block, biased in biased_blocks(scores, bounds, how, (), carries, carry, xp=xp):
         width = block.shape[-1]
-        parts.append(rows.outputs(block, biased, values[..., :width, :], per_key, plain=how.plain, xp=xp))
+        parts.append(rows.outputs(block, biased, values[..., :width, :], per_key, plain=how.plain, xp=xp, ones=ones))
     outputs = tuple(concat_rows([p[k] for p in parts], xp=xp) for k in range(len(parts[0])))
     out = outputs[0] if not how.mixed else alpha * outputs[0] + (1 - alpha) * outputs[1]
     return out, Residuals(rounds, tuple(carries) if how.running else (), outputs if how.mixed else ())
@@ -164,8 +169,7 @@ def bias_block(
 ) -> tuple[Array | None, lse.LogSumExp | None]:
     """``Y = S - c`` of one block (None for softmax) and, under the running statistic, the next carry."""
     if how.running:
-        stats, carry = bias.running(block, carry, xp=xp)
-        return lse.subtract(block, stats, xp=xp), carry
+        return bias.running(block, carry, xp=xp)
     if rounds:
         return bias.subtract(rounds[-1], block, xp=xp), None
     return None, None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import logsumexp as lse
+from . import products
 
 Array = Any
 
@@ -30,11 +31,20 @@ def weights(block: Array, biased: Array | None, /, *, scheme: str, alpha: Array,
 
 
 def outputs(
-    block: Array, biased: Array | None, values: Array, per_key: tuple[Array, Array] | None, /, *, plain: bool, xp: Any
+    block: Array,
+    biased: Array | None,
+    values: Array,
+    per_key: tuple[Array, Array] | None,
+    /,
+    *,
+    plain: bool,
+    xp: Any,
+    ones: bool = True,
 ) -> list[Array]:
     """Each component's attention output for one block: the biased one first, then the plain one.
 
-    ``values`` is ``[V, 1]`` (the values with a column of ones appended). For a
+    ``values`` is ``[V, 1]`` (the values with a column of ones appended), or
+    ``V`` with ``ones=False``. For a
     per-key bias, ``per_key`` is ``(c_rounded, [w V, w])`` (see
     :func:`.bias.per_key`): one product yields the numerator and the
     denominator of the row softmax, and the bias costs one subtraction.
@@ -43,9 +53,9 @@ def outputs(
     if per_key is not None:
         out.append(normalized_product(block - per_key[0], per_key[1], xp=xp))
     elif biased is not None:
-        out.append(normalized_product(biased, values, xp=xp))
+        out.append(normalized_product(biased, values, xp=xp, ones=ones))
     if plain:
-        out.append(normalized_product(block, values, xp=xp))
+        out.append(normalized_product(block, values, xp=xp, ones=ones))
     return out
 
 
@@ -58,13 +68,21 @@ def with_ones(value: Array, weight: Array | None, /, *, xp: Any) -> Array:
     return xp.concat((scaled, xp.broadcast_to(column, (*scaled.shape[:-1], 1))), axis=-1)
 
 
-def normalized_product(y: Array, values: Array, /, *, xp: Any) -> Array:
-    """``softmax(y) @ V`` from ``exp(y - max) @ [V, 1]``: numerator and denominator at once."""
+def normalized_product(y: Array, values: Array, /, *, xp: Any, ones: bool = True) -> Array:
+    """``softmax(y) @ V`` from ``exp(y - max) @ [V, 1]``: numerator and denominator at once.
+
+    With ``ones=False`` the values carry no column of ones and the
+    denominator is a row sum of its own (for a few rows against a long cache,
+    cheaper than copying the values to append the ones).
+    """
     e = xp.exp(y - lse.finite(xp.max(y, axis=-1, keepdims=True), xp=xp))
     del y  # at most two block-sized temporaries alive: the allocator keeps reusing them
-    both = xp.matmul(e, values)
-    total = both[..., -1:]
-    return both[..., :-1] / xp.where(total == 0, 1.0, total)
+    both = products.matmul(e, values, xp=xp)
+    if ones:
+        both, total = both[..., :-1], both[..., -1:]
+    else:
+        total = xp.sum(e, axis=-1, keepdims=True)
+    return both / xp.where(total == 0, 1.0, total)
 
 
 def softmax(y: Array, /, *, xp: Any) -> Array:

@@ -22,6 +22,8 @@ from typing import Any
 
 from array_api_compat import device
 
+from . import products
+
 Array = Any
 
 
@@ -54,7 +56,9 @@ class Scores:
         if self.matrix is not None:
             block = self.matrix[..., start:stop, :width]
         else:
-            block = xp.matmul(self.query[..., start:stop, :], xp.matrix_transpose(self.key[..., :width, :]))
+            block = products.matmul(
+                self.query[..., start:stop, :], xp.matrix_transpose(self.key[..., :width, :]), xp=xp
+            )
         return _masked(block, start, self.mask, self.causal, self.offset, xp=xp)
 
 

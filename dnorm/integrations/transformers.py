@@ -10,7 +10,13 @@ most current architectures) then runs with them::
     model = AutoModel.from_pretrained(path, attn_implementation="dnorm_doubly")
     # or, on a loaded model: model.set_attn_implementation("dnorm_doubly")
 
-``transformers`` is imported inside :func:`register` only.
+Generation with a KV cache needs the per-key state of the strictly causal
+doubly attention (spec DEF-DECODE-STATE) next to the cached keys, which
+:func:`cache` provides::
+
+    model.generate(**inputs, cache=dnorm_hf.cache())
+
+``transformers`` is imported inside :func:`register` and :func:`cache` only.
 """
 
 from __future__ import annotations
@@ -22,15 +28,40 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _validate as check
 from .._api import normalize
+from .._decode import decode
 from .._sdpa import scaled_dot_product_attention
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PREFIX", "attention_forward", "boolean_mask", "register"]
+__all__ = ["PREFIX", "attention_forward", "boolean_mask", "cache", "register"]
 
 #: Registered names are this prefix followed by the scheme name.
 PREFIX = "dnorm_"
+#: The attention keyword arguments carry the cache layer under this name (set by the layer's ``update``).
+LAYER = "dnorm_cache_layer"
+
+
+def cache() -> Any:
+    """A ``transformers.DynamicCache`` whose layers also keep dnorm's decoding state.
+
+    Pass it to ``generate(..., cache=cache())`` (or to a forward call with
+    ``use_cache=True``) for ``"dnorm_doubly"`` and ``"dnorm_hybrid"``
+    models. Each layer keeps, beside its keys and values, the state of
+    :func:`dnorm.decode` (two floats per key and query head) and follows the
+    cache: ``reorder_cache`` (beam search), ``batch_select_indices``,
+    ``batch_repeat_interleave``, ``reset``, and ``crop`` back to the end of an
+    earlier call (the state inside a call is not kept, so a crop into the
+    middle of one, as assisted generation does, raises).
+
+    Returns
+    -------
+    transformers.DynamicCache
+        A new, empty cache.
+    """
+    from ._transformers_cache import DecodingCache
+
+    return DecodingCache()
 
 
 def register(
@@ -140,10 +171,11 @@ def attention_forward(
     * **Causality.** ``is_causal`` comes from ``kwargs``, else from
       ``module.is_causal`` (True when absent, as transformers' sdpa
       function assumes). A causal call uses dnorm's strictly causal variant
-      together with the mask. With a KV cache (fewer queries than keys) the
-      earlier queries' column statistics are gone, so ``"doubly"`` and
-      ``"hybrid"`` raise there (generate with ``use_cache=False``), and
-      ``"softmax"`` uses the mask alone, whose triangle carries the offset.
+      together with the mask. Under a KV cache made by :func:`cache`,
+      ``"doubly"`` and ``"hybrid"`` decode with :func:`dnorm.decode` and keep
+      its state in the cache layer (prefill included); with another cache
+      (fewer queries than keys and no state) they raise. ``"softmax"`` needs
+      no state and uses the mask alone, whose triangle carries the offset.
     * **Float masks.** transformers' additive masks mark "masked" with the
       dtype's most negative finite number. Doubly normalization cancels any
       constant added to a whole key column, so such a key would come back to
@@ -199,8 +231,8 @@ def attention_forward(
     ValueError
         For a ``softcap`` (no scheme defines it).
     NotImplementedError
-        For a causal ``"doubly"`` or ``"hybrid"`` call whose numbers of
-        queries and keys differ (a KV cache), and (from dnorm) a causal
+        For a causal ``"doubly"`` or ``"hybrid"`` call with fewer queries than
+        keys and no cache from :func:`cache`, and (from dnorm) a causal
         ``"sinkhorn"``.
     """
     import torch
@@ -211,11 +243,14 @@ def attention_forward(
     is_causal = kwargs.get("is_causal")
     causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
     n_queries, n_keys = query.shape[-2], key.shape[-2]
-    if causal and n_queries != n_keys:
+    layer = kwargs.get(LAYER)
+    decoding = causal and scheme in ("doubly", "hybrid") and layer is not None
+    if causal and n_queries != n_keys and not decoding:
         if scheme != "softmax":
             msg = (
-                f"scheme={scheme!r} with causal attention needs every earlier query, which a KV cache does not keep "
-                f"({n_queries} queries, {n_keys} keys): run with use_cache=False"
+                f"scheme={scheme!r} with causal attention needs the running column statistic of the earlier "
+                f"queries ({n_queries} queries, {n_keys} keys): generate with "
+                "cache=dnorm.integrations.transformers.cache(), or with use_cache=False"
             )
             raise NotImplementedError(msg)
         causal = False
@@ -229,6 +264,10 @@ def attention_forward(
 
     groups = getattr(module, "num_key_value_groups", 1)
     options: dict[str, Any] = {"scheme": scheme, "alpha": alpha, "n_iter": n_iter}
+    if decoding and layer is not None:
+        output, state = decode(query, key, value, layer.state, scheme, mask=mask, scale=scaling, alpha=alpha)
+        layer.set_state(state)
+        return output.transpose(1, 2).contiguous(), None
     output = scaled_dot_product_attention(
         query,
         key,
