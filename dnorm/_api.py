@@ -12,13 +12,12 @@ from numbers import Real
 from types import ModuleType
 from typing import Any
 
-from array_api_compat import device, is_jax_array, is_jax_namespace, is_torch_array
-
 from . import _heads as heads
 from . import _validate as check
 from ._docs import shared_docstring
 from ._kernels import attention as kernels
 from ._kernels import blocked
+from ._kernels._device import device_of
 from ._kernels.scores import block_bounds, from_matrix
 
 Array = Any
@@ -204,7 +203,12 @@ def attention(
         lead = (*lead[:-1], kv_heads, groups)
     impl: ModuleType = kernels
     options: Any
-    if block_size is None and not causal and scheme != "sinkhorn" and _torch_fastpath_supports(q, k, v, work_mask):
+    if (
+        block_size is None
+        and not causal
+        and scheme != "sinkhorn"
+        and _torch_fastpath_supports(q, k, v, work_mask, xp=xp)
+    ):
         from ._fastpath import torch as fused
 
         impl, options = fused, fused.Options(scheme, factor)
@@ -287,11 +291,11 @@ def _run(
     impl: Any, q: Array, k: Array, v: Array, mask: Array | None, alpha: Array, /, *, options: Any, xp: Any
 ) -> Array:
     """``impl``'s attention, through the framework's autodiff adapter when gradients may be asked for."""
-    if is_jax_array(q):
+    if check.library(xp) == "jax":
         from ._autodiff import jax as autodiff
 
         return autodiff.attention(q, k, v, mask, alpha, impl=impl, options=options)
-    if is_torch_array(q):
+    if check.library(xp) == "torch":
         from ._autodiff import torch as autodiff_torch
 
         if autodiff_torch.needs_grad(q, k, v, mask, alpha):
@@ -320,10 +324,10 @@ def _kernel_options(
     causal = offset is not None
     row_bytes = math.prod(lead) * n_keys * (xp.finfo(dtype).bits // 8)
     streamed = max(MIN_ROWS, _rows_within(BACKWARD_BYTES, row_bytes))
-    if is_jax_namespace(xp):  # XLA fuses a block's elementwise work: cache-sized blocks only add graph
+    if check.library(xp) == "jax":  # XLA fuses a block's elementwise work: cache-sized blocks only add graph
         streamed = _rows_within(BLOCK_BYTES, row_bytes)
     backward = block_bounds(n_queries, block_size or streamed)
-    if block_size is not None or is_jax_namespace(xp):
+    if block_size is not None or check.library(xp) == "jax":
         rows, materialize = backward, False
     elif causal:
         rows, materialize = block_bounds(n_queries, max(MIN_ROWS, _rows_within(CAUSAL_BYTES, row_bytes))), False
@@ -334,9 +338,9 @@ def _kernel_options(
     return kernels.Options(scheme, causal, n_iter, scale, rows, materialize, rows if causal else backward, offset or 0)
 
 
-def _torch_fastpath_supports(query: Array, key: Array, value: Array, mask: Array | None, /) -> bool:
+def _torch_fastpath_supports(query: Array, key: Array, value: Array, mask: Array | None, /, *, xp: Any) -> bool:
     """Whether :mod:`dnorm._fastpath.torch` takes these torch tensors (static checks only)."""
-    if not is_torch_array(query):
+    if check.library(xp) != "torch":
         return False
     from ._fastpath import torch as fast
 
@@ -391,7 +395,7 @@ def _cast_mask(mask: Array | None, dtype: Any, /, *, xp: Any) -> Array | None:
 def _alpha(alpha: Array, dtype: Any, like: Array, /, *, xp: Any) -> Array:
     """``alpha`` as an array of the compute dtype, broadcasting over ``(..., T, K)``."""
     if isinstance(alpha, Real):
-        return xp.asarray(float(alpha), dtype=dtype, device=device(like))
+        return xp.asarray(float(alpha), dtype=dtype, device=device_of(like))
     return xp.reshape(_cast(alpha, dtype, xp=xp), (*alpha.shape, 1, 1))
 
 

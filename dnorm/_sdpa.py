@@ -103,9 +103,7 @@ def _dropout_attention(
     query: Array, key: Array, value: Array, scheme: str, p: float, options: dict[str, Any], /, *, xp: Any
 ) -> Array:
     """Materialized weights, torch's dropout on them, then the values."""
-    from array_api_compat import is_torch_array
-
-    if not is_torch_array(query):
+    if check.library(xp) != "torch":
         msg = f"dropout_p > 0 needs a random generator and is supported for torch tensors only, got {type(query)}"
         raise NotImplementedError(msg)
     import torch

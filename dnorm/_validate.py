@@ -8,6 +8,7 @@ already computed (never on JAX tracers or Dask graphs).
 from __future__ import annotations
 
 import math
+import sys
 from numbers import Real
 from typing import Any
 
@@ -25,7 +26,7 @@ def namespace(**arrays: Array | None) -> Any:
         if x is None:
             continue
         try:
-            xp = array_namespace(x)
+            xp = _namespace_of(x)
         except TypeError:
             msg = f"{name} must be an array, got {type(x).__name__}"
             raise TypeError(msg) from None
@@ -38,6 +39,26 @@ def namespace(**arrays: Array | None) -> Any:
                 raise TypeError(msg)
         found[name] = (f"{type(x).__module__}.{type(x).__name__}", xp)
     return next(iter(found.values()))[1]
+
+
+def _namespace_of(x: Array) -> Any:
+    """``array_namespace(x)``, with torch tensors recognized by ``isinstance`` alone.
+
+    array-api-compat's type checks are ``lru_cache``-wrapped, which
+    ``torch.compile`` warns about at every call inside a compiled function.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        import array_api_compat.torch as xp
+
+        return xp
+    return array_namespace(x)
+
+
+def library(xp: Any, /) -> str:
+    """``"torch"``, ``"jax"`` or ``"other"``: which autodiff adapter and block sizes a namespace gets."""
+    name = getattr(xp, "__name__", "")
+    return "torch" if name == "array_api_compat.torch" else "jax" if name == "jax.numpy" else "other"
 
 
 def floating(x: Array, name: str, /, *, xp: Any, min_ndim: int = 2) -> None:
@@ -174,6 +195,9 @@ def alpha(value: object, lead: tuple[int, ...], /, *, xp: Any) -> None:
 
 def _is_concrete(x: Array) -> bool:
     """Whether reading ``x``'s values costs no graph computation and no tracing error."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return not torch.compiler.is_compiling()  # a traced tensor's value would break the graph
     if is_jax_array(x):
         import jax
 

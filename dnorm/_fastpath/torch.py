@@ -104,10 +104,11 @@ def column_logsumexp(query: Tensor, key: Tensor, /, *, scale: float, mask: Tenso
         m = torch.broadcast_to(m, torch.broadcast_shapes(m.shape, (n_queries, n_keys)))
     queries_t = (q * scale).mT.expand(*batch, -1, -1)
     rows = math.prod(batch) * n_queries
-    block = max(1, min(n_keys, _BLOCK_ELEMENTS // rows))
+    block = n_keys if rows * n_keys <= _BLOCK_ELEMENTS else max(1, _BLOCK_ELEMENTS // rows)
     buffer = q.new_empty(rows * block)
     parts = []
-    for start in range(0, n_keys, block):
+    starts = (0,) if block == n_keys else range(0, n_keys, block)  # one block: no loop over a symbolic length
+    for start in starts:
         keys = k[..., start : start + block, :]
         scores = buffer[: rows * keys.shape[-2]].view(*batch, keys.shape[-2], n_queries)
         torch.matmul(keys.expand(*batch, -1, -1), queries_t, out=scores)

@@ -25,10 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from array_api_compat import device
-
 from . import bias, blocked, products, rows
 from . import logsumexp as lse
+from ._device import device_of
 from .scan import scan
 from .scores import Scores, mask_rows
 
@@ -149,7 +148,7 @@ class _PerKey:
             self.open = share
             return
         if self.open.shape[-2] > width:  # a copy, so that the wider sum it was part of can go
-            self.done.append(xp.asarray(self.open[..., width:, :], copy=True))
+            self.done.append(xp.concat([self.open[..., width:, :]], axis=-2))
             self.open = self.open[..., :width, :]
         self.open = self.open + share
 
@@ -267,7 +266,7 @@ def _pad_rows(share: Array, n_keys: int, /, *, xp: Any) -> Array:
     missing = n_keys - share.shape[-2]
     if missing == 0:
         return share
-    pad = xp.zeros((*share.shape[:-2], missing, share.shape[-1]), dtype=share.dtype, device=device(share))
+    pad = xp.zeros((*share.shape[:-2], missing, share.shape[-1]), dtype=share.dtype, device=device_of(share))
     return xp.concat((share, pad), axis=-2)
 
 
@@ -275,7 +274,7 @@ def _mask_share(ds: Array, mask: Array, start: int, stop: int, n_keys: int, /, *
     """One block's share of a floating mask's gradient, in the mask's shape (rows and keys not yet summed)."""
     width = ds.shape[-1]
     if mask.shape[-1] != 1 and width < n_keys:
-        ds = xp.concat((ds, xp.zeros((*ds.shape[:-1], n_keys - width), dtype=ds.dtype, device=device(ds))), axis=-1)
+        ds = xp.concat((ds, xp.zeros((*ds.shape[:-1], n_keys - width), dtype=ds.dtype, device=device_of(ds))), axis=-1)
     target = mask_rows(mask, start, stop, n_keys).shape
     return sum_to(ds, (*target[:-2], target[-2], target[-1]), xp=xp)
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from array_api_compat import device
-
 from . import logsumexp as lse
+from ._device import device_of
 from .scan import scan
 from .scores import Scores
 
@@ -107,8 +106,9 @@ def running(block: Array, carry: lse.LogSumExp | None, /, *, xp: Any) -> tuple[A
     out = lse.LogSumExp(
         *scan(tuple(stats), _merge, identity=(-float("inf"), 0.0), carry=start and tuple(start), reverse=False, xp=xp)
     )
-    last = out if block.shape[-2] == 1 else (xp.asarray(part[..., -1:, :], copy=True) for part in out)
-    return lse.subtract(block, out, xp=xp), lse.LogSumExp(*last)  # copies: a view would keep the block alive
+    # the last row as a copy (a one-array concat): a view would keep the whole block alive
+    last = out if block.shape[-2] == 1 else (xp.concat([part[..., -1:, :]], axis=-2) for part in out)
+    return lse.subtract(block, out, xp=xp), lse.LogSumExp(*last)
 
 
 def _one_row(row: Array, carry: lse.LogSumExp, /, *, xp: Any) -> tuple[Array, lse.LogSumExp]:
@@ -130,7 +130,7 @@ def widen(stats: lse.LogSumExp, width: int, /, *, xp: Any) -> lse.LogSumExp:
     missing = width - stats.max.shape[-1]
     if missing <= 0:
         return stats
-    shape, dev = (*stats.max.shape[:-1], missing), device(stats.max)
+    shape, dev = (*stats.max.shape[:-1], missing), device_of(stats.max)
     empty = lse.LogSumExp(
         xp.full(shape, -xp.inf, dtype=stats.max.dtype, device=dev), xp.zeros(shape, dtype=stats.sum.dtype, device=dev)
     )

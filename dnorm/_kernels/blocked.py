@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-from array_api_compat import device
-
 from . import bias, rows
 from . import logsumexp as lse
+from ._device import device_of
 from .scores import Scores
 
 Array = Any
@@ -184,5 +183,5 @@ def _pad_keys(block: Array, n_keys: int, fill: float, /, *, xp: Any) -> Array:
     missing = n_keys - block.shape[-1]
     if missing == 0:
         return block
-    pad = xp.full((*block.shape[:-1], missing), fill, dtype=block.dtype, device=device(block))
+    pad = xp.full((*block.shape[:-1], missing), fill, dtype=block.dtype, device=device_of(block))
     return xp.concat((block, pad), axis=-1)

@@ -5,7 +5,7 @@ its gradient a running linear recurrence up them.  Both are scans of an
 associative ``combine`` over the rows of ``(..., n, K)`` arrays, with a carry
 from the rows before (or, in reverse, after) the block.
 
-The rows are cut into ``g`` chunks of ``c ~ sqrt(n)`` rows.  The scan runs
+The rows are cut into ``g`` chunks of ``c ~ sqrt(n)`` rows (a power of two).  The scan runs
 sequentially inside all chunks at once (``c`` steps on ``(..., g, K)``
 slices), then sequentially over the chunk totals (``g`` steps on
 ``(..., K)``), and the exclusive prefix of each chunk is combined into its
@@ -17,11 +17,10 @@ by ``n``, so its value does not depend on the other rows' values, bit for bit.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
-from array_api_compat import device
+from ._device import device_of
 
 Array = Any
 Elements = tuple[Array, ...]
@@ -48,7 +47,7 @@ def scan(
     n = elements[0].shape[-2]
     if n == 1:  # one row (a decoding step): the carry and the row
         return elements if carry is None else combine(carry, elements, xp=xp)
-    size = max(1, math.isqrt(n))
+    size = _chunk(n)
     groups = -(-n // size)
     padded = tuple(
         _pad_rows(e, groups * size - n, fill, at_end=not reverse, xp=xp)
@@ -81,6 +80,17 @@ def scan(
     return tuple(part[..., groups * size - n :, :] if reverse else part[..., :n, :] for part in out)
 
 
+def _chunk(n: int, /) -> int:
+    """About ``sqrt(n)``, a power of two: found by comparisons, which a compiler tracing a symbolic ``n`` can guard.
+
+    (The loops over the chunks still unroll per length.)
+    """
+    size = 1
+    while 4 * size * size <= n:
+        size *= 2
+    return size
+
+
 def _broadcast_identity(
     acc: Elements | None, like: Elements, identity: tuple[float, ...], g: int, /, *, xp: Any
 ) -> Elements:
@@ -94,5 +104,5 @@ def _pad_rows(a: Array, count: int, fill: float, /, *, at_end: bool, xp: Any) ->
     """``a`` with ``count`` rows of ``fill`` added after its rows (``at_end``) or before them."""
     if count == 0:
         return a
-    pad = xp.full((*a.shape[:-2], count, a.shape[-1]), fill, dtype=a.dtype, device=device(a))
+    pad = xp.full((*a.shape[:-2], count, a.shape[-1]), fill, dtype=a.dtype, device=device_of(a))
     return xp.concat((a, pad) if at_end else (pad, a), axis=-2)

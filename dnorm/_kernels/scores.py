@@ -20,9 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import device
-
 from . import products
+from ._device import device_of
 
 Array = Any
 
@@ -73,7 +72,14 @@ def from_projections(query: Array, key: Array, /, *, mask: Array | None, causal:
 
 
 def block_bounds(n_rows: int, block_size: int) -> tuple[tuple[int, int], ...]:
-    """``(start, stop)`` of consecutive blocks of at most ``block_size`` rows."""
+    """``(start, stop)`` of consecutive blocks of at most ``block_size`` rows.
+
+    A single block is found by one comparison, so that a compiler tracing
+    symbolic lengths (``torch.compile(dynamic=True)``) guards on it instead
+    of specializing on the length.
+    """
+    if n_rows <= block_size:
+        return ((0, n_rows),)
     return tuple((start, min(start + block_size, n_rows)) for start in range(0, n_rows, block_size))
 
 
@@ -94,7 +100,7 @@ def _masked(block: Array, start: int, mask: Array | None, causal: bool, offset: 
         if 2 * first < k:  # a block that is mostly triangle: mask it whole (one array, as a triangular mask would)
             first = 0
         if first < k:
-            dev = device(block)
+            dev = device_of(block)
             query_pos = xp.arange(start + offset, start + offset + n, device=dev)[:, None]
             key_pos = xp.arange(first, k, device=dev)[None, :]
             corner = xp.where(key_pos <= query_pos, block[..., first:], -xp.inf)

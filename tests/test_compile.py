@@ -1,0 +1,84 @@
+"""torch.compile(fullgraph=True) of the public functions: no graph breaks, no warnings, results equal to eager."""
+
+from __future__ import annotations
+
+import pytest
+
+import dnorm
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+dynamo = pytest.importorskip("torch._dynamo", reason="torch has no dynamo")
+
+#: torch's own warnings, which a minimal autograd.Function under torch.compile gives too: its modules use
+#: torch.jit.script_method (the first compile of a process), and dynamo instantiates the Function it traces.
+TORCH_OWN = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated"),
+    pytest.mark.filterwarnings("ignore:<class 'torch.autograd.function.Function'> should not be:DeprecationWarning"),
+]
+
+pytestmark = TORCH_OWN
+
+CASES = {
+    "doubly": lambda q, k, v, m: dnorm.attention(q, k, v, "doubly"),
+    "softmax-masked": lambda q, k, v, m: dnorm.attention(q, k, v, "softmax", mask=m),
+    "hybrid-blocks": lambda q, k, v, m: dnorm.attention(q, k, v, "hybrid", block_size=5, alpha=0.3),
+    "sinkhorn": lambda q, k, v, m: dnorm.attention(q, k, v, "sinkhorn", mask=m),
+    "causal-doubly": lambda q, k, v, m: dnorm.attention(q, k, v, "doubly", causal=True),
+    "causal-hybrid-blocks": lambda q, k, v, m: dnorm.attention(q, k, v, "hybrid", causal=True, block_size=4),
+    "normalize-causal": lambda q, k, v, m: dnorm.normalize(q @ k.mT, "doubly", causal=True) @ v,
+    "sdpa-gqa": lambda q, k, v, m: dnorm.scaled_dot_product_attention(
+        q, k[:, :1], v[:, :1], is_causal=True, enable_gqa=True
+    ),
+    "decode": lambda q, k, v, m: dnorm.decode(q, k, v, None, "hybrid")[0],
+}
+
+
+def _inputs(t: int = 12):
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, t, 8, generator=gen, requires_grad=True) for _ in range(3))
+    mask = torch.rand(1, 1, t, t, generator=gen) < 0.8
+    return q, k, v, mask
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fullgraph_traces_forward_and_backward_and_equals_eager(name):
+    dynamo.reset()
+    function = CASES[name]
+    compiled = torch.compile(function, fullgraph=True, backend="aot_eager")  # traces the backward too
+    q, k, v, mask = _inputs()
+    eager = function(q, k, v, mask)
+    out = compiled(q, k, v, mask)
+    torch.testing.assert_close(out, eager, rtol=1e-6, atol=1e-6)
+    expected = torch.autograd.grad(eager.sum(), (q, k, v))
+    got = torch.autograd.grad(out.sum(), (q, k, v))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_inductor_compiles_the_fused_training_step():
+    """The default backend, code generation included, on the fast path's forward and backward."""
+    dynamo.reset()
+    compiled = torch.compile(CASES["doubly"], fullgraph=True)
+    q, k, v, mask = _inputs()
+    out = compiled(q, k, v, mask)
+    torch.testing.assert_close(out, CASES["doubly"](q, k, v, mask), rtol=1e-6, atol=1e-6)
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all()
+
+
+@pytest.mark.parametrize("name", ["doubly", "softmax-masked", "sinkhorn"])
+def test_dynamic_shapes_compile_once_for_every_length(name):
+    """A new sequence length reuses the graph (the causal scan unrolls per length and recompiles).
+
+    Lengths from 16 on share it; fewer rows (decoding steps) take another product (blocked.ONE_PRODUCT_ROWS).
+    """
+    dynamo.reset()
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled = torch.compile(CASES[name], fullgraph=True, dynamic=True, backend="eager")
+    with torch.no_grad():
+        for t in (17, 24, 40):
+            q, k, v, mask = _inputs(t)
+            torch.testing.assert_close(compiled(q, k, v, mask), CASES[name](q, k, v, mask), rtol=1e-6, atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1
