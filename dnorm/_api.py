@@ -34,6 +34,8 @@ CAUSAL_BYTES = 2 * 2**20
 BACKWARD_BYTES = 2 * 2**20
 #: Streamed blocks (causal, backward) have at least this many rows: fewer would cost more in per-block overhead.
 MIN_ROWS = 64
+#: On an accelerator every budget above is this many times larger: kernel launches, not caches, set the block size.
+ACCELERATOR_SCALE = 64
 
 
 @shared_docstring
@@ -150,7 +152,8 @@ def attention(
         memory is ``O((T + K) * D + block_size * K)`` per head (spec:
         chunked.md); the scores are recomputed once per pass over them (two
         for ``doubly``, ``n_iter + 1`` for ``sinkhorn``, one for ``softmax``
-        and the causal variants).
+        and the causal variants). On an accelerator (CUDA torch tensors, CuPy)
+        every byte budget is 64 times larger.
 
         Gradients (torch autograd, JAX ``grad``) come from a backward pass
         that recomputes blocks of scores from O(T + K) saved statistics per
@@ -213,7 +216,10 @@ def attention(
 
         impl, options = fused, fused.Options(scheme, factor)
     else:
-        options = _kernel_options(scheme, offset, n_iter, factor, lead, n_queries, n_keys, block_size, work, xp=xp)
+        scale_up = ACCELERATOR_SCALE if check.accelerated(q, xp) else 1
+        options = _kernel_options(
+            scheme, offset, n_iter, factor, lead, n_queries, n_keys, block_size, work, xp=xp, budget=scale_up
+        )
     out = _run(impl, q, k, v, work_mask, work_alpha, options=options, xp=xp)
     return _cast(heads.ungroup(out, xp=xp) if groups > 1 else out, out_dtype, xp=xp)
 
@@ -316,13 +322,15 @@ def _kernel_options(
     /,
     *,
     xp: Any,
+    budget: int = 1,
 ) -> kernels.Options:
     """The blocks of the forward and the backward pass (spec DEF-CHUNKED-ALGORITHM, DEF-BLOCKED-BACKWARD).
 
-    ``offset`` is None without ``causal``, else the position of the first query (spec DEF-CAUSAL-MASK).
+    ``offset`` is None without ``causal``, else the position of the first query (spec DEF-CAUSAL-MASK);
+    ``budget`` multiplies every byte budget (accelerators).
     """
     causal = offset is not None
-    row_bytes = math.prod(lead) * n_keys * (xp.finfo(dtype).bits // 8)
+    row_bytes = math.prod(lead) * n_keys * (xp.finfo(dtype).bits // 8) // budget
     streamed = max(MIN_ROWS, _rows_within(BACKWARD_BYTES, row_bytes))
     if check.library(xp) == "jax":  # XLA fuses a block's elementwise work: cache-sized blocks only add graph
         streamed = _rows_within(BLOCK_BYTES, row_bytes)

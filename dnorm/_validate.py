@@ -61,6 +61,14 @@ def library(xp: Any, /) -> str:
     return "torch" if name == "array_api_compat.torch" else "jax" if name == "jax.numpy" else "other"
 
 
+def accelerated(x: Array, xp: Any, /) -> bool:
+    """Whether ``x`` lives on an accelerator (a CUDA torch tensor, a CuPy array): it then gets larger blocks."""
+    name = getattr(xp, "__name__", "")
+    if name == "array_api_compat.torch":
+        return x.device.type != "cpu"
+    return "cupy" in name
+
+
 def floating(x: Array, name: str, /, *, xp: Any, min_ndim: int = 2) -> None:
     """``x`` has a real floating dtype and at least ``min_ndim`` dimensions."""
     if not xp.isdtype(x.dtype, "real floating"):
