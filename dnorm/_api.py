@@ -1,4 +1,4 @@
-"""The public functions: check the arguments, resolve the namespace once, dispatch.
+"""The public functions: check the arguments, resolve the namespace once, hand over to :mod:`dnorm._dispatch`.
 
 Nothing here computes attention itself: :mod:`dnorm._kernels` does, on any
 array-API namespace, and :mod:`dnorm._fastpath` holds backend fast paths that
@@ -7,35 +7,18 @@ the tests check against the kernels.
 
 from __future__ import annotations
 
-import math
-from numbers import Real
 from types import ModuleType
 from typing import Any
 
+from . import _dispatch as dispatch
 from . import _heads as heads
 from . import _validate as check
 from ._docs import shared_docstring
 from ._kernels import attention as kernels
 from ._kernels import blocked
-from ._kernels._device import device_of
-from ._kernels.scores import block_bounds, from_matrix
+from ._kernels.scores import from_matrix
 
 Array = Any
-
-#: Scores up to this many bytes are materialized; larger ones are processed in blocks.
-MATERIALIZE_BYTES = 256 * 2**20
-#: Materialized scores are still normalized in blocks of rows of about this many bytes, to stay in cache.
-CACHE_BYTES = 2**20
-#: The chunked path keeps one block of scores near this many bytes.
-BLOCK_BYTES = 16 * 2**20
-#: The causal path streams blocks of about this many bytes (each needs only the keys up to its last row).
-CAUSAL_BYTES = 2 * 2**20
-#: The backward pass recomputes blocks of about this many bytes, several of them alive at once.
-BACKWARD_BYTES = 2 * 2**20
-#: Streamed blocks (causal, backward) have at least this many rows: fewer would cost more in per-block overhead.
-MIN_ROWS = 64
-#: On an accelerator every budget above is this many times larger: kernel launches, not caches, set the block size.
-ACCELERATOR_SCALE = 64
 
 
 @shared_docstring
@@ -90,26 +73,28 @@ def normalize(
     >>> dnorm.normalize(scores, "doubly").sum(axis=0)
     array([1., 1.])
     """
-    xp = check.namespace(scores=scores, mask=mask, alpha=_array_or_none(alpha))
+    xp = check.namespace(scores=scores, mask=mask, alpha=dispatch.array_or_none(alpha))
     check.floating(scores, "scores", xp=xp)
     scheme, offset = _options(scheme, causal=causal, n_iter=n_iter, shape=tuple(scores.shape[-2:]))
     check.flag(log, "log")
     check.mask(mask, tuple(scores.shape), name="mask", xp=xp)
     check.alpha(alpha, tuple(scores.shape[:-2]), xp=xp)
-    work, out_dtype = _compute_dtype(scores.dtype, xp=xp)
-    work_mask = _cast_mask(mask, work, xp=xp)
-    source = from_matrix(_cast(scores, work, xp=xp), mask=work_mask, causal=offset is not None, offset=offset or 0)
+    work, out_dtype = dispatch.compute_dtype(scores.dtype, xp=xp)
+    work_mask = dispatch.cast_mask(mask, work, xp=xp)
+    source = from_matrix(
+        dispatch.cast(scores, work, xp=xp), mask=work_mask, causal=offset is not None, offset=offset or 0
+    )
     result = blocked.weights(
         source,
         ((0, scores.shape[-2]),),
         scheme=scheme,
         causal=offset is not None,
-        alpha=_alpha(alpha, work, scores, xp=xp),
+        alpha=dispatch.alpha_array(alpha, work, scores, xp=xp),
         n_iter=n_iter,
         log=log,
         xp=xp,
     )
-    return _cast(result, out_dtype, xp=xp)
+    return dispatch.cast(result, out_dtype, xp=xp)
 
 
 @shared_docstring
@@ -185,7 +170,7 @@ def attention(
     normalize : the weights themselves.
     scaled_dot_product_attention : the same with torch's signature.
     """
-    xp = check.namespace(query=query, key=key, value=value, mask=mask, alpha=_array_or_none(alpha))
+    xp = check.namespace(query=query, key=key, value=value, mask=mask, alpha=dispatch.array_or_none(alpha))
     lead, groups = checked_qkv(query, key, value, xp=xp)
     n_queries, n_keys = query.shape[-2], key.shape[-2]
     scheme, offset = _options(scheme, causal=causal, n_iter=n_iter, shape=(n_queries, n_keys))
@@ -195,10 +180,10 @@ def attention(
     check.alpha(alpha, lead, xp=xp)
     if block_size is not None:
         check.positive_int(block_size, "block_size")
-    work, out_dtype = _compute_dtype(query.dtype, xp=xp)
-    q, k, v = (_cast(x, work, xp=xp) for x in (query, key, value))
-    work_alpha = _alpha(alpha, work, query, xp=xp)
-    work_mask = _cast_mask(mask, work, xp=xp)
+    work, out_dtype = dispatch.compute_dtype(query.dtype, xp=xp)
+    q, k, v = (dispatch.cast(x, work, xp=xp) for x in (query, key, value))
+    work_alpha = dispatch.alpha_array(alpha, work, query, xp=xp)
+    work_mask = dispatch.cast_mask(mask, work, xp=xp)
     if groups > 1:  # grouped-query attention: (..., H, G, T, D) queries over (..., H, 1, K, D) keys
         kv_heads = lead[-1] // groups
         q, work_mask, work_alpha = (heads.group(x, kv_heads, groups, xp=xp) for x in (q, work_mask, work_alpha))
@@ -210,18 +195,18 @@ def attention(
         block_size is None
         and not causal
         and scheme != "sinkhorn"
-        and _torch_fastpath_supports(q, k, v, work_mask, xp=xp)
+        and dispatch.torch_fastpath_supports(q, k, v, work_mask, xp=xp)
     ):
         from ._fastpath import torch as fused
 
         impl, options = fused, fused.Options(scheme, factor)
     else:
-        scale_up = ACCELERATOR_SCALE if check.accelerated(q, xp) else 1
-        options = _kernel_options(
+        scale_up = dispatch.ACCELERATOR_SCALE if check.accelerated(q, xp) else 1
+        options = dispatch.kernel_options(
             scheme, offset, n_iter, factor, lead, n_queries, n_keys, block_size, work, xp=xp, budget=scale_up
         )
-    out = _run(impl, q, k, v, work_mask, work_alpha, options=options, xp=xp)
-    return _cast(heads.ungroup(out, xp=xp) if groups > 1 else out, out_dtype, xp=xp)
+    out = dispatch.run(impl, q, k, v, work_mask, work_alpha, options=options, xp=xp)
+    return dispatch.cast(heads.ungroup(out, xp=xp) if groups > 1 else out, out_dtype, xp=xp)
 
 
 def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
@@ -258,12 +243,12 @@ def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
     xp = check.namespace(weights=weights, mask=mask)
     check.floating(weights, "weights", xp=xp)
     check.mask(mask, tuple(weights.shape), name="mask", xp=xp)
-    work, out_dtype = _compute_dtype(weights.dtype, xp=xp)
-    w = _cast(weights, work, xp=xp)
+    work, out_dtype = dispatch.compute_dtype(weights.dtype, xp=xp)
+    w = dispatch.cast(weights, work, xp=xp)
     if mask is not None:
         counted = mask if xp.isdtype(mask.dtype, "bool") else mask != -xp.inf
         w = xp.where(counted, w, 0.0)
-    return _cast(xp.sum(w, axis=-2), out_dtype, xp=xp)
+    return dispatch.cast(xp.sum(w, axis=-2), out_dtype, xp=xp)
 
 
 def checked_qkv(query: Array, key: Array, value: Array, /, *, xp: Any) -> tuple[tuple[int, ...], int]:
@@ -293,68 +278,6 @@ def checked_qkv(query: Array, key: Array, value: Array, /, *, xp: Any) -> tuple[
     return (*outer, heads), heads // kv_heads
 
 
-def _run(
-    impl: Any, q: Array, k: Array, v: Array, mask: Array | None, alpha: Array, /, *, options: Any, xp: Any
-) -> Array:
-    """``impl``'s attention, through the framework's autodiff adapter when gradients may be asked for."""
-    if check.library(xp) == "jax":
-        from ._autodiff import jax as autodiff
-
-        return autodiff.attention(q, k, v, mask, alpha, impl=impl, options=options)
-    if check.library(xp) == "torch":
-        from ._autodiff import torch as autodiff_torch
-
-        if autodiff_torch.needs_grad(q, k, v, mask, alpha):
-            return autodiff_torch.attention(q, k, v, mask, alpha, impl=impl, options=options)
-    return impl.infer(q, k, v, mask, alpha, options=options, xp=xp)
-
-
-def _kernel_options(
-    scheme: str,
-    offset: int | None,
-    n_iter: int,
-    scale: float,
-    lead: tuple[int, ...],
-    n_queries: int,
-    n_keys: int,
-    block_size: int | None,
-    dtype: Any,
-    /,
-    *,
-    xp: Any,
-    budget: int = 1,
-) -> kernels.Options:
-    """The blocks of the forward and the backward pass (spec DEF-CHUNKED-ALGORITHM, DEF-BLOCKED-BACKWARD).
-
-    ``offset`` is None without ``causal``, else the position of the first query (spec DEF-CAUSAL-MASK);
-    ``budget`` multiplies every byte budget (accelerators).
-    """
-    causal = offset is not None
-    row_bytes = math.prod(lead) * n_keys * (xp.finfo(dtype).bits // 8) // budget
-    streamed = max(MIN_ROWS, _rows_within(BACKWARD_BYTES, row_bytes))
-    if check.library(xp) == "jax":  # XLA fuses a block's elementwise work: cache-sized blocks only add graph
-        streamed = _rows_within(BLOCK_BYTES, row_bytes)
-    backward = block_bounds(n_queries, block_size or streamed)
-    if block_size is not None or check.library(xp) == "jax":
-        rows, materialize = backward, False
-    elif causal:
-        rows, materialize = block_bounds(n_queries, max(MIN_ROWS, _rows_within(CAUSAL_BYTES, row_bytes))), False
-    elif row_bytes * n_queries <= MATERIALIZE_BYTES:
-        rows, materialize = block_bounds(n_queries, _rows_within(CACHE_BYTES, row_bytes)), True
-    else:
-        rows, materialize = block_bounds(n_queries, _rows_within(BLOCK_BYTES, row_bytes)), False
-    return kernels.Options(scheme, causal, n_iter, scale, rows, materialize, rows if causal else backward, offset or 0)
-
-
-def _torch_fastpath_supports(query: Array, key: Array, value: Array, mask: Array | None, /, *, xp: Any) -> bool:
-    """Whether :mod:`dnorm._fastpath.torch` takes these torch tensors (static checks only)."""
-    if check.library(xp) != "torch":
-        return False
-    from ._fastpath import torch as fast
-
-    return fast.supported(query, key, value, mask)
-
-
 def _options(scheme: object, /, *, causal: object, n_iter: object, shape: tuple[int, int]) -> tuple[str, int | None]:
     """Check the options every scheme function takes; return the scheme and the causal offset (None: not causal)."""
     name = check.scheme(scheme)
@@ -374,39 +297,3 @@ def _options(scheme: object, /, *, causal: object, n_iter: object, shape: tuple[
         )
         raise ValueError(msg)
     return name, offset
-
-
-def _array_or_none(alpha: object) -> Array | None:
-    return None if isinstance(alpha, Real) else alpha
-
-
-def _compute_dtype(dtype: Any, /, *, xp: Any) -> tuple[Any, Any]:
-    """(dtype to compute in, dtype to return): half precision computes in float32."""
-    if dtype == xp.float64 or dtype == xp.float32:
-        return dtype, dtype
-    return xp.float32, dtype
-
-
-def _cast(x: Array, dtype: Any, /, *, xp: Any) -> Array:
-    return x if x.dtype == dtype else xp.astype(x, dtype)
-
-
-def _cast_mask(mask: Array | None, dtype: Any, /, *, xp: Any) -> Array | None:
-    """The mask with at least two dimensions, floating masks in the compute dtype."""
-    if mask is None:
-        return None
-    if mask.ndim < 2:
-        mask = xp.reshape(mask, (1,) * (2 - mask.ndim) + tuple(mask.shape))
-    return mask if xp.isdtype(mask.dtype, "bool") else _cast(mask, dtype, xp=xp)
-
-
-def _alpha(alpha: Array, dtype: Any, like: Array, /, *, xp: Any) -> Array:
-    """``alpha`` as an array of the compute dtype, broadcasting over ``(..., T, K)``."""
-    if isinstance(alpha, Real):
-        return xp.asarray(float(alpha), dtype=dtype, device=device_of(like))
-    return xp.reshape(_cast(alpha, dtype, xp=xp), (*alpha.shape, 1, 1))
-
-
-def _rows_within(budget: int, row_bytes: int) -> int:
-    """The number of query rows whose scores take at most ``budget`` bytes (at least one)."""
-    return max(1, budget // max(row_bytes, 1))

@@ -6,6 +6,7 @@ import math
 from typing import Any, NamedTuple
 
 from . import _api
+from . import _dispatch as dispatch
 from . import _heads as heads
 from . import _validate as check
 from ._kernels import blocked
@@ -109,7 +110,7 @@ def decode(
     True
     """
     parts = (None, None) if state is None else _state_parts(state)
-    arrays = {"mask": mask, "alpha": _api._array_or_none(alpha), "state.max": parts[0], "state.sum": parts[1]}
+    arrays = {"mask": mask, "alpha": dispatch.array_or_none(alpha), "state.max": parts[0], "state.sum": parts[1]}
     xp = check.namespace(query=query, key=key, value=value, **arrays)
     name = check.scheme(scheme)
     if name == "sinkhorn":
@@ -123,11 +124,11 @@ def decode(
     factor = check.scale(scale, query.shape[-1])
     check.mask(mask, (*lead, n_new, n_keys), name="mask", xp=xp)
     check.alpha(alpha, lead, xp=xp)
-    work, out_dtype = _api._compute_dtype(query.dtype, xp=xp)
+    work, out_dtype = dispatch.compute_dtype(query.dtype, xp=xp)
     earlier = _checked_state(parts, name, lead, n_keys - n_new, work, xp=xp)
-    q, k, v = (_api._cast(x, work, xp=xp) for x in (query, key, value))
-    work_mask = _api._cast_mask(mask, work, xp=xp)
-    work_alpha = _api._alpha(alpha, work, query, xp=xp)
+    q, k, v = (dispatch.cast(x, work, xp=xp) for x in (query, key, value))
+    work_mask = dispatch.cast_mask(mask, work, xp=xp)
+    work_alpha = dispatch.alpha_array(alpha, work, query, xp=xp)
     if groups > 1:
         kv_heads = lead[-1] // groups
         q, work_mask, work_alpha = (heads.group(x, kv_heads, groups, xp=xp) for x in (q, work_mask, work_alpha))
@@ -136,7 +137,7 @@ def decode(
     carry = None if earlier is None else lse.LogSumExp(*earlier)
     scores = from_projections(q * factor, k, mask=work_mask, causal=True, offset=n_keys - n_new)
     row_bytes = math.prod(lead) * n_keys * (xp.finfo(work).bits // 8)
-    rows = block_bounds(n_new, max(_api.MIN_ROWS, _api._rows_within(_api.CAUSAL_BYTES, row_bytes)))
+    rows = block_bounds(n_new, max(dispatch.MIN_ROWS, dispatch.rows_within(dispatch.CAUSAL_BYTES, row_bytes)))
     out, residuals = blocked.attend(
         scores, v, rows, scheme=name, causal=True, alpha=work_alpha, n_iter=1, xp=xp, carry=carry
     )
@@ -144,7 +145,7 @@ def decode(
     new_state = None
     if last is not None:
         new_state = DecodeState(*((heads.ungroup(x, xp=xp) if groups > 1 else x)[..., 0, :] for x in last))
-    return _api._cast(heads.ungroup(out, xp=xp) if groups > 1 else out, out_dtype, xp=xp), new_state
+    return dispatch.cast(heads.ungroup(out, xp=xp) if groups > 1 else out, out_dtype, xp=xp), new_state
 
 
 def _state_parts(state: object) -> tuple[Array, Array]:
@@ -177,4 +178,4 @@ def _checked_state(
         if tuple(x.shape) != expected:
             msg = f"{name} must have shape {expected} (query heads, then the K - T earlier keys), got {tuple(x.shape)}"
             raise ValueError(msg)
-    return [xp.expand_dims(_api._cast(x, dtype, xp=xp), axis=-2) for x in parts]
+    return [xp.expand_dims(dispatch.cast(x, dtype, xp=xp), axis=-2) for x in parts]

@@ -25,12 +25,13 @@ scores; either broadcasts against ``(..., T, K)``.
 """
 
 import math
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .torch_fused import Options, Residuals, backward, forward, mask_scores
 
 __all__ = ["Options", "Residuals", "backward", "biased_attention", "column_logsumexp", "forward", "infer", "supported"]
 
@@ -50,19 +51,6 @@ def _as_work(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     if mask is None or mask.dtype == torch.bool:
         return mask
     return mask.to(dtype)
-
-
-def _mask_scores(scores: Tensor, mask: Tensor | None) -> Tensor:
-    """Return ``scores`` with ``mask`` applied; masked entries become ``-inf``.
-
-    The ``where`` keeps the gradient of masked entries exactly zero, also
-    where a column or a row is masked entirely.
-    """
-    if mask is None:
-        return scores
-    if mask.dtype == torch.bool:
-        return torch.where(mask, scores, -math.inf)
-    return torch.where(mask > -math.inf, scores + mask, -math.inf)
 
 
 def column_logsumexp(query: Tensor, key: Tensor, /, *, scale: float, mask: Tensor | None = None) -> Tensor:
@@ -169,7 +157,7 @@ def biased_attention(
     """
     work = _work_dtype(query.dtype)
     q, k, v, b = (t.to(work) for t in (query, key, value, bias))
-    attn_mask = _mask_scores(b[..., None, :], _as_work(mask, work))
+    attn_mask = mask_scores(b[..., None, :], _as_work(mask, work))
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2], attn_mask.shape[:-2])
     q, k, v = (t.expand(*batch, -1, -1) for t in (q, k, v))  # SDPA does not broadcast them against the mask
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale).to(query.dtype)
@@ -218,14 +206,6 @@ def supported(query: object, key: object, value: object, mask: object) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class Options:
-    """The static part of a fast-path call: ``"softmax"``, ``"doubly"`` or ``"hybrid"``, and the score scale."""
-
-    scheme: str
-    scale: float
-
-
 def infer(
     query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, alpha: Tensor, /, *, options: Options, xp: Any
 ) -> Tensor:
@@ -245,173 +225,3 @@ def infer(
         return doubly
     softmax = biased_attention(query, key, value, zero, scale=scale, mask=mask)
     return alpha * doubly + (1 - alpha) * softmax
-
-
-class Residuals(NamedTuple):
-    """What :func:`forward` keeps: ``(c, B^T Q, r, out)`` of the doubly part and ``(r, out)`` of the softmax part."""
-
-    doubly: tuple[Tensor, Tensor, Tensor, Tensor] | None
-    softmax: tuple[Tensor, Tensor] | None
-
-
-def forward(
-    query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, alpha: Tensor, /, *, options: Options, xp: Any
-) -> tuple[Tensor, Residuals]:
-    """The output and the :class:`Residuals`, all from the fused kernels (spec THM-GRADIENT-AS-ATTENTION).
-
-    ``c_j`` is the log-sum-exp of the swapped attention (key ``j`` as the
-    query, the queries as keys and values), whose output is ``sum_i B_ij
-    q_i``; ``r`` are the row log-sum-exps of the biased attention.
-    """
-    scale, lead = options.scale, _lead(query, key, value, mask)
-    q, k, v = (_four_d(t, lead) for t in (query, key, value))
-    m = None if mask is None else _four_d(mask, lead)
-    doubly = softmax = None
-    if options.scheme != "softmax":
-        q_bar, c = _fused(k, q, q, _additive(None if m is None else m.mT, None), scale)
-        out, r = _fused(q, k, v, _additive(m, -c), scale)
-        doubly = (c, q_bar, r, out)
-    if options.scheme != "doubly":
-        softmax = _fused(q, k, v, _additive(m, None), scale)[::-1]
-    if doubly is None or softmax is None:
-        out = (doubly or softmax)[-1]  # type: ignore[index]
-    else:
-        a = _four_d(alpha, lead) if alpha.ndim else alpha
-        out = a * doubly[-1] + (1 - a) * softmax[-1]
-    return out.reshape(*lead, *out.shape[-2:]), Residuals(doubly, softmax)
-
-
-def backward(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    mask: Tensor | None,
-    alpha: Tensor,
-    out: Tensor,
-    residuals: Residuals,
-    grad: Tensor,
-    /,
-    *,
-    options: Options,
-    mask_grad: bool,
-    xp: Any,
-) -> tuple[Tensor, Tensor, Tensor, None, Tensor | None]:
-    """Gradients of ``query``, ``key``, ``value`` and ``alpha`` from the fused kernels (spec THM-GRADIENT-AS-ATTENTION).
-
-    For the doubly part, with ``dZ = A * (dP - delta)`` and ``gamma_j = sum_i
-    dZ_ij``: the fused backward kernel on ``[q, 1]``, ``[k, 0]``, ``[v, 0]``
-    gives ``dZ K``, ``dZ^T Q``, ``A^T dO`` and, in the extra coordinate,
-    ``gamma``; then ``dq -= scale exp(r) * (A (gamma K))`` (one more biased
-    forward) and ``dk -= scale gamma * B^T Q``.
-    """
-    scale, lead = options.scale, _lead(query, key, value, mask)
-    q, k, v, g = (_four_d(t, lead) for t in (query, key, value, grad))
-    m = None if mask is None else _four_d(mask, lead)
-    a = _four_d(alpha, lead) if alpha.ndim else alpha
-    mixed = residuals.doubly is not None and residuals.softmax is not None
-    parts = []
-    if residuals.doubly is not None:
-        c, q_bar, r, out_doubly = residuals.doubly
-        bias = _additive(m, -c)
-        dq, dk, dv, gamma = _fused_backward_with_column_sums(a * g if mixed else g, q, k, v, out_doubly, r, bias, scale)
-        weighted_keys, _ = _fused(q, k, k * gamma[..., None], bias, scale)
-        parts.append((dq - scale * torch.exp(r)[..., None] * weighted_keys, dk - scale * gamma[..., None] * q_bar, dv))
-    if residuals.softmax is not None:
-        r, out_softmax = residuals.softmax
-        parts.append(_fused_backward((1 - a) * g if mixed else g, q, k, v, out_softmax, r, _additive(m, None), scale))
-    d_query, d_key, d_value = (
-        sum(grads[1:], grads[0]).reshape(*lead, *grads[0].shape[-2:]) for grads in zip(*parts, strict=True)
-    )
-    d_alpha = None
-    if residuals.doubly is not None and residuals.softmax is not None:
-        d_alpha = torch.sum(g * (residuals.doubly[-1] - residuals.softmax[-1]), dim=(-2, -1), keepdim=True)
-        d_alpha = _sum_to(d_alpha.reshape(*lead, 1, 1), alpha.shape)
-    return _sum_to(d_query, query.shape), _sum_to(d_key, key.shape), _sum_to(d_value, value.shape), None, d_alpha
-
-
-def _lead(*tensors: Tensor | None) -> tuple[int, ...]:
-    return tuple(torch.broadcast_shapes(*(t.shape[:-2] for t in tensors if t is not None)))
-
-
-def _four_d(t: Tensor, lead: tuple[int, ...]) -> Tensor:
-    """``t`` broadcast to the leading shape ``lead`` and viewed as ``(B, H, rows, cols)`` (a view when it can be)."""
-    t = t.expand(*lead, *t.shape[-2:]) if t.ndim >= 2 else t.expand(*lead, 1, 1)
-    if len(lead) <= 2:
-        return t.reshape(*(1,) * (2 - len(lead)), *t.shape)
-    return t.reshape(-1, lead[-1], *t.shape[-2:])
-
-
-def _additive(mask: Tensor | None, bias: Tensor | None) -> Tensor | None:
-    """The fused kernels' float ``attn_mask``: ``mask`` as ``0 / -inf`` or added, plus a per-key ``bias``."""
-    if bias is None:
-        return mask if mask is None or mask.dtype != torch.bool else torch.where(mask, 0.0, -math.inf)
-    return _mask_scores(bias.contiguous()[..., None, :], mask)  # the kernels' log-sum-exps are (B, T, H) in memory
-
-
-def _fused(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, scale: float) -> tuple[Tensor, Tensor]:
-    """Softmax attention and its row log-sum-exp, from torch's fused kernel (value head size padded to D)."""
-    d, dv = query.shape[-1], value.shape[-1]
-    size = max(d, dv)
-    q, k, v = (_pad_last(t, size) for t in (query, key, value))
-    mask = None if attn_mask is None else attn_mask.to(q.dtype)
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=mask, scale=scale)
-    return out[..., :dv], lse
-
-
-def _fused_backward(
-    grad: Tensor,
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    out: Tensor,
-    lse: Tensor,
-    attn_mask: Tensor | None,
-    scale: float,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The fused kernel's gradients ``(dZ K, dZ^T Q, A^T dO)`` of softmax attention with ``attn_mask``."""
-    d, dv = query.shape[-1], value.shape[-1]
-    size = max(d, dv)
-    q, k, v, o, g = (_pad_last(t, size) for t in (query, key, value, out, grad))
-    mask = None if attn_mask is None else attn_mask.to(q.dtype)
-    dq, dk, dvv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        g.contiguous(), q, k, v, o, lse, 0.0, False, attn_mask=mask, scale=scale
-    )
-    return dq[..., :d], dk[..., :d], dvv[..., :dv]
-
-
-def _fused_backward_with_column_sums(
-    grad: Tensor,
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    out: Tensor,
-    lse: Tensor,
-    attn_mask: Tensor | None,
-    scale: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:func:`_fused_backward` and ``gamma_j = sum_i dZ_ij``, from one extra coordinate.
-
-    With ``q' = [q, 1]`` and ``k' = [k, 0]`` the scores do not change, and the
-    extra coordinate of ``dZ^T Q'`` is ``scale * sum_i dZ_ij``.
-    """
-    d = query.shape[-1]
-    size = max(d, value.shape[-1]) + 1
-    ones = query.new_ones(*query.shape[:-1], 1)
-    q = torch.cat((_pad_last(query, size - 1), ones), dim=-1)
-    dq, dk, dv = _fused_backward(grad, q, _pad_last(key, size), value, out, lse, attn_mask, scale)
-    return dq[..., :d], dk[..., :d], dv, dk[..., -1] / scale
-
-
-def _pad_last(t: Tensor, size: int) -> Tensor:
-    """``t`` with zeros appended along the last axis up to ``size``."""
-    missing = size - t.shape[-1]
-    return t if missing == 0 else torch.cat((t, t.new_zeros(*t.shape[:-1], missing)), dim=-1)
-
-
-def _sum_to(t: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
-    """``t`` (any leading shape that broadcasting ``shape`` can give) summed back to ``shape``."""
-    extra = t.ndim - len(shape)
-    if extra > 0:
-        t = t.sum(dim=tuple(range(extra)))
-    dims = tuple(i for i, (n, m) in enumerate(zip(shape, t.shape, strict=True)) if n == 1 and m != 1)
-    return t.sum(dim=dims, keepdim=True) if dims else t
