@@ -48,7 +48,7 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
+        x = x + self.attn(self.norm1(x))[0]  # torch's (output, weights)
         return x + self.mlp(self.norm2(x))
 
 

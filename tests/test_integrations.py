@@ -266,7 +266,7 @@ def _x(t: int = 7) -> Any:
 
 def test_layer_shape_and_learnable_alpha() -> None:
     layer = _layer(alpha_init=0.3)
-    out = layer(_x())
+    out, _ = layer(_x())
     assert out.shape == (3, 7, 16)
     torch.testing.assert_close(layer.alpha, torch.full((4,), 0.3, dtype=torch.float64))
     out.square().sum().backward()
@@ -280,11 +280,11 @@ def test_layer_shape_and_learnable_alpha() -> None:
 def test_frozen_alpha() -> None:
     layer = _layer(alpha_init=1.0, learn_alpha=False)
     assert not layer.alpha_logit.requires_grad
-    layer(_x()).sum().backward()
+    layer(_x())[0].sum().backward()
     assert layer.alpha_logit.grad is None
     doubly = _layer("doubly")
     assert doubly.alpha is None
-    torch.testing.assert_close(layer(_x()), doubly(_x()))  # alpha = 1 is doubly
+    torch.testing.assert_close(layer(_x())[0], doubly(_x())[0])  # alpha = 1 is doubly
     with pytest.raises(ValueError, match="inside"):
         _layer(alpha_init=0.0)
 
@@ -296,7 +296,7 @@ def test_padded_positions_have_no_influence(scheme: str) -> None:
     padding[0, 5:] = padding[2, 3:] = True
     x = _x()
     changed = x.masked_fill(padding[..., None], 100.0)
-    out, out_changed = layer(x, key_padding_mask=padding), layer(changed, key_padding_mask=padding)
+    out, out_changed = layer(x, key_padding_mask=padding)[0], layer(changed, key_padding_mask=padding)[0]
     torch.testing.assert_close(out[~padding], out_changed[~padding], rtol=0, atol=1e-12)
 
 
@@ -307,7 +307,7 @@ def test_causal_layer_is_strictly_causal(scheme: str) -> None:
     for i in range(6):
         later = x.clone()
         later[:, i + 1 :] = torch.randn(3, 6 - i, 16, dtype=torch.float64)
-        assert torch.equal(layer(x)[:, : i + 1], layer(later)[:, : i + 1])
+        assert torch.equal(layer(x)[0][:, : i + 1], layer(later)[0][:, : i + 1])
 
 
 def test_attn_mask_true_means_masked() -> None:
@@ -315,7 +315,7 @@ def test_attn_mask_true_means_masked() -> None:
     blocked = torch.zeros(7, 7, dtype=torch.bool)
     blocked[:, 2] = True
     additive = torch.zeros(7, 7, dtype=torch.float64).masked_fill(blocked, -math.inf)
-    torch.testing.assert_close(layer(_x(), attn_mask=blocked), layer(_x(), attn_mask=additive))
+    torch.testing.assert_close(layer(_x(), attn_mask=blocked)[0], layer(_x(), attn_mask=additive)[0])
 
 
 # --- the training example ------------------------------------------------------------------------

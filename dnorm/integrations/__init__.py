@@ -7,6 +7,7 @@ importing :mod:`dnorm` or this package imports neither:
   adds ``attn_implementation="dnorm_doubly"`` (and the other schemes) to
   Hugging Face transformers.
 * :mod:`dnorm.integrations.torch`: :class:`~dnorm.integrations.torch.MultiheadAttention`,
-  a ``torch.nn.Module`` self-attention layer with a learnable per-head hybrid
-  ``alpha``.
+  a drop-in for ``torch.nn.MultiheadAttention`` (self and cross attention,
+  grouped-query heads, torch's weights through ``from_torch``) with a learnable
+  per-head hybrid ``alpha``.
 """

@@ -1,31 +1,77 @@
-"""A multi-head self-attention layer for torch, with any dnorm scheme and a learnable hybrid ``alpha``."""
+"""A drop-in for ``torch.nn.MultiheadAttention`` with any dnorm scheme and a learnable hybrid ``alpha``."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .. import _validate as check
+from .._api import normalize
 from .._sdpa import scaled_dot_product_attention
 
 __all__ = ["MultiheadAttention"]
 
 
 class MultiheadAttention(nn.Module):
-    """Multi-head self-attention whose weights come from a dnorm scheme.
+    """Multi-head attention whose weights come from a dnorm scheme; a drop-in for ``torch.nn.MultiheadAttention``.
 
-    Projects ``x`` to queries, keys and values, runs
-    :func:`dnorm.scaled_dot_product_attention` per head and projects the heads
-    back. Inputs are batch first.
+    Projects the query, key and value inputs, runs
+    :func:`dnorm.scaled_dot_product_attention` per head (or
+    :func:`dnorm.normalize` when the weights are asked for) and projects the
+    heads back. The constructor and :meth:`forward` take torch's arguments in
+    torch's order with torch's meaning, and :meth:`forward` returns torch's
+    ``(attn_output, attn_weights)``; dnorm's options are keywords.
+    :meth:`from_torch` converts a torch layer, weights included, and
+    :meth:`load_state_dict` also reads torch's state dicts (``in_proj_weight``
+    or ``q_proj_weight``/``k_proj_weight``/``v_proj_weight``, and
+    ``in_proj_bias``). With ``scheme="softmax"`` the results are torch's.
+
+    Where it differs from torch:
+
+    * ``batch_first`` defaults to True (torch: False), as this layer always
+      was batch first; pass ``batch_first=False`` for torch's
+      ``(L, N, E)`` layout (:meth:`from_torch` copies the torch layer's).
+    * ``need_weights`` defaults to False (torch: True): the weights are then
+      never materialized, and long sequences are processed in blocks.
+    * In self-attention (`key` omitted or the same tensor as `query`) a
+      padding position of `key_padding_mask` is left out as a query too, so
+      it enters no column statistic of ``"doubly"``, ``"hybrid"`` or
+      ``"sinkhorn"``: the other positions' outputs do not depend on it. Its
+      own attention output and weights are zero, its result
+      ``out_proj.bias`` (torch computes an ordinary row there). A float
+      mask's ``-inf`` entries count as padding, the form
+      ``torch.nn.TransformerEncoder`` passes on.
+    * ``is_causal=True`` applies causal attention (torch reads it as a hint
+      that `attn_mask` is the causal mask, which it then requires). It is
+      strictly causal: for ``"doubly"`` and ``"hybrid"`` the column statistic
+      reads no later query, which a causal `attn_mask` alone does not give.
+    * A query that may attend no key gets zero weights, never NaN.
+    * ``add_bias_kv`` and ``add_zero_attn`` are not supported.
 
     Parameters
     ----------
     embed_dim : int
-        Model width; a multiple of `num_heads`.
+        Model width ``E``, the width of the query input and of the output; a
+        multiple of `num_heads`.
     num_heads : int
-        Number of heads, each of width ``embed_dim // num_heads``.
+        Number of query heads, each of width ``embed_dim // num_heads``.
+    dropout : float, default 0.0
+        Dropout probability on the attention weights, in training mode only.
+    bias : bool, default True
+        Biases in the four projections.
+    add_bias_kv, add_zero_attn : bool, default False
+        Torch's options, kept for its argument order; True raises
+        ``NotImplementedError``.
+    kdim, vdim : int, optional
+        Widths of the key and value inputs; default `embed_dim`.
+    batch_first : bool, default True
+        Inputs and output are ``(batch, seq, feature)``; False:
+        ``(seq, batch, feature)``.
+    device, dtype : optional
+        Of the parameters, as in torch.
     scheme : {"hybrid", "doubly", "softmax", "sinkhorn"}, default "hybrid"
         The normalization scheme (see :func:`dnorm.normalize`).
     alpha_init : float, default 0.5
@@ -36,46 +82,109 @@ class MultiheadAttention(nn.Module):
         Learn one ``alpha`` per head, as ``sigmoid`` of an unconstrained
         parameter, which keeps it in [0, 1]. False freezes it.
     causal : bool, default False
-        Strictly causal attention: output ``i`` depends on positions ``<= i``
-        only (the strictly causal ``"doubly"`` for ``"doubly"`` and
-        ``"hybrid"``; ``"sinkhorn"`` has none and raises in :meth:`forward`).
-    bias : bool, default True
-        Biases in the four projections.
-    dropout : float, default 0.0
-        Dropout probability on the attention weights, in training mode only.
+        Always causal, as if every call passed ``is_causal=True``.
+        ``"sinkhorn"`` has no causal form and raises in :meth:`forward`.
+    num_kv_heads : int, optional
+        Key/value heads for grouped-query attention, default `num_heads`;
+        `num_heads` must be a multiple of it, each key/value head serving
+        ``num_heads // num_kv_heads`` consecutive query heads (no copies are
+        made). `k_proj` and `v_proj` then have
+        ``num_kv_heads * embed_dim // num_heads`` outputs.
+    n_iter : int, default 3
+        Column normalizations of ``"sinkhorn"``.
 
     Attributes
     ----------
     q_proj, k_proj, v_proj, out_proj : torch.nn.Linear
-        The projections.
+        The projections, ``(embed_dim -> embed_dim)``, ``(kdim -> kv_width)``,
+        ``(vdim -> kv_width)`` and ``(embed_dim -> embed_dim)``.
     alpha_logit : torch.nn.Parameter or None
         The unconstrained per-head parameter, shape ``(num_heads,)``; None
         unless ``scheme == "hybrid"``.
+    embed_dim, kdim, vdim, num_heads, num_kv_heads, head_dim, dropout, batch_first
+        The configuration.
+    in_proj_weight, in_proj_bias, bias_k, bias_v : None
+        torch's attributes, always None here (the projections are separate),
+        so that torch code that looks for them, like the fast path of
+        ``torch.nn.TransformerEncoderLayer``, takes its general path.
+
+    Raises
+    ------
+    TypeError
+        For arguments of the wrong type, or `module` of :meth:`from_torch`
+        not a ``torch.nn.MultiheadAttention``.
+    ValueError
+        For `embed_dim` not a multiple of `num_heads`, `num_heads` not a
+        multiple of `num_kv_heads`, `dropout` outside [0, 1), an unknown
+        scheme, or a learned `alpha_init` outside (0, 1).
+    NotImplementedError
+        For ``add_bias_kv`` or ``add_zero_attn``.
+
+    See Also
+    --------
+    dnorm.scaled_dot_product_attention : the attention it runs per head.
+    dnorm.normalize : the weights it returns with ``need_weights=True``.
 
     Examples
     --------
     >>> import torch
     >>> from dnorm.integrations.torch import MultiheadAttention
+    >>> _ = torch.manual_seed(0)
     >>> layer = MultiheadAttention(16, 4)
-    >>> layer(torch.randn(2, 5, 16)).shape
-    torch.Size([2, 5, 16])
+    >>> x = torch.randn(2, 5, 16)
+    >>> out, weights = layer(x)  # self-attention, like layer(x, x, x)
+    >>> out.shape, weights
+    (torch.Size([2, 5, 16]), None)
     >>> layer.alpha
     tensor([0.5000, 0.5000, 0.5000, 0.5000], grad_fn=<SigmoidBackward0>)
+
+    Cross-attention, with the weights averaged over the heads; under
+    ``"doubly"`` every one of the ``S`` keys receives a total weight of at
+    least ``1/S`` from the queries:
+
+    >>> memory = torch.randn(2, 9, 16)
+    >>> out, weights = MultiheadAttention(16, 4, scheme="doubly")(x, memory, memory, need_weights=True)
+    >>> out.shape, weights.shape
+    (torch.Size([2, 5, 16]), torch.Size([2, 5, 9]))
+    >>> bool((weights.sum(dim=-2) >= 1 / 9).all())
+    True
+
+    A torch layer, converted; with ``scheme="softmax"`` it computes the same:
+
+    >>> reference = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+    >>> layer = MultiheadAttention.from_torch(reference, scheme="softmax")
+    >>> torch.allclose(layer(x, x, x)[0], reference(x, x, x)[0], atol=1e-6)
+    True
     """
 
     alpha_logit: nn.Parameter | None
+    _qkv_same_embed_dim = False  # torch's flag: no packed in_proj_weight
+    in_proj_weight: None = None
+    in_proj_bias: None = None
+    bias_k: None = None
+    bias_v: None = None
+    add_zero_attn = False
 
     def __init__(
         self,
         embed_dim: int,
         num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        batch_first: bool = True,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
         *,
         scheme: str = "hybrid",
         alpha_init: float = 0.5,
         learn_alpha: bool = True,
         causal: bool = False,
-        bias: bool = True,
-        dropout: float = 0.0,
+        num_kv_heads: int | None = None,
+        n_iter: int = 3,
     ) -> None:
         super().__init__()
         check.positive_int(embed_dim, "embed_dim")
@@ -83,16 +192,34 @@ class MultiheadAttention(nn.Module):
         if embed_dim % num_heads:
             msg = f"embed_dim ({embed_dim}) must be a multiple of num_heads ({num_heads})"
             raise ValueError(msg)
-        if not 0.0 <= dropout < 1.0:
-            msg = f"dropout must be in [0, 1), got {dropout}"
+        num_kv_heads = num_heads if num_kv_heads is None else check.positive_int(num_kv_heads, "num_kv_heads")
+        if num_heads % num_kv_heads:
+            msg = f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})"
             raise ValueError(msg)
+        kdim = embed_dim if kdim is None else check.positive_int(kdim, "kdim")
+        vdim = embed_dim if vdim is None else check.positive_int(vdim, "vdim")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            msg = f"dropout must be a number in [0, 1), got {dropout!r}"
+            raise ValueError(msg)
+        for name, value in (("bias", bias), ("add_bias_kv", add_bias_kv), ("add_zero_attn", add_zero_attn)):
+            check.flag(value, name)
+        if add_bias_kv or add_zero_attn:
+            msg = f"add_bias_kv and add_zero_attn are not supported, got {add_bias_kv} and {add_zero_attn}"
+            raise NotImplementedError(msg)
         self.scheme = check.scheme(scheme)
-        self.num_heads = num_heads
         self.causal = check.flag(causal, "causal")
-        self.dropout = dropout
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
-            nn.Linear(embed_dim, embed_dim, bias=bias) for _ in range(4)
-        )
+        self.batch_first = check.flag(batch_first, "batch_first")
+        self.n_iter = check.positive_int(n_iter, "n_iter")
+        self.embed_dim, self.kdim, self.vdim = embed_dim, kdim, vdim
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout = float(dropout)
+        kv_width = num_kv_heads * self.head_dim
+        factory = {"device": device, "dtype": dtype}
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self.k_proj = nn.Linear(kdim, kv_width, bias=bias, **factory)
+        self.v_proj = nn.Linear(vdim, kv_width, bias=bias, **factory)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
         self.alpha_logit = None
         if self.scheme == "hybrid":
             check.alpha(alpha_init, (), xp=None)
@@ -100,59 +227,324 @@ class MultiheadAttention(nn.Module):
                 msg = f"a learned alpha must start inside (0, 1), got {alpha_init}"
                 raise ValueError(msg)
             logit = torch.logit(torch.tensor(alpha_init, dtype=torch.float64)).item()  # +-inf at 0 and 1
-            self.alpha_logit = nn.Parameter(torch.full((num_heads,), logit), requires_grad=learn_alpha)
+            self.alpha_logit = nn.Parameter(
+                torch.full((num_heads,), logit, device=device, dtype=dtype), requires_grad=learn_alpha
+            )
+
+    @classmethod
+    def from_torch(
+        cls,
+        module: nn.MultiheadAttention,
+        *,
+        scheme: str,
+        alpha_init: float = 0.5,
+        learn_alpha: bool = True,
+        causal: bool = False,
+        n_iter: int = 3,
+    ) -> MultiheadAttention:
+        """A copy of a ``torch.nn.MultiheadAttention`` that normalizes with `scheme`.
+
+        Copies the configuration (width, heads, dropout, bias, ``kdim``,
+        ``vdim``, ``batch_first``, device, dtype, training mode) and the
+        weights; ``scheme="softmax"`` then computes what `module` computes.
+
+        Parameters
+        ----------
+        module : torch.nn.MultiheadAttention
+            Without ``add_bias_kv`` or ``add_zero_attn``.
+        scheme : {"hybrid", "doubly", "softmax", "sinkhorn"}
+            Required: the normalization scheme.
+        alpha_init : float, default 0.5
+        learn_alpha : bool, default True
+        causal : bool, default False
+        n_iter : int, default 3
+            As for the constructor.
+
+        Returns
+        -------
+        MultiheadAttention
+            Sharing no tensor with `module`.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from dnorm.integrations.torch import MultiheadAttention
+        >>> layer = torch.nn.TransformerEncoderLayer(16, 4, batch_first=True)
+        >>> layer.self_attn = MultiheadAttention.from_torch(layer.self_attn, scheme="doubly")
+        >>> layer(torch.randn(2, 5, 16)).shape
+        torch.Size([2, 5, 16])
+        """
+        if not isinstance(module, nn.MultiheadAttention):
+            msg = f"module must be a torch.nn.MultiheadAttention, got {type(module).__name__}"
+            raise TypeError(msg)
+        if module.bias_k is not None or module.add_zero_attn:
+            msg = "module has add_bias_kv or add_zero_attn, which are not supported"
+            raise NotImplementedError(msg)
+        weight = module.out_proj.weight
+        layer = cls(
+            module.embed_dim,
+            module.num_heads,
+            module.dropout,
+            module.in_proj_bias is not None,
+            kdim=module.kdim,
+            vdim=module.vdim,
+            batch_first=module.batch_first,
+            device=weight.device,
+            dtype=weight.dtype,
+            scheme=scheme,
+            alpha_init=alpha_init,
+            learn_alpha=learn_alpha,
+            causal=causal,
+            n_iter=n_iter,
+        )
+        layer.load_state_dict(module.state_dict(), strict=True)
+        return layer.train(module.training)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Read torch's layout too: the packed or separate input projections and the packed bias."""
+        packed = {f"{prefix}in_proj_weight": "weight", f"{prefix}in_proj_bias": "bias"}
+        for name, kind in packed.items():
+            tensor = state_dict.get(name)
+            if tensor is not None and tensor.shape[0] == self.embed_dim + 2 * self.k_proj.out_features:
+                del state_dict[name]
+                parts = tensor.split([self.embed_dim, self.k_proj.out_features, self.v_proj.out_features])
+                for proj, part in zip("qkv", parts, strict=True):
+                    state_dict[f"{prefix}{proj}_proj.{kind}"] = part
+        for proj in "qkv":
+            tensor = state_dict.pop(f"{prefix}{proj}_proj_weight", None)
+            if tensor is not None:
+                state_dict[f"{prefix}{proj}_proj.weight"] = tensor
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     @property
     def alpha(self) -> Tensor | None:
         """Per-head hybrid weight ``sigmoid(alpha_logit)`` in [0, 1], shape ``(num_heads,)``; None unless hybrid."""
         return None if self.alpha_logit is None else torch.sigmoid(self.alpha_logit)
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
-        """Self-attention of `x`.
-
-        The masks follow ``torch.nn.MultiheadAttention``: a boolean True marks
-        what to leave out.
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = False,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attention of `query` over `key` and `value`, with torch's arguments and masks.
 
         Parameters
         ----------
-        x : torch.Tensor of shape (batch, T, embed_dim)
-        key_padding_mask : torch.Tensor of shape (batch, T), optional
-            Boolean, True at padding positions. A padding position is left
-            out as a key and as a query: it enters no column statistic, so
-            the other positions' outputs do not depend on it, and its own
-            attention output is zero (its result is ``out_proj.bias``).
-        attn_mask : torch.Tensor, optional
-            Broadcastable to ``(batch, num_heads, T, T)``: boolean (True = may
-            not attend) or floating (added to the scores).
+        query : torch.Tensor of shape (N, L, E), or (L, N, E) if not batch_first, or (L, E)
+            ``L`` queries of width ``E = embed_dim``; 2-D is unbatched.
+        key : torch.Tensor of shape (N, S, kdim), or (S, N, kdim) if not batch_first, or (S, kdim), optional
+            ``S`` keys; defaults to `query` (self-attention).
+        value : torch.Tensor of shape (N, S, vdim), or (S, N, vdim) if not batch_first, or (S, vdim), optional
+            Defaults to `key`.
+        key_padding_mask : torch.Tensor of shape (N, S), or (S,) unbatched, optional
+            As in torch: boolean, True at the keys to leave out (padding), or
+            floating, added to the scores. In self-attention the padding
+            positions are left out as queries too (see the class docstring).
+        need_weights : bool, default False
+            Also return the attention weights (materializes them; torch's
+            default is True).
+        attn_mask : torch.Tensor of shape (L, S) or (N * num_heads, L, S), optional
+            As in torch: boolean, True where a query may NOT attend a key
+            (the opposite of :func:`dnorm.scaled_dot_product_attention`), or
+            floating, added to the scores. The 3-D form holds batch ``b``,
+            head ``h`` at ``b * num_heads + h``.
+        average_attn_weights : bool, default True
+            Average the returned weights over the heads.
+        is_causal : bool, default False
+            Strictly causal attention, query ``i`` seeing keys ``j <= i``,
+            combined with `attn_mask` (which may be omitted).
 
         Returns
         -------
-        torch.Tensor of shape (batch, T, embed_dim)
+        attn_output : torch.Tensor of shape (N, L, E), or (L, N, E) if not batch_first, or (L, E)
+            The output projection of the attended values.
+        attn_weights : torch.Tensor or None
+            None unless `need_weights`; else of shape ``(N, L, S)`` averaged,
+            ``(N, num_heads, L, S)`` per head (``(L, S)`` and
+            ``(num_heads, L, S)`` unbatched), whatever `batch_first`: the
+            weights of the scheme, after dropout as in torch.
+
+        Raises
+        ------
+        TypeError
+            For non-tensor or non-floating inputs, masks neither boolean nor
+            floating, and flags that are not bool.
+        ValueError
+            For shapes that do not fit together; the message names the
+            argument and the expected shape.
+        NotImplementedError
+            For ``"sinkhorn"`` with causal attention.
         """
-        batch, length, width = x.shape
-        heads = (batch, length, self.num_heads, width // self.num_heads)
-        q, k, v = (proj(x).view(heads).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
-        mask = None if attn_mask is None else (~attn_mask if attn_mask.dtype == torch.bool else attn_mask)
-        if key_padding_mask is not None:
-            real = ~key_padding_mask
-            pairs = real[:, None, :, None] & real[:, None, None, :]
-            if mask is None or mask.dtype == torch.bool:
-                mask = pairs if mask is None else pairs & mask
-            else:
-                mask = mask.masked_fill(~pairs, -math.inf)
-        alpha = self.alpha
-        out = scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=self.causal,
-            scheme=self.scheme,
-            alpha=0.5 if alpha is None else alpha,
+        self_attention = key is None or key is query
+        key = query if key is None else key
+        value = key if value is None else value
+        for name, flag in (
+            ("need_weights", need_weights),
+            ("average_attn_weights", average_attn_weights),
+            ("is_causal", is_causal),
+        ):
+            check.flag(flag, name)
+        batched = self._check_inputs(query, key, value)
+        if not batched:
+            query, key, value = (x.unsqueeze(0) for x in (query, key, value))
+        elif not self.batch_first:
+            query, key, value = (x.transpose(0, 1) for x in (query, key, value))
+        batch, length, _ = query.shape
+        n_keys = key.shape[1]
+        q = self.q_proj(query).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+        k, v = (
+            proj(x).unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)
+            for proj, x in ((self.k_proj, key), (self.v_proj, value))
         )
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
+        mask = self._merged_mask(
+            attn_mask, key_padding_mask, self_attention, batched, (batch, length, n_keys), dtype=q.dtype
+        )
+        causal = self.causal or is_causal
+        alpha = self.alpha
+        options: dict[str, Any] = {
+            "scheme": self.scheme,
+            "alpha": 0.5 if alpha is None else alpha,
+            "n_iter": self.n_iter,
+        }
+        dropout = self.dropout if self.training else 0.0
+        groups = self.num_heads // self.num_kv_heads
+        weights = None
+        if need_weights:
+            scores = q.unflatten(1, (self.num_kv_heads, groups)) @ k.unsqueeze(2).transpose(-1, -2)
+            scores = scores.flatten(1, 2) * (1.0 / math.sqrt(self.head_dim))
+            weights = normalize(scores, mask=mask, causal="top-left" if causal else False, **options)
+            if dropout:
+                weights = nn.functional.dropout(weights, p=dropout)
+            out = (weights.unflatten(1, (self.num_kv_heads, groups)) @ v.unsqueeze(2)).flatten(1, 2)
+            if average_attn_weights:
+                weights = weights.mean(dim=1)
+            if not batched:
+                weights = weights.squeeze(0)
+        else:
+            out = scaled_dot_product_attention(q, k, v, mask, dropout, causal, enable_gqa=groups > 1, **options)
+        out = self.out_proj(out.transpose(1, 2).flatten(2))
+        if not batched:
+            out = out.squeeze(0)
+        elif not self.batch_first:
+            out = out.transpose(0, 1)
+        return out, weights
+
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> bool:
+        """Whether the inputs are batched; raise for inputs that do not fit the layer or each other."""
+        widths = {"query": self.embed_dim, "key": self.kdim, "value": self.vdim}
+        for name, x in (("query", query), ("key", key), ("value", value)):
+            if not isinstance(x, Tensor) or not x.is_floating_point():
+                got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+                hint = " (the second and third arguments are key and value, as in torch)" if name != "query" else ""
+                msg = f"{name} must be a floating torch.Tensor{hint}, got {got}"
+                raise TypeError(msg)
+            if x.ndim not in (2, 3) or x.ndim != query.ndim:
+                msg = f"{name} must be 3-D (batched) or 2-D (unbatched) like query ({query.ndim}-D), got {x.ndim}-D"
+                raise ValueError(msg)
+            if x.shape[-1] != widths[name]:
+                msg = f"{name} must have {widths[name]} features in its last dimension, got shape {tuple(x.shape)}"
+                raise ValueError(msg)
+        batched = query.ndim == 3
+        seq = 1 if batched and self.batch_first else 0
+        if key.shape[seq] != value.shape[seq]:
+            msg = f"key and value must have the same length, got shapes {tuple(key.shape)} and {tuple(value.shape)}"
+            raise ValueError(msg)
+        if batched:
+            axis = 0 if self.batch_first else 1
+            if not query.shape[axis] == key.shape[axis] == value.shape[axis]:
+                shapes = ", ".join(str(tuple(x.shape)) for x in (query, key, value))
+                msg = f"query, key and value must have the same batch size (dimension {axis}), got shapes {shapes}"
+                raise ValueError(msg)
+        return batched
+
+    def _merged_mask(
+        self,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        self_attention: bool,
+        batched: bool,
+        sizes: tuple[int, int, int],
+        *,
+        dtype: torch.dtype,
+    ) -> Tensor | None:
+        """torch's masks as one dnorm mask, broadcastable to ``(N, H, L, S)``: True = may attend, floats added."""
+        batch, length, n_keys = sizes
+        parts: list[Tensor] = []
+        if attn_mask is not None:
+            _check_mask_dtype(attn_mask, "attn_mask")
+            heads = batch * self.num_heads if batched else self.num_heads
+            if tuple(attn_mask.shape) == (length, n_keys):
+                pass
+            elif tuple(attn_mask.shape) == (heads, length, n_keys):
+                attn_mask = attn_mask.reshape(batch, self.num_heads, length, n_keys)
+            else:
+                what = "N * num_heads" if batched else "num_heads"
+                msg = (
+                    f"attn_mask must have shape (L, S) = ({length}, {n_keys}) or ({what}, L, S) = "
+                    f"({heads}, {length}, {n_keys}), got {tuple(attn_mask.shape)}"
+                )
+                raise ValueError(msg)
+            parts.append(~attn_mask if attn_mask.dtype == torch.bool else attn_mask.to(dtype))
+        if key_padding_mask is not None:
+            _check_mask_dtype(key_padding_mask, "key_padding_mask")
+            expected = (batch, n_keys) if batched else (n_keys,)
+            if tuple(key_padding_mask.shape) != expected:
+                what = "(N, S)" if batched else "(S,) unbatched"
+                msg = f"key_padding_mask must have shape {what} = {expected}, got {tuple(key_padding_mask.shape)}"
+                raise ValueError(msg)
+            padding = key_padding_mask.reshape(batch, 1, 1, n_keys)
+            is_bool = padding.dtype == torch.bool
+            parts.append(~padding if is_bool else padding.to(dtype))
+            if self_attention:  # the padding positions are not queries either
+                padded = padding if is_bool else torch.isneginf(padding)
+                parts.append(~padded.transpose(-1, -2))
+        if not parts:
+            return None
+        if all(part.dtype == torch.bool for part in parts):
+            merged = parts[0]
+            for part in parts[1:]:
+                merged = merged & part
+            return merged
+        additive = [
+            torch.zeros(part.shape, dtype=dtype, device=part.device).masked_fill(~part, -math.inf)
+            if part.dtype == torch.bool
+            else part
+            for part in parts
+        ]
+        merged = additive[0]
+        for part in additive[1:]:
+            merged = merged + part
+        return merged
 
     def extra_repr(self) -> str:
         """The options that the submodules do not show."""
-        return f"num_heads={self.num_heads}, scheme={self.scheme!r}, causal={self.causal}, dropout={self.dropout}"
+        kv = f", num_kv_heads={self.num_kv_heads}" if self.num_kv_heads != self.num_heads else ""
+        return (
+            f"num_heads={self.num_heads}{kv}, scheme={self.scheme!r}, causal={self.causal}, "
+            f"dropout={self.dropout}, batch_first={self.batch_first}"
+        )
+
+
+def _check_mask_dtype(mask: object, name: str) -> None:
+    """A mask is a boolean or floating tensor."""
+    if not isinstance(mask, Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        msg = f"{name} must be a boolean (True = leave out) or floating (added) torch.Tensor, got {got}"
+        raise TypeError(msg)
