@@ -7,11 +7,13 @@ the tests check against the kernels.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
 from . import _dispatch as dispatch
 from . import _heads as heads
+from . import _random as random
 from . import _validate as check
 from ._docs import shared_docstring
 from ._kernels import attention as kernels
@@ -111,6 +113,9 @@ def attention(
     alpha: float | Array = 0.5,
     n_iter: int = 3,
     block_size: int | None = None,
+    softcap: float | None = None,
+    dropout_p: float = 0.0,
+    dropout_key: object = None,
 ) -> Array:
     """Attention output ``A @ value`` of a scheme, with ``S = query @ key.T * scale``.
 
@@ -121,7 +126,15 @@ def attention(
     query : array of shape (..., T, D)
     key : array of shape (..., K, D)
     value : array of shape (..., K, Dv)
-        The leading dimensions of the three broadcast together.
+        The leading dimensions of the three broadcast together, or, for
+        grouped-query attention, those before the heads (axis -3) do and the
+        query heads are a multiple ``G`` of the key and value heads: key head
+        ``h`` serves query heads ``h * G`` to ``h * G + G - 1``, without copies
+        of the keys and values. torch nested jagged tensors of shape
+        ``(B, ..., j, D)`` (ragged along axis -2, as torch's
+        ``scaled_dot_product_attention`` takes them) are a packed batch: each
+        sequence is normalized on its own (see :func:`varlen_attention`), and
+        the output is nested too; they take no ``mask``.
     {scheme_param}
     {mask_param}
     {causal_param}
@@ -156,6 +169,24 @@ def attention(
         takes the kernels instead. There ``c`` is one float per key, so at
         scores of magnitude 1e4 in float32 the weights carry relative errors
         near 1e-3; pass ``block_size`` for the kernels' exact split.
+    softcap : float, optional
+        Bound the scores before masking and normalization: ``softcap *
+        tanh(S / softcap)`` (Gemma's logit softcapping, spec DEF-SOFTCAP).
+        The column statistic is that of the capped scores.
+    dropout_p : float, default 0.0
+        Drop each attention weight with this probability after the
+        normalization and scale the kept ones by ``1 / (1 - dropout_p)``, as
+        torch does (spec DEF-DROPOUT); the column statistic is that of all the
+        weights. Applied whenever it is above 0 (as torch's
+        ``scaled_dot_product_attention``: pass 0 in evaluation). The mask is a
+        hash of one seed and the positions, regenerated block by block: no
+        ``(T, K)`` mask is stored, and gradients use the same mask.
+    dropout_key : optional
+        Where the seed comes from: for torch tensors torch's default generator
+        (None) or a ``torch.Generator``; for JAX arrays a key
+        (``jax.random.key``), required; for NumPy arrays a
+        ``numpy.random.Generator``, required. Other libraries raise
+        ``TypeError`` for ``dropout_p > 0``.
 
     Returns
     -------
@@ -170,6 +201,25 @@ def attention(
     normalize : the weights themselves.
     scaled_dot_product_attention : the same with torch's signature.
     """
+    if getattr(query, "is_nested", False):  # torch's nested jagged tensors: a packed batch
+        from ._packed import nested_attention
+
+        extra = {} if mask is None else {"mask": mask}
+        return nested_attention(
+            query,
+            key,
+            value,
+            scheme,
+            causal=causal,
+            scale=scale,
+            alpha=alpha,
+            n_iter=n_iter,
+            block_size=block_size,
+            softcap=softcap,
+            dropout_p=dropout_p,
+            dropout_key=dropout_key,
+            **extra,
+        )
     xp = check.namespace(query=query, key=key, value=value, mask=mask, alpha=dispatch.array_or_none(alpha))
     lead, groups = checked_qkv(query, key, value, xp=xp)
     n_queries, n_keys = query.shape[-2], key.shape[-2]
@@ -180,21 +230,25 @@ def attention(
     check.alpha(alpha, lead, xp=xp)
     if block_size is not None:
         check.positive_int(block_size, "block_size")
+    softcap = check.softcap(softcap)
+    dropout_p = check.probability(dropout_p, "dropout_p")
+    seed = random.seed(dropout_key, query, xp=xp) if dropout_p > 0 else None
     work, out_dtype = dispatch.compute_dtype(query.dtype, xp=xp)
     q, k, v = (dispatch.cast(x, work, xp=xp) for x in (query, key, value))
     work_alpha = dispatch.alpha_array(alpha, work, query, xp=xp)
     work_mask = dispatch.cast_mask(mask, work, xp=xp)
-    if groups > 1:  # grouped-query attention: (..., H, G, T, D) queries over (..., H, 1, K, D) keys
-        kv_heads = lead[-1] // groups
-        q, work_mask, work_alpha = (heads.group(x, kv_heads, groups, xp=xp) for x in (q, work_mask, work_alpha))
-        k, v = heads.share(k, xp=xp), heads.share(v, xp=xp)
-        lead = (*lead[:-1], kv_heads, groups)
+    # grouped-query attention: (..., H, G, T, D) queries over (..., H, 1, K, D) keys
+    (q, work_mask, work_alpha), (k, v) = heads.split((q, work_mask, work_alpha), (k, v), groups, xp=xp)
+    if groups > 1:
+        lead = (*lead[:-1], lead[-1] // groups, groups)
     impl: ModuleType = kernels
     options: Any
     if (
         block_size is None
         and not causal
         and scheme != "sinkhorn"
+        and softcap is None
+        and seed is None
         and dispatch.torch_fastpath_supports(q, k, v, work_mask, xp=xp)
     ):
         from ._fastpath import torch as fused
@@ -202,11 +256,13 @@ def attention(
         impl, options = fused, fused.Options(scheme, factor)
     else:
         scale_up = dispatch.ACCELERATOR_SCALE if check.accelerated(q, xp) else 1
+        lead = dispatch.task_lead(lead, q, k, work_mask, xp=xp)  # Dask: the budgets apply to one chunk
         options = dispatch.kernel_options(
             scheme, offset, n_iter, factor, lead, n_queries, n_keys, block_size, work, xp=xp, budget=scale_up
         )
-    out = dispatch.run(impl, q, k, v, work_mask, work_alpha, options=options, xp=xp)
-    return dispatch.cast(heads.ungroup(out, xp=xp) if groups > 1 else out, out_dtype, xp=xp)
+        options = replace(options, softcap=softcap, dropout=dropout_p)
+    out = dispatch.run(impl, q, k, v, work_mask, work_alpha, seed, options=options, xp=xp)
+    return dispatch.cast(heads.merge(out, groups, xp=xp), out_dtype, xp=xp)
 
 
 def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:

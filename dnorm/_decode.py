@@ -42,6 +42,7 @@ def decode(
     mask: Array | None = None,
     scale: float | None = None,
     alpha: float | Array = 0.5,
+    softcap: float | None = None,
 ) -> tuple[Array, DecodeState | None]:
     """Strictly causal attention of new queries against a KV cache, and the state for the next call.
 
@@ -76,6 +77,10 @@ def decode(
         Multiplies ``query @ key.T``; defaults to ``1 / sqrt(D)``.
     alpha : float or array, default 0.5
         The hybrid weight, as in :func:`attention` (one per head, say).
+    softcap : float, optional
+        Cap the scores at ``softcap * tanh(S / softcap)``, as in
+        :func:`attention`; the state holds statistics of the capped scores,
+        so every call of one sequence takes the same ``softcap``.
 
     Returns
     -------
@@ -122,6 +127,7 @@ def decode(
         msg = f"query has {n_new} new positions but key holds only {n_keys}: append the new keys to the cache first"
         raise ValueError(msg)
     factor = check.scale(scale, query.shape[-1])
+    softcap = check.softcap(softcap)
     check.mask(mask, (*lead, n_new, n_keys), name="mask", xp=xp)
     check.alpha(alpha, lead, xp=xp)
     work, out_dtype = dispatch.compute_dtype(query.dtype, xp=xp)
@@ -129,13 +135,10 @@ def decode(
     q, k, v = (dispatch.cast(x, work, xp=xp) for x in (query, key, value))
     work_mask = dispatch.cast_mask(mask, work, xp=xp)
     work_alpha = dispatch.alpha_array(alpha, work, query, xp=xp)
-    if groups > 1:
-        kv_heads = lead[-1] // groups
-        q, work_mask, work_alpha = (heads.group(x, kv_heads, groups, xp=xp) for x in (q, work_mask, work_alpha))
-        k, v = heads.share(k, xp=xp), heads.share(v, xp=xp)
-        earlier = None if earlier is None else [heads.group(x, kv_heads, groups, xp=xp) for x in earlier]
-    carry = None if earlier is None else lse.LogSumExp(*earlier)
-    scores = from_projections(q * factor, k, mask=work_mask, causal=True, offset=n_keys - n_new)
+    per_query_head = (q, work_mask, work_alpha, *(earlier or ()))
+    (q, work_mask, work_alpha, *earlier), (k, v) = heads.split(per_query_head, (k, v), groups, xp=xp)
+    carry = lse.LogSumExp(*earlier) if earlier else None
+    scores = from_projections(q * factor, k, mask=work_mask, causal=True, offset=n_keys - n_new, softcap=softcap)
     row_bytes = math.prod(lead) * n_keys * (xp.finfo(work).bits // 8)
     rows = block_bounds(n_new, max(dispatch.MIN_ROWS, dispatch.rows_within(dispatch.CAUSAL_BYTES, row_bytes)))
     out, residuals = blocked.attend(
@@ -144,8 +147,8 @@ def decode(
     last = residuals.carries[-1] if residuals.carries else None
     new_state = None
     if last is not None:
-        new_state = DecodeState(*((heads.ungroup(x, xp=xp) if groups > 1 else x)[..., 0, :] for x in last))
-    return dispatch.cast(heads.ungroup(out, xp=xp) if groups > 1 else out, out_dtype, xp=xp), new_state
+        new_state = DecodeState(*(heads.merge(x, groups, xp=xp)[..., 0, :] for x in last))
+    return dispatch.cast(heads.merge(out, groups, xp=xp), out_dtype, xp=xp), new_state
 
 
 def _state_parts(state: object) -> tuple[Array, Array]:

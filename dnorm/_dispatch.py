@@ -33,22 +33,40 @@ BACKWARD_BYTES = 2 * 2**20
 MIN_ROWS = 64
 #: On an accelerator every budget above is this many times larger: kernel launches, not caches, set the block size.
 ACCELERATOR_SCALE = 64
+#: Under Dask the budgets apply to one task (a chunk of the leading axes, :func:`task_lead`), and a materialized
+#: block holds this many bytes of a chunk's scores, not ``CACHE_BYTES``: every block costs a few tasks per chunk,
+#: whose scheduling overhead a cache cannot repay.
+TASK_BYTES = BLOCK_BYTES
+#: Under Dask a causal block has at most this many rows. The running statistic's scan (:mod:`._kernels.scan`) cuts
+#: ``n`` rows into groups of ``s ~ sqrt(n)`` (a power of two) and leaves them in chunks of one row, ``s`` times the
+#: chunks they came in: Dask warns (PerformanceWarning) from 10 times on, that is from ``s = 16``, 256 rows.
+DASK_CAUSAL_ROWS = 255
 
 
 def run(
-    impl: Any, q: Array, k: Array, v: Array, mask: Array | None, alpha: Array, /, *, options: Any, xp: Any
+    impl: Any,
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Array | None,
+    alpha: Array,
+    seed: Array | None,
+    /,
+    *,
+    options: Any,
+    xp: Any,
 ) -> Array:
     """``impl``'s attention, through the framework's autodiff adapter when gradients may be asked for."""
     if check.library(xp) == "jax":
         from ._autodiff import jax as autodiff
 
-        return autodiff.attention(q, k, v, mask, alpha, impl=impl, options=options)
+        return autodiff.attention(q, k, v, mask, alpha, seed, impl=impl, options=options)
     if check.library(xp) == "torch":
         from ._autodiff import torch as autodiff_torch
 
         if autodiff_torch.needs_grad(q, k, v, mask, alpha):
-            return autodiff_torch.attention(q, k, v, mask, alpha, impl=impl, options=options)
-    return impl.infer(q, k, v, mask, alpha, options=options, xp=xp)
+            return autodiff_torch.attention(q, k, v, mask, alpha, seed, impl=impl, options=options)
+    return impl.infer(q, k, v, mask, alpha, seed, options=options, xp=xp)
 
 
 def kernel_options(
@@ -69,10 +87,15 @@ def kernel_options(
     """The blocks of the forward and the backward pass (spec DEF-CHUNKED-ALGORITHM, DEF-BLOCKED-BACKWARD).
 
     ``offset`` is None without ``causal``, else the position of the first query (spec DEF-CAUSAL-MASK);
-    ``budget`` multiplies every byte budget (accelerators).
+    ``budget`` multiplies every byte budget (accelerators). Under Dask ``lead`` is the leading shape of one
+    chunk (:func:`task_lead`), a materialized block holds ``TASK_BYTES`` of it and a causal block at most
+    ``DASK_CAUSAL_ROWS`` rows; an explicit ``block_size`` decides as everywhere.
     """
     causal = offset is not None
     row_bytes = math.prod(lead) * n_keys * (xp.finfo(dtype).bits // 8) // budget
+    cache_bytes, causal_rows = CACHE_BYTES, max(MIN_ROWS, rows_within(CAUSAL_BYTES, row_bytes))
+    if check.library(xp) == "dask":  # ``lead`` is one chunk's (task_lead)
+        cache_bytes, causal_rows = TASK_BYTES, min(causal_rows, DASK_CAUSAL_ROWS)
     streamed = max(MIN_ROWS, rows_within(BACKWARD_BYTES, row_bytes))
     if check.library(xp) == "jax":  # XLA fuses a block's elementwise work: cache-sized blocks only add graph
         streamed = rows_within(BLOCK_BYTES, row_bytes)
@@ -80,12 +103,36 @@ def kernel_options(
     if block_size is not None or check.library(xp) == "jax":
         rows, materialize = backward, False
     elif causal:
-        rows, materialize = block_bounds(n_queries, max(MIN_ROWS, rows_within(CAUSAL_BYTES, row_bytes))), False
+        rows, materialize = block_bounds(n_queries, causal_rows), False
     elif row_bytes * n_queries <= MATERIALIZE_BYTES:
-        rows, materialize = block_bounds(n_queries, rows_within(CACHE_BYTES, row_bytes)), True
+        rows, materialize = block_bounds(n_queries, rows_within(cache_bytes, row_bytes)), True
     else:
         rows, materialize = block_bounds(n_queries, rows_within(BLOCK_BYTES, row_bytes)), False
     return kernels.Options(scheme, causal, n_iter, scale, rows, materialize, rows if causal else backward, offset or 0)
+
+
+def task_lead(lead: tuple[int, ...], *arrays: Array | None, xp: Any) -> tuple[int, ...]:
+    """The leading shape of the scores one task holds: ``lead`` itself, except for Dask arrays.
+
+    Under Dask the scores of ``query @ key.T`` come in chunks along the
+    leading axes, as the inputs do, and every operation on a block of rows
+    is a task per chunk: the byte budgets of :func:`kernel_options` then
+    apply to one chunk, whose extent along each leading axis is at most the
+    largest chunk of every input that is not broadcast there. A chunk of
+    unknown size counts as the whole axis. Reads only chunk sizes: nothing
+    is computed.
+    """
+    if check.library(xp) != "dask":
+        return lead
+    task = list(lead)
+    for x in arrays:
+        if x is None or not hasattr(x, "chunks"):
+            continue
+        for axis, (size, chunks) in enumerate(zip(x.shape[:-2], x.chunks[:-2], strict=True)):
+            at = len(lead) - (x.ndim - 2) + axis  # leading axes align from the right
+            if size != 1 and not any(math.isnan(c) for c in chunks):
+                task[at] = min(task[at], max(chunks))
+    return tuple(task)
 
 
 def torch_fastpath_supports(query: Array, key: Array, value: Array, mask: Array | None, /, *, xp: Any) -> bool:

@@ -31,3 +31,23 @@ def share(x: Array, /, *, xp: Any) -> Array:
 def ungroup(x: Array, /, *, xp: Any) -> Array:
     """``(..., H, G, T, Dv)`` back to ``(..., H * G, T, Dv)``."""
     return xp.reshape(x, (*x.shape[:-4], x.shape[-4] * x.shape[-3], *x.shape[-2:]))
+
+
+def split(
+    per_query_head: tuple[Any, ...], per_key_head: tuple[Any, ...], groups: int, /, *, xp: Any
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Arrays over the query heads grouped with :func:`group`, key/value heads shared; unchanged for ``groups == 1``.
+
+    The key heads are axis -3 of ``per_key_head[0]``.
+    """
+    if groups == 1:
+        return per_query_head, per_key_head
+    kv_heads = per_key_head[0].shape[-3]
+    return tuple(group(x, kv_heads, groups, xp=xp) for x in per_query_head), tuple(
+        share(x, xp=xp) for x in per_key_head
+    )
+
+
+def merge(x: Array, groups: int, /, *, xp: Any) -> Array:
+    """:func:`ungroup` for ``groups > 1``; ``x`` itself otherwise."""
+    return x if groups == 1 else ungroup(x, xp=xp)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from numbers import Real
 from typing import Any
 
 from . import _validate as check
-from ._api import attention, checked_qkv, normalize
+from ._api import attention
 from ._docs import shared_docstring
 
 Array = Any
@@ -26,6 +25,8 @@ def scaled_dot_product_attention(
     scheme: str = "doubly",
     alpha: float | Array = 0.5,
     n_iter: int = 3,
+    softcap: float | None = None,
+    dropout_key: object = None,
 ) -> Array:
     """Drop-in for ``torch.nn.functional.scaled_dot_product_attention``, any scheme, any backend.
 
@@ -45,8 +46,10 @@ def scaled_dot_product_attention(
         As ``mask`` of :func:`attention`: boolean (True = may attend) or
         floating (added), broadcastable to ``(..., Hq, T, K)``.
     dropout_p : float, default 0.0
-        Dropout probability on the attention weights, in [0, 1). Values above
-        0 need a random generator and are supported for torch tensors only.
+        Dropout probability on the attention weights, in [0, 1), applied
+        whenever above 0 (as torch: pass 0 in evaluation); see ``dropout_p``
+        and ``dropout_key`` of :func:`attention` (torch, JAX with a key, NumPy
+        with a generator; blocked, with gradients).
     is_causal : bool, default False
         As ``causal="top-left"`` of :func:`attention` (torch's alignment;
         strictly causal; combined with ``attn_mask``).
@@ -58,6 +61,10 @@ def scaled_dot_product_attention(
     {scheme_param}
     {alpha_param}
     {n_iter_param}
+    softcap : float, optional
+        As ``softcap`` of :func:`attention`.
+    dropout_key : optional
+        As ``dropout_key`` of :func:`attention`.
 
     Returns
     -------
@@ -67,18 +74,23 @@ def scaled_dot_product_attention(
     """
     xp = check.namespace(query=query, key=key, value=value, attn_mask=attn_mask)
     check.flag(enable_gqa, "enable_gqa")
-    if isinstance(dropout_p, bool) or not isinstance(dropout_p, Real) or not 0.0 <= dropout_p < 1.0:
-        msg = f"dropout_p must be a number in [0, 1), got {dropout_p!r}"
-        raise ValueError(msg)
     _check_heads(query, key, value, enable_gqa, xp=xp)
     check.flag(is_causal, "is_causal")
     causal = "top-left" if is_causal else False  # torch's alignment, whatever T and K
-    options = {"mask": attn_mask, "causal": causal, "scale": scale, "alpha": alpha, "n_iter": n_iter}
-    if dropout_p == 0.0:
-        return attention(query, key, value, scheme, **options)  # grouped heads without copies (dnorm._heads)
-    if enable_gqa:
-        key, value = (xp.repeat(x, query.shape[-3] // key.shape[-3], axis=-3) for x in (key, value))
-    return _dropout_attention(query, key, value, scheme, dropout_p, options, xp=xp)
+    return attention(  # grouped heads without copies (dnorm._heads)
+        query,
+        key,
+        value,
+        scheme,
+        mask=attn_mask,
+        causal=causal,
+        scale=scale,
+        alpha=alpha,
+        n_iter=n_iter,
+        softcap=softcap,
+        dropout_p=dropout_p,
+        dropout_key=dropout_key,
+    )
 
 
 def _check_heads(query: Array, key: Array, value: Array, enable_gqa: bool, /, *, xp: Any) -> None:
@@ -97,19 +109,3 @@ def _check_heads(query: Array, key: Array, value: Array, enable_gqa: bool, /, *,
             f"and value heads ({value.shape[-3]}) equal to key heads"
         )
         raise ValueError(msg)
-
-
-def _dropout_attention(
-    query: Array, key: Array, value: Array, scheme: str, p: float, options: dict[str, Any], /, *, xp: Any
-) -> Array:
-    """Materialized weights, torch's dropout on them, then the values."""
-    if check.library(xp) != "torch":
-        msg = f"dropout_p > 0 needs a random generator and is supported for torch tensors only, got {type(query)}"
-        raise NotImplementedError(msg)
-    import torch
-
-    checked_qkv(query, key, value, xp=xp)
-    factor = check.scale(options.pop("scale"), query.shape[-1])
-    scores = xp.matmul(query, xp.matrix_transpose(key)) * factor
-    weights = normalize(scores, scheme, **options)
-    return xp.matmul(torch.nn.functional.dropout(weights, p=p), value)

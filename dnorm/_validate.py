@@ -56,9 +56,20 @@ def _namespace_of(x: Array) -> Any:
 
 
 def library(xp: Any, /) -> str:
-    """``"torch"``, ``"jax"`` or ``"other"``: which autodiff adapter and block sizes a namespace gets."""
+    """``"torch"``, ``"jax"``, ``"numpy"``, ``"dask"`` or ``"other"``: adapters, block sizes and generators.
+
+    Read from the namespace's name, not with array-API-compat's cached predicates (``torch.compile`` warns on those).
+    """
     name = getattr(xp, "__name__", "")
-    return "torch" if name == "array_api_compat.torch" else "jax" if name == "jax.numpy" else "other"
+    return _LIBRARIES.get(name, "other")
+
+
+_LIBRARIES = {
+    "array_api_compat.torch": "torch",
+    "jax.numpy": "jax",
+    "array_api_compat.numpy": "numpy",
+    "array_api_compat.dask.array": "dask",
+}
 
 
 def accelerated(x: Array, xp: Any, /) -> bool:
@@ -134,6 +145,32 @@ def positive_int(value: object, name: str, /) -> int:
         msg = f"{name} must be an integer >= 1, got {value}"
         raise ValueError(msg)
     return value
+
+
+def softcap(value: object, /) -> float | None:
+    """The softcap: None, or a positive finite real number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Real):
+        msg = f"softcap must be a positive real number or None, got {type(value).__name__}"
+        raise TypeError(msg)
+    cap = float(value)
+    if not (math.isfinite(cap) and cap > 0):
+        msg = f"softcap must be positive and finite, got {value}"
+        raise ValueError(msg)
+    return cap
+
+
+def probability(value: object, name: str, /) -> float:
+    """A dropout probability, in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        msg = f"{name} must be a number in [0, 1), got {type(value).__name__}"
+        raise TypeError(msg)
+    p = float(value)
+    if not 0.0 <= p < 1.0:
+        msg = f"{name} must be a number in [0, 1), got {value}"
+        raise ValueError(msg)
+    return p
 
 
 def scale(value: object, head_dim: int, /) -> float:

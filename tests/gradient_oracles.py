@@ -53,12 +53,19 @@ def _weights(s, ok, scheme, *, causal, alpha, n_iter):
     return a * doubly + (1 - a) * softmax
 
 
-def attention_and_grads(q, k, v, d_out, *, scheme, mask=None, causal=False, alpha=None, n_iter=3, scale=None):
-    """``(out, {name: gradient})`` of ``sum(out * d_out)`` for NumPy inputs, all float64 NumPy."""
+def attention_and_grads(
+    q, k, v, d_out, *, scheme, mask=None, causal=False, alpha=None, n_iter=3, scale=None, softcap=None, keep=None
+):
+    """``(out, {name: gradient})`` of ``sum(out * d_out)`` for NumPy inputs, all float64 NumPy.
+
+    ``softcap`` caps the scaled scores before the mask; ``keep`` (dropout's ``M / (1 - p)``) multiplies the weights.
+    """
     tq, tk, tv = (torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True) for a in (q, k, v))
     inputs = {"query": tq, "key": tk, "value": tv}
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     s = tq @ tk.transpose(-1, -2) * scale
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
     ok = torch.ones(s.shape, dtype=torch.bool)
     if mask is not None and mask.dtype == bool:
         ok = ok & torch.from_numpy(np.broadcast_to(mask, s.shape).copy())
@@ -75,6 +82,8 @@ def attention_and_grads(q, k, v, d_out, *, scheme, mask=None, causal=False, alph
         ta = torch.tensor(np.asarray(alpha, dtype=np.float64), requires_grad=True)
         inputs["alpha"] = ta
     w = _weights(s, ok, scheme, causal=causal, alpha=ta, n_iter=n_iter)
+    if keep is not None:
+        w = w * torch.from_numpy(np.asarray(keep, dtype=np.float64))
     out = w @ tv
     (out * torch.from_numpy(np.asarray(d_out, dtype=np.float64))).sum().backward()
     grads = {name: t.grad.numpy() for name, t in inputs.items()}

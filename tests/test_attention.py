@@ -88,3 +88,37 @@ def test_non_contiguous_inputs(xp):
     got = to_np(attention(*args, "hybrid"))
     expected = oracle("hybrid", q @ np.swapaxes(k, -1, -2) / np.sqrt(2)) @ v
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_grouped_heads_equal_repeated_keys(xp, scheme, causal):
+    """8 query heads over 2 key/value heads (and a per-query-head alpha and mask): the keys repeated 4 times."""
+    if causal and scheme == "sinkhorn":
+        pytest.skip("sinkhorn has no causal form")
+    q, k, v = RNG.normal(size=(2, 8, 7, 4)), RNG.normal(size=(2, 2, 7, 4)), RNG.normal(size=(2, 2, 7, 3))
+    mask = RNG.random((2, 8, 7, 7)) < 0.8
+    alpha = np.linspace(0.1, 0.9, 8)
+    kwargs = {"mask": to_xp(xp, mask), "causal": causal, "alpha": to_xp(xp, alpha), "block_size": 3}
+    grouped = to_np(attention(*(to_xp(xp, a) for a in (q, k, v)), scheme, **kwargs))
+    repeated = (to_xp(xp, a) for a in (q, np.repeat(k, 4, axis=1), np.repeat(v, 4, axis=1)))
+    np.testing.assert_allclose(grouped, to_np(attention(*repeated, scheme, **kwargs)), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("block_size", [None, 3])
+def test_grouped_heads_gradients_equal_repeated_keys(scheme, block_size):
+    """The grouped products sum the shared keys' and values' gradients inside the contraction (torch)."""
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 8, 7, 4, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 7, 4, generator=gen, dtype=torch.float64) for _ in range(2))
+    results = []
+    for repeat in (False, True):
+        inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+        keys, values = (x.repeat_interleave(4, dim=1) if repeat else x for x in inputs[1:])
+        out = attention(inputs[0], keys, values, scheme, block_size=block_size)
+        out.sum().backward()
+        results.append([out, *(t.grad for t in inputs)])
+    for grouped, repeated in zip(*results, strict=True):
+        torch.testing.assert_close(grouped, repeated, rtol=1e-12, atol=1e-12)

@@ -12,6 +12,7 @@ from dnorm._kernels import attention as kernels
 from dnorm._kernels.scores import block_bounds
 
 RNG = np.random.default_rng(29)
+SEED = 20201001
 CASES = [(s, c) for s in SCHEMES for c in (False, True) if not (c and s == "sinkhorn")]
 THEOREM_CASES = [
     pytest.param("softmax", False, marks=pytest.mark.theorem("THM-ROW-SOFTMAX-GRADIENT")),
@@ -42,17 +43,22 @@ def _problem(mask_kind, *, lead=(1, 3), t=7, k=6, d=4, dv=3, magnitude=1.0):
     return arrays
 
 
-def _run_kernels(xp, p, *, scheme, causal, block_size, n_iter=3):
-    """The kernels' forward and backward pass on backend ``xp``, as NumPy."""
+def _run_kernels(xp, p, *, scheme, causal, block_size, n_iter=3, softcap=None, dropout=0.0):
+    """The kernels' forward and backward pass on backend ``xp``, as NumPy (dropout's seed: ``SEED``)."""
     q, k, v, d_out = (to_xp(xp, p[name]) for name in ("q", "k", "v", "d_out"))
     mask = None if p["mask"] is None else to_xp(xp, p["mask"])
     alpha = xp.reshape(to_xp(xp, p["alpha"]), (3, 1, 1))
     t = p["q"].shape[-2]
     rows = block_bounds(t, block_size or t)
-    options = kernels.Options(scheme, causal, n_iter, p["q"].shape[-1] ** -0.5, rows, block_size is None, rows)
-    out, residuals = kernels.forward(q, k, v, mask, alpha, options=options, xp=xp)
+    options = kernels.Options(
+        scheme, causal, n_iter, p["q"].shape[-1] ** -0.5, rows, block_size is None, rows, 0, softcap, dropout
+    )
+    seed = xp.asarray(SEED, dtype=xp.int32) if dropout else None
+    out, residuals = kernels.forward(q, k, v, mask, alpha, seed, options=options, xp=xp)
     floating = mask is not None and xp.isdtype(mask.dtype, "real floating")
-    grads = kernels.backward(q, k, v, mask, alpha, out, residuals, d_out, options=options, mask_grad=floating, xp=xp)
+    grads = kernels.backward(
+        q, k, v, mask, alpha, seed, out, residuals, d_out, options=options, mask_grad=floating, xp=xp
+    )
     names = ("query", "key", "value", "mask", "alpha")
     return to_np(out), {n: to_np(g) for n, g in zip(names, grads, strict=True) if g is not None}, residuals
 
@@ -64,6 +70,36 @@ def test_backward_kernels_match_autodiff_of_the_definitions(xp, scheme, causal, 
     out, grads, _ = _run_kernels(xp, p, scheme=scheme, causal=causal, block_size=block_size)
     kwargs = {"scheme": scheme, "mask": p["mask"], "causal": causal, "alpha": np.reshape(p["alpha"], (3,))}
     expected_out, expected = attention_and_grads(p["q"], p["k"], p["v"], p["d_out"], **kwargs)
+    np.testing.assert_allclose(out, expected_out, rtol=1e-12, atol=1e-13)
+    assert set(grads) == set(expected)
+    for name, want in expected.items():
+        np.testing.assert_allclose(grads[name], np.reshape(want, grads[name].shape), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.theorem("THM-SOFTCAP-GRADIENT")
+@pytest.mark.theorem("THM-DROPOUT-GRADIENT")
+@pytest.mark.parametrize(("scheme", "causal"), CASES)
+@pytest.mark.parametrize(("softcap", "dropout"), [(2.0, 0.0), (None, 0.4), (1.5, 0.25)])
+@pytest.mark.parametrize(("mask_kind", "block_size"), [("float", None), ("bool", 3)])
+def test_softcap_and_dropout_gradients_match_autodiff_of_the_definitions(
+    xp, scheme, causal, softcap, dropout, mask_kind, block_size
+):
+    """Capped scores (``softcap * tanh(S / softcap)``) and dropped weights, against autograd with the same mask."""
+    from dnorm._kernels.dropout import Dropout, factor
+
+    p = _problem(mask_kind, magnitude=3.0)
+    out, grads, _ = _run_kernels(
+        xp, p, scheme=scheme, causal=causal, block_size=block_size, softcap=softcap, dropout=dropout
+    )
+    keep = None
+    if dropout:  # the mask, as NumPy draws it from the seed (the same on every backend)
+        like = np.zeros((), dtype=np.float64)
+        keep = factor(Dropout(dropout, np.asarray(SEED, dtype=np.int32)), 0, 7, 6, (1, 3), xp=np, like=like)
+        assert 0 < (keep == 0).mean() < 1
+    kwargs = {"scheme": scheme, "mask": p["mask"], "causal": causal, "alpha": np.reshape(p["alpha"], (3,))}
+    expected_out, expected = attention_and_grads(
+        p["q"], p["k"], p["v"], p["d_out"], softcap=softcap, keep=keep, **kwargs
+    )
     np.testing.assert_allclose(out, expected_out, rtol=1e-12, atol=1e-13)
     assert set(grads) == set(expected)
     for name, want in expected.items():
@@ -126,7 +162,7 @@ def test_residuals_hold_nothing_of_the_size_of_the_scores(xp, scheme, causal):
     alpha = xp.reshape(to_xp(xp, p["alpha"]), (3, 1, 1))
     rows = block_bounds(24, 12)
     options = kernels.Options(scheme, causal, 3, 0.5, rows, False, rows)
-    _, residuals = kernels.forward(q, k, v, to_xp(xp, p["mask"]), alpha, options=options, xp=xp)
+    _, residuals = kernels.forward(q, k, v, to_xp(xp, p["mask"]), alpha, None, options=options, xp=xp)
     leaves, _ = flatten(residuals)  # shapes only: lazy backends compute nothing
     for leaf in leaves:
         assert int(np.prod(leaf.shape)) <= 3 * 24 * 2, leaf.shape  # one row per key or an output, not 24 x 24

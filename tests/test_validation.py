@@ -99,7 +99,7 @@ def test_options_are_keyword_only_and_arrays_positional_only():
     ("kwargs", "error", "match"),
     [
         ({"dropout_p": 1.0}, ValueError, r"dropout_p must be a number in \[0, 1\)"),
-        ({"dropout_p": 0.1}, NotImplementedError, "dropout_p > 0"),
+        ({"dropout_p": 0.1}, TypeError, "dropout_key=numpy.random.default_rng"),
         ({"enable_gqa": 1}, TypeError, "enable_gqa must be True or False"),
         ({"is_causal": "no"}, TypeError, "causal must be True or False"),
     ],

@@ -19,30 +19,40 @@ import numpy as np
 __all__ = ["attention"]
 
 
-def attention(query: Any, key: Any, value: Any, mask: Any, alpha: Any, /, *, impl: ModuleType, options: Any) -> Any:
+def attention(
+    query: Any, key: Any, value: Any, mask: Any, alpha: Any, seed: Any, /, *, impl: ModuleType, options: Any
+) -> Any:
     """``impl``'s attention output, with its backward pass as the VJP rule."""
-    return _attention(query, key, value, mask, alpha, impl, options)
+    return _attention(query, key, value, mask, alpha, seed, impl, options)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _attention(query: Any, key: Any, value: Any, mask: Any, alpha: Any, impl: ModuleType, options: Any) -> Any:
-    return impl.forward(query, key, value, mask, alpha, options=options, xp=xp)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _attention(
+    query: Any, key: Any, value: Any, mask: Any, alpha: Any, seed: Any, impl: ModuleType, options: Any
+) -> Any:
+    return impl.forward(query, key, value, mask, alpha, seed, options=options, xp=xp)[0]
 
 
-def _forward(query: Any, key: Any, value: Any, mask: Any, alpha: Any, impl: ModuleType, options: Any) -> Any:
-    out, residuals = impl.forward(query, key, value, mask, alpha, options=options, xp=xp)
-    return out, (query, key, value, mask, alpha, out, residuals)
+def _forward(query: Any, key: Any, value: Any, mask: Any, alpha: Any, seed: Any, impl: ModuleType, options: Any) -> Any:
+    out, residuals = impl.forward(query, key, value, mask, alpha, seed, options=options, xp=xp)
+    return out, (query, key, value, mask, alpha, seed, out, residuals)
 
 
 def _backward(impl: ModuleType, options: Any, saved: Any, grad: Any) -> tuple[Any, ...]:
-    query, key, value, mask, alpha, out, residuals = saved
+    query, key, value, mask, alpha, seed, out, residuals = saved
     floating_mask = mask is not None and xp.issubdtype(mask.dtype, xp.floating)
     d_query, d_key, d_value, d_mask, d_alpha = impl.backward(
-        query, key, value, mask, alpha, out, residuals, grad, options=options, mask_grad=floating_mask, xp=xp
+        query, key, value, mask, alpha, seed, out, residuals, grad, options=options, mask_grad=floating_mask, xp=xp
     )
     if mask is not None and not floating_mask:
-        d_mask = np.zeros(mask.shape, dtype=jax.dtypes.float0)
-    return d_query, d_key, d_value, d_mask, xp.zeros_like(alpha) if d_alpha is None else d_alpha
+        d_mask = _no_cotangent(mask)
+    d_seed = None if seed is None else _no_cotangent(seed)
+    return d_query, d_key, d_value, d_mask, xp.zeros_like(alpha) if d_alpha is None else d_alpha, d_seed
+
+
+def _no_cotangent(x: Any, /) -> Any:
+    """The cotangent of a boolean or integer input: JAX's ``float0`` zeros."""
+    return np.zeros(x.shape, dtype=jax.dtypes.float0)
 
 
 _attention.defvjp(_forward, _backward)

@@ -2,8 +2,9 @@
 
 ``impl`` is :mod:`dnorm._kernels.attention` (the array-API kernels) or
 :mod:`dnorm._fastpath.torch` (torch's fused kernels): a module with
-``forward(query, key, value, mask, alpha, *, options, xp) -> (out, residuals)``
-and ``backward(..., out, residuals, grad, *, options, mask_grad, xp)``.
+``forward(query, key, value, mask, alpha, seed, *, options, xp) -> (out, residuals)``
+and ``backward(..., seed, out, residuals, grad, *, options, mask_grad, xp)``, ``seed``
+dropout's integer array or None.
 Autograd records one node and saves the inputs, the output and the residuals
 (O(T + K) per head), never the blocks of scores. The backward pass is first
 order only: asked to build a graph for a second derivative
@@ -36,13 +37,14 @@ def attention(
     value: torch.Tensor,
     mask: torch.Tensor | None,
     alpha: torch.Tensor,
+    seed: torch.Tensor | None,
     /,
     *,
     impl: ModuleType,
     options: Any,
 ) -> torch.Tensor:
-    """``impl``'s attention output, differentiable in every tensor argument (a boolean mask aside)."""
-    return _Attention.apply(query, key, value, mask, alpha, impl, options)
+    """``impl``'s attention output, differentiable in every floating tensor argument."""
+    return _Attention.apply(query, key, value, mask, alpha, seed, impl, options)
 
 
 class _Attention(torch.autograd.Function):
@@ -54,12 +56,13 @@ class _Attention(torch.autograd.Function):
         value: torch.Tensor,
         mask: torch.Tensor | None,
         alpha: torch.Tensor,
+        seed: torch.Tensor | None,
         impl: ModuleType,
         options: Any,
     ) -> torch.Tensor:
-        out, residuals = impl.forward(query, key, value, mask, alpha, options=options, xp=xp)
+        out, residuals = impl.forward(query, key, value, mask, alpha, seed, options=options, xp=xp)
         leaves, spec = flatten(residuals)
-        ctx.save_for_backward(query, key, value, mask, alpha, out, *leaves)
+        ctx.save_for_backward(query, key, value, mask, alpha, seed, out, *leaves)
         ctx.spec, ctx.impl, ctx.options = spec, impl, options
         return out
 
@@ -71,7 +74,7 @@ class _Attention(torch.autograd.Function):
                 "derivative); differentiate twice with JAX, or through dnorm.normalize(...) @ value"
             )
             raise RuntimeError(msg)
-        query, key, value, mask, alpha, out, *leaves = ctx.saved_tensors
+        query, key, value, mask, alpha, seed, out, *leaves = ctx.saved_tensors
         needs = ctx.needs_input_grad
         grads = ctx.impl.backward(
             query,
@@ -79,6 +82,7 @@ class _Attention(torch.autograd.Function):
             value,
             mask,
             alpha,
+            seed,
             out,
             unflatten(ctx.spec, leaves),
             grad,
@@ -86,4 +90,4 @@ class _Attention(torch.autograd.Function):
             mask_grad=needs[3],
             xp=xp,
         )
-        return (*(g if need else None for g, need in zip(grads, needs[:5], strict=True)), None, None)
+        return (*(g if need else None for g, need in zip(grads, needs[:5], strict=True)), None, None, None)

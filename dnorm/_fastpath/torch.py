@@ -207,9 +207,20 @@ def supported(query: object, key: object, value: object, mask: object) -> bool:
 
 
 def infer(
-    query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, alpha: Tensor, /, *, options: Options, xp: Any
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    alpha: Tensor,
+    seed: None,
+    /,
+    *,
+    options: Options,
+    xp: Any,
 ) -> Tensor:
     """``softmax``, ``doubly`` or ``hybrid`` attention (not causal) through torch's fused kernels, no autograd.
+
+    ``seed`` is always None: calls with dropout take the kernels.
 
     :func:`column_logsumexp` finds ``c``, and :func:`biased_attention` runs
     ``scaled_dot_product_attention`` with it; the hybrid mixes the two

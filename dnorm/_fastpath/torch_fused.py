@@ -52,9 +52,20 @@ class Residuals(NamedTuple):
 
 
 def forward(
-    query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, alpha: Tensor, /, *, options: Options, xp: Any
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    alpha: Tensor,
+    seed: None,
+    /,
+    *,
+    options: Options,
+    xp: Any,
 ) -> tuple[Tensor, Residuals]:
     """The output and the :class:`Residuals`, all from the fused kernels (spec THM-GRADIENT-AS-ATTENTION).
+
+    ``seed`` is always None: calls with dropout take the kernels.
 
     ``c_j`` is the log-sum-exp of the swapped attention (key ``j`` as the
     query, the queries as keys and values), whose output is ``sum_i B_ij
@@ -84,6 +95,7 @@ def backward(
     value: Tensor,
     mask: Tensor | None,
     alpha: Tensor,
+    seed: None,
     out: Tensor,
     residuals: Residuals,
     grad: Tensor,

@@ -3,7 +3,8 @@
 These two functions are what the autodiff adapters (:mod:`dnorm._autodiff`)
 wrap; without autodiff :func:`forward` alone runs.  Inputs are already checked
 and in the compute dtype; ``mask`` has at least two dimensions and ``alpha`` is
-an array that broadcasts against ``(..., T, K)``.
+an array that broadcasts against ``(..., T, K)``; ``seed`` is the 32-bit
+integer array of dropout's mask (None without dropout, spec DEF-DROPOUT).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 from . import backward as bwd
 from . import blocked, products
-from .scores import Scores, from_matrix, from_projections
+from .dropout import Dropout
+from .scores import Scores, cap, from_matrix, from_projections
 
 Array = Any
 Bounds = tuple[tuple[int, int], ...]
@@ -29,6 +31,8 @@ class Options:
     backward pass, which always recomputes the scores from the projections.
     Under ``causal`` both are the same blocks, whose carries the forward
     pass keeps, and query ``i`` sees the keys ``j <= i + offset``.
+    ``softcap`` bounds the scores (spec DEF-SOFTCAP); ``dropout`` is the
+    probability of dropping a weight (spec DEF-DROPOUT).
     """
 
     scheme: str
@@ -39,18 +43,29 @@ class Options:
     materialize: bool
     backward_rows: Bounds
     offset: int = 0
+    softcap: float | None = None
+    dropout: float = 0.0
 
 
 def forward(
-    query: Array, key: Array, value: Array, mask: Array | None, alpha: Array, /, *, options: Options, xp: Any
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    alpha: Array,
+    seed: Array | None,
+    /,
+    *,
+    options: Options,
+    xp: Any,
 ) -> tuple[Array, blocked.Residuals]:
     """``attention(query, key, value)`` and what :func:`backward` needs."""
     q = query * options.scale  # the scale on the (T, D) queries rather than the (T, K) scores
     if options.materialize:
-        matrix = products.matmul(q, xp.matrix_transpose(key), xp=xp)
+        matrix = cap(products.matmul(q, xp.matrix_transpose(key), xp=xp), options.softcap, xp=xp)
         scores = from_matrix(matrix, mask=mask, causal=options.causal, offset=options.offset)
     else:
-        scores = from_projections(q, key, mask=mask, causal=options.causal, offset=options.offset)
+        scores = _projections(q, key, mask, options)
     return blocked.attend(
         scores,
         value,
@@ -59,6 +74,7 @@ def forward(
         causal=options.causal,
         alpha=alpha,
         n_iter=options.n_iter,
+        drop=_dropout(options, seed),
         xp=xp,
     )
 
@@ -69,6 +85,7 @@ def backward(
     value: Array,
     mask: Array | None,
     alpha: Array,
+    seed: Array | None,
     out: Array,
     residuals: blocked.Residuals,
     grad: Array,
@@ -83,9 +100,7 @@ def backward(
     Each has the shape of its input (summed over the dimensions the input
     was broadcast along); ``alpha``'s is None unless the scheme is hybrid.
     """
-    scores: Scores = from_projections(
-        query * options.scale, key, mask=mask, causal=options.causal, offset=options.offset
-    )
+    scores = _projections(query * options.scale, key, mask, options)
     grads = bwd.attend_backward(
         scores,
         value,
@@ -98,6 +113,7 @@ def backward(
         alpha=alpha,
         n_iter=options.n_iter,
         mask_grad=mask_grad,
+        drop=_dropout(options, seed),
         xp=xp,
     )
     d_alpha = None if grads.alpha is None else bwd.sum_to(grads.alpha, tuple(alpha.shape), xp=xp)
@@ -111,7 +127,24 @@ def backward(
 
 
 def infer(
-    query: Array, key: Array, value: Array, mask: Array | None, alpha: Array, /, *, options: Options, xp: Any
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    alpha: Array,
+    seed: Array | None,
+    /,
+    *,
+    options: Options,
+    xp: Any,
 ) -> Array:
     """The forward pass alone, where no gradient can be asked for."""
-    return forward(query, key, value, mask, alpha, options=options, xp=xp)[0]
+    return forward(query, key, value, mask, alpha, seed, options=options, xp=xp)[0]
+
+
+def _projections(q: Array, key: Array, mask: Array | None, options: Options, /) -> Scores:
+    return from_projections(q, key, mask=mask, causal=options.causal, offset=options.offset, softcap=options.softcap)
+
+
+def _dropout(options: Options, seed: Array | None, /) -> Dropout | None:
+    return Dropout(options.dropout, seed) if options.dropout > 0 else None

@@ -17,7 +17,10 @@ THM-SINKHORN-GRADIENT, THM-CAUSAL-GRADIENT):
   first.
 
 The gradients are those of ``S``; ``dq = dS K`` (for the scaled queries) and
-``dk = dS^T q`` follow in the same pass.
+``dk = dS^T q`` follow in the same pass, through the softcap's slope where
+there is one (spec THM-SOFTCAP-GRADIENT). Dropout's factor ``R`` multiplies
+``dP`` and the weights of ``dV``, and ``gamma`` keeps its form with the
+``dV`` of the dropped weights (spec THM-DROPOUT-GRADIENT).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any, NamedTuple
 from . import bias, blocked, products, rows
 from . import logsumexp as lse
 from ._device import device_of
+from .dropout import Dropout, factor
 from .scan import scan
 from .scores import Scores, mask_rows
 
@@ -65,8 +69,9 @@ def attend_backward(
     n_iter: int,
     mask_grad: bool,
     xp: Any,
+    drop: Dropout | None = None,
 ) -> Gradients:
-    """The gradients of ``out = attend(scores, value, ...)`` given ``grad = dL/dout``."""
+    """The gradients of ``out = attend(scores, value, ...)`` given ``grad = dL/dout``; ``drop`` as in the forward."""
     how = blocked.plan(scheme, causal=causal, n_iter=n_iter)
     outputs = residuals.outputs or (out,)
     weights = (alpha, 1 - alpha) if how.mixed else (None,)
@@ -78,7 +83,7 @@ def attend_backward(
     d_columns: list[Array] = []
     d_rows: list[list[Array]] = []
     if how.rounds:
-        shares, gamma = _gamma_pass(scores, value, bounds, residuals.rounds[-1], grads[0], deltas[0], xp=xp)
+        shares, gamma = _gamma_pass(scores, value, bounds, residuals.rounds[-1], grads[0], deltas[0], drop, xp=xp)
         d_value.add(xp.sum(shares, axis=-3, keepdims=True) if shared else shares, xp=xp)  # gamma stays per head
         d_columns, d_rows = _potentials(scores, bounds, residuals.rounds, -gamma, xp=xp)
     d_key = _PerKey()
@@ -89,9 +94,12 @@ def attend_backward(
     order = range(len(bounds) - 1, -1, -1) if backwards else range(len(bounds))
     for index in order:
         start, stop = bounds[index]
-        block = scores.rows(start, stop, xp=xp)
+        block, slope = scores.rows_with_slope(start, stop, xp=xp)
         width = block.shape[-1]
         dp = products.matmul(grad[..., start:stop, :], xp.matrix_transpose(value[..., :width, :]), xp=xp)
+        keep = factor(drop, start, stop, width, tuple(block.shape[:-2]), xp=xp, like=block)
+        if keep is not None:
+            dp = dp * keep
         ds = None
         component = 0
         if how.biased:
@@ -103,7 +111,7 @@ def attend_backward(
                 b = xp.exp(biased)
                 h, after = _reverse_scan(dz, b, after, xp=xp)
                 ds = dz - b * h
-                d_value.add(products.t_matmul(a, grads[0][..., start:stop, :], fold=shared, xp=xp), xp=xp)
+                d_value.add(products.t_matmul(_kept(a, keep), grads[0][..., start:stop, :], fold=shared, xp=xp), xp=xp)
             else:
                 ds = dz + _round_terms(block, biased, residuals.rounds, d_columns, d_rows[index], xp=xp)
             component = 1
@@ -111,11 +119,15 @@ def attend_backward(
             a = rows.softmax(block, xp=xp)
             dz = a * (_scaled(dp, weights[component]) - deltas[component][..., start:stop, :])
             ds = dz if ds is None else ds + dz
-            d_value.add(products.t_matmul(a, grads[component][..., start:stop, :], fold=shared, xp=xp), xp=xp)
+            d_value.add(
+                products.t_matmul(_kept(a, keep), grads[component][..., start:stop, :], fold=shared, xp=xp), xp=xp
+            )
+        if mask_grad and scores.mask is not None:  # the mask is added to the capped scores
+            d_mask.append(_mask_share(ds, scores.mask, start, stop, scores.n_keys, xp=xp))
+        if slope is not None:
+            ds = ds * slope
         d_query.append(products.matmul(ds, key[..., :width, :], xp=xp))
         d_key.add(products.t_matmul(ds, query[..., start:stop, :], fold=shared, xp=xp), xp=xp)
-        if mask_grad and scores.mask is not None:
-            d_mask.append(_mask_share(ds, scores.mask, start, stop, scores.n_keys, xp=xp))
     if backwards:
         d_query.reverse()
         d_mask.reverse()
@@ -160,14 +172,33 @@ class _PerKey:
 
 
 def _gamma_pass(
-    scores: Scores, value: Array, bounds: Bounds, stat: bias.ColumnStat, grad: Array, delta: Array, /, *, xp: Any
+    scores: Scores,
+    value: Array,
+    bounds: Bounds,
+    stat: bias.ColumnStat,
+    grad: Array,
+    delta: Array,
+    drop: Dropout | None,
+    /,
+    *,
+    xp: Any,
 ) -> tuple[Array, Array]:
-    """``dV`` of the biased component and ``gamma = v . dV - A^T delta`` (shape ``(..., 1, K)``), one pass."""
+    """``dV`` of the biased component and ``gamma = v . dV - A^T delta`` (shape ``(..., 1, K)``), one pass.
+
+    Without dropout one product gives both; with it, ``dV`` takes the dropped weights and ``A^T delta`` not.
+    """
     both: Array = None
     for start, stop in bounds:
-        a = rows.softmax(bias.subtract(stat, scores.rows(start, stop, xp=xp), xp=xp), xp=xp)
-        rhs = xp.concat((grad[..., start:stop, :], delta[..., start:stop, :]), axis=-1)
-        share = _t_matmul(a, rhs, xp=xp)
+        block = scores.rows(start, stop, xp=xp)
+        a = rows.softmax(bias.subtract(stat, block, xp=xp), xp=xp)
+        keep = factor(drop, start, stop, block.shape[-1], tuple(block.shape[:-2]), xp=xp, like=block)
+        if keep is None:
+            share = _t_matmul(a, xp.concat((grad[..., start:stop, :], delta[..., start:stop, :]), axis=-1), xp=xp)
+        else:
+            share = xp.concat(
+                (_t_matmul(a * keep, grad[..., start:stop, :], xp=xp), _t_matmul(a, delta[..., start:stop, :], xp=xp)),
+                axis=-1,
+            )
         both = share if both is None else both + share
     d_value = both[..., :-1]
     gamma = xp.sum(value * d_value, axis=-1) - both[..., -1]
@@ -250,6 +281,10 @@ def _compose(later: tuple[Array, Array], step: tuple[Array, Array], /, *, xp: An
     """The affine map ``h -> b + a h`` of ``step`` applied after the accumulated map ``later``."""
     a, b = step
     return a * later[0], b + a * later[1]
+
+
+def _kept(a: Array, keep: Array | None, /) -> Array:
+    return a if keep is None else a * keep
 
 
 def _scaled(x: Array, weight: Array | None, /) -> Array:

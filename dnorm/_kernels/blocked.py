@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from . import bias, rows
 from . import logsumexp as lse
 from ._device import device_of
+from .dropout import Dropout, factor
 from .scores import Scores
 
 Array = Any
@@ -105,10 +106,12 @@ def attend(
     n_iter: int,
     xp: Any,
     carry: lse.LogSumExp | None = None,
+    drop: Dropout | None = None,
 ) -> tuple[Array, Residuals]:
     """The attention output ``weights @ value``, one block of query rows at a time, and the residuals.
 
-    ``carry`` is the running statistic of earlier queries (causal decoding), for the keys they saw.
+    ``carry`` is the running statistic of earlier queries (causal decoding), for the keys they saw;
+    ``drop`` drops weights after the normalization (spec DEF-DROPOUT), which leaves every statistic as it is.
     """
     how = plan(scheme, causal=causal, n_iter=n_iter)
     rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
@@ -121,9 +124,13 @@ def attend(
     carries: list[lse.LogSumExp | None] = []
     parts: list[list[Array]] = []
     # a statistic of the key alone rides on the values (per_key): only the running one needs Y itself
-    for block, biased in biased_blocks(scores, bounds, how, (), carries, carry, xp=xp):
+    blocks = biased_blocks(scores, bounds, how, (), carries, carry, xp=xp)
+    for (start, stop), (block, biased) in zip(bounds, blocks, strict=True):
         width = block.shape[-1]
-        parts.append(rows.outputs(block, biased, values[..., :width, :], per_key, plain=how.plain, xp=xp, ones=ones))
+        keep = factor(drop, start, stop, width, tuple(block.shape[:-2]), xp=xp, like=block)
+        parts.append(
+            rows.outputs(block, biased, values[..., :width, :], per_key, plain=how.plain, xp=xp, ones=ones, keep=keep)
+        )
     outputs = tuple(concat_rows([p[k] for p in parts], xp=xp) for k in range(len(parts[0])))
     out = outputs[0] if not how.mixed else alpha * outputs[0] + (1 - alpha) * outputs[1]
     return out, Residuals(rounds, tuple(carries) if how.running else (), outputs if how.mixed else ())

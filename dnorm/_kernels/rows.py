@@ -40,22 +40,24 @@ def outputs(
     plain: bool,
     xp: Any,
     ones: bool = True,
+    keep: Array | None = None,
 ) -> list[Array]:
     """Each component's attention output for one block: the biased one first, then the plain one.
 
     ``values`` is ``[V, 1]`` (the values with a column of ones appended), or
-    ``V`` with ``ones=False``. For a
+    ``V`` with ``ones=False``; ``keep`` is dropout's factor (see
+    :func:`normalized_product`). For a
     per-key bias, ``per_key`` is ``(c_rounded, [w V, w])`` (see
     :func:`.bias.per_key`): one product yields the numerator and the
     denominator of the row softmax, and the bias costs one subtraction.
     """
     out = []
     if per_key is not None:
-        out.append(normalized_product(block - per_key[0], per_key[1], xp=xp))
+        out.append(normalized_product(block - per_key[0], per_key[1], xp=xp, keep=keep))
     elif biased is not None:
-        out.append(normalized_product(biased, values, xp=xp, ones=ones))
+        out.append(normalized_product(biased, values, xp=xp, ones=ones, keep=keep))
     if plain:
-        out.append(normalized_product(block, values, xp=xp, ones=ones))
+        out.append(normalized_product(block, values, xp=xp, ones=ones, keep=keep))
     return out
 
 
@@ -68,15 +70,21 @@ def with_ones(value: Array, weight: Array | None, /, *, xp: Any) -> Array:
     return xp.concat((scaled, xp.broadcast_to(column, (*scaled.shape[:-1], 1))), axis=-1)
 
 
-def normalized_product(y: Array, values: Array, /, *, xp: Any, ones: bool = True) -> Array:
+def normalized_product(y: Array, values: Array, /, *, xp: Any, ones: bool = True, keep: Array | None = None) -> Array:
     """``softmax(y) @ V`` from ``exp(y - max) @ [V, 1]``: numerator and denominator at once.
 
     With ``ones=False`` the values carry no column of ones and the
     denominator is a row sum of its own (for a few rows against a long cache,
-    cheaper than copying the values to append the ones).
+    cheaper than copying the values to append the ones). With dropout's
+    factor ``keep``, ``(softmax(y) * keep) @ V``: the denominator is that of
+    the weights before dropout.
     """
     e = xp.exp(y - lse.finite(xp.max(y, axis=-1, keepdims=True), xp=xp))
     del y  # at most two block-sized temporaries alive: the allocator keeps reusing them
+    if keep is not None:
+        total = products.matmul(e, values[..., -1:], xp=xp) if ones else xp.sum(e, axis=-1, keepdims=True)
+        both = products.matmul(e * keep, values[..., :-1] if ones else values, xp=xp)
+        return both / xp.where(total == 0, 1.0, total)
     both = products.matmul(e, values, xp=xp)
     if ones:
         both, total = both[..., :-1], both[..., -1:]

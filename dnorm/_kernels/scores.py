@@ -13,6 +13,10 @@ Under ``causal`` a block of rows needs only the keys up to its last row's
 position, and :meth:`Scores.rows` returns only those (``Scores.width``): the
 upper triangle is never computed.  Nothing is cached: a pass that needs a block
 again computes it again, and the materialized path slices its matrix.
+
+``softcap`` bounds the scores before the mask: ``softcap * tanh(S / softcap)``
+(spec DEF-SOFTCAP); the backward pass asks for the slope ``1 - tanh^2`` with
+the block (:meth:`Scores.rows_with_slope`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class Scores:
     matrix: Array = None
     query: Array = None
     key: Array = None
+    softcap: float | None = None
 
     def width(self, stop: int) -> int:
         """How many leading keys rows ``< stop`` may see: all of them unless ``causal``."""
@@ -51,6 +56,10 @@ class Scores:
 
     def rows(self, start: int, stop: int, /, *, xp: Any) -> Array:
         """The masked block of rows ``start:stop``, shape ``(..., stop - start, width(stop))``."""
+        return self.rows_with_slope(start, stop, xp=xp, slope=False)[0]
+
+    def rows_with_slope(self, start: int, stop: int, /, *, xp: Any, slope: bool = True) -> tuple[Array, Array | None]:
+        """The masked block and ``d capped / d S`` of the softcap (None without one, or with ``slope=False``)."""
         width = self.width(stop)
         if self.matrix is not None:
             block = self.matrix[..., start:stop, :width]
@@ -58,17 +67,29 @@ class Scores:
             block = products.matmul(
                 self.query[..., start:stop, :], xp.matrix_transpose(self.key[..., :width, :]), xp=xp
             )
-        return _masked(block, start, self.mask, self.causal, self.offset, xp=xp)
+        derivative = None
+        if self.softcap is not None:
+            block = xp.tanh(block / self.softcap)
+            derivative = 1 - block * block if slope else None
+            block = self.softcap * block
+        return _masked(block, start, self.mask, self.causal, self.offset, xp=xp), derivative
 
 
 def from_matrix(scores: Array, /, *, mask: Array | None, causal: bool, offset: int = 0) -> Scores:
-    """Scores given as a matrix of shape ``(..., T, K)``."""
+    """Scores given as a matrix of shape ``(..., T, K)`` (already capped)."""
     return Scores(scores.shape[-2], scores.shape[-1], mask, causal, offset, matrix=scores)
 
 
-def from_projections(query: Array, key: Array, /, *, mask: Array | None, causal: bool, offset: int = 0) -> Scores:
+def from_projections(
+    query: Array, key: Array, /, *, mask: Array | None, causal: bool, offset: int = 0, softcap: float | None = None
+) -> Scores:
     """Scores ``query @ key.T`` computed one block of queries at a time (``query`` holds the scale)."""
-    return Scores(query.shape[-2], key.shape[-2], mask, causal, offset, query=query, key=key)
+    return Scores(query.shape[-2], key.shape[-2], mask, causal, offset, query=query, key=key, softcap=softcap)
+
+
+def cap(scores: Array, softcap: float | None, /, *, xp: Any) -> Array:
+    """``softcap * tanh(scores / softcap)``; ``scores`` without a softcap."""
+    return scores if softcap is None else softcap * xp.tanh(scores / softcap)
 
 
 def block_bounds(n_rows: int, block_size: int) -> tuple[tuple[int, int], ...]:

@@ -1,0 +1,185 @@
+"""Dask: the blocks of query rows follow the caller's chunks, so the graph grows with the chunks, not with T.
+
+Every operation on a block of rows of a Dask array is a task per chunk: blocks
+sized for a cache (about 1 MiB of the whole array's scores) made 17221 tasks
+of a (16, 512, 64) array chunked along the batch, 27 times the time of NumPy.
+The budgets now apply to one chunk (``dispatch.task_lead``), and a
+materialized block holds ``TASK_BYTES`` of it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from array_api_compat import array_namespace
+
+from dnorm import SCHEMES, attention
+from dnorm import _dispatch as dispatch
+from dnorm._kernels.scores import block_bounds
+
+da = pytest.importorskip("dask.array", reason="dask is not installed")
+dask = pytest.importorskip("dask")
+
+RNG = np.random.default_rng(5)
+
+#: At most this many tasks per chunk of the inputs (query, key, value, mask) and of the ``(..., T, K)`` scores
+#: (chunks along both T and K multiply), plus ``CONST``. One block of rows costs 7 (softmax) to 31 (sinkhorn); in
+#: the case of the issue, 17 for doubly per chunk of the inputs alone, where the blocks of 1 MiB cost 359.
+PER_CHUNK = 40
+CONST = 100
+
+
+def _dask(*arrays, chunks):
+    return tuple(da.from_array(a, chunks=chunks) for a in arrays)
+
+
+def _qkv(shape, chunks, *, dv=None):
+    q, k, v = (RNG.normal(size=shape) for _ in range(3))
+    if dv is not None:
+        v = RNG.normal(size=(*shape[:-1], dv))
+    return (q, k, v), _dask(q, k, v, chunks=chunks)
+
+
+def _tasks(x) -> int:
+    return len(x.__dask_graph__())
+
+
+def _input_chunks(*arrays) -> int:
+    return sum(a.npartitions for a in arrays if a is not None)
+
+
+def _bound(q, k, v, mask=None) -> int:
+    """``PER_CHUNK`` tasks per chunk of the inputs and of their scores (key heads repeated for grouped queries)."""
+    keys = da.repeat(k, q.shape[-3] // k.shape[-3], axis=-3) if q.ndim > 3 and k.shape[-3] != q.shape[-3] else k
+    scores = q @ da.swapaxes(keys, -1, -2)
+    if mask is not None:
+        scores = scores + da.where(mask, 0.0, -np.inf)
+    return PER_CHUNK * (_input_chunks(q, k, v, mask) + scores.npartitions) + CONST
+
+
+def _forbid_compute(dsk, keys, **kwargs):
+    msg = "dnorm computed a Dask graph"
+    raise AssertionError(msg)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_issue_case_tasks_grow_with_the_chunks(scheme):
+    """(16, 512, 64) chunked along the batch: a few tasks per chunk and operation (17221 before, for doubly)."""
+    q, k, v = (da.random.random((16, 512, 64), chunks=(1, 512, 64)) for _ in range(3))
+    with dask.config.set(scheduler=_forbid_compute):
+        out = attention(q, k, v, scheme)
+    assert out.chunks == ((1,) * 16, (512,), (64,))
+    assert _tasks(out) <= PER_CHUNK * _input_chunks(q, k, v) + CONST
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_tasks_do_not_depend_on_the_number_of_rows(scheme):
+    """Whole (T, K) slabs per chunk are one block: 8 times the rows, the same graph."""
+    counts = []
+    for t in (64, 512):
+        q, k, v = (da.zeros((16, t, 64), chunks=(1, t, 64)) for _ in range(3))
+        counts.append(_tasks(attention(q, k, v, scheme)))
+    assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize(
+    ("shape", "chunks"),
+    [
+        ((8, 96, 16), (1, 96, 16)),  # along the batch: the case of the issue
+        ((8, 96, 16), (3, 40, 16)),  # along the queries (and keys) too: Dask reduces the column statistic
+        ((8, 96, 16), (8, 96, 5)),  # along the features: Dask sums the products
+        ((2, 4, 64, 8), (1, 2, 64, 8)),  # two leading axes
+    ],
+)
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_equals_numpy_and_stays_within_the_bound(scheme, shape, chunks):
+    (qn, kn, vn), (q, k, v) = _qkv(shape, chunks)
+    with dask.config.set(scheduler=_forbid_compute):
+        out = attention(q, k, v, scheme)
+    assert _tasks(out) <= _bound(q, k, v)
+    np.testing.assert_allclose(out.compute(), attention(qn, kn, vn, scheme), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_masks_broadcast_keys_and_grouped_heads(scheme):
+    """A chunked boolean mask, keys broadcast over the batch, grouped-query heads: the same as NumPy."""
+    qn = RNG.normal(size=(2, 4, 48, 8))
+    kn, vn = RNG.normal(size=(2, 2, 48, 8)), RNG.normal(size=(1, 2, 48, 3))
+    maskn = RNG.random((2, 1, 48, 48)) < 0.8
+    q, k = da.from_array(qn, chunks=(1, 2, 48, 8)), da.from_array(kn, chunks=(1, 1, 48, 8))
+    v, mask = da.from_array(vn, chunks=(1, 1, 48, 3)), da.from_array(maskn, chunks=(1, 1, 24, 48))
+    with dask.config.set(scheduler=_forbid_compute):
+        out = attention(q, k, v, scheme, mask=mask)
+        floating = attention(q, k, v, scheme, mask=da.where(mask, 0.0, -np.inf))
+    assert _tasks(out) <= _bound(q, k, v, mask)
+    expected = attention(qn, kn, vn, scheme, mask=maskn)
+    np.testing.assert_allclose(out.compute(), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(floating.compute(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("materialize", [True, False])
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_several_blocks_per_chunk(monkeypatch, scheme, materialize):
+    """Chunks larger than the budgets: several blocks of rows per chunk, materialized or not, as NumPy."""
+    monkeypatch.setattr(dispatch, "TASK_BYTES", 16 * 40 * 8)  # blocks of 16 rows of one (40-key) chunk
+    if not materialize:
+        monkeypatch.setattr(dispatch, "MATERIALIZE_BYTES", 0)
+        monkeypatch.setattr(dispatch, "BLOCK_BYTES", 16 * 40 * 8)
+    (qn, kn, vn), (q, k, v) = _qkv((4, 40, 8), (1, 40, 8))
+    xp = array_namespace(q)
+    lead = dispatch.task_lead((4,), q, k, None, xp=xp)
+    options = dispatch.kernel_options(scheme, None, 3, 1.0, lead, 40, 40, None, xp.float64, xp=xp)
+    assert (options.rows, options.materialize) == (block_bounds(40, 16), materialize)
+    out = attention(q, k, v, scheme)
+    np.testing.assert_allclose(out.compute(), attention(qn, kn, vn, scheme), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_explicit_block_size_is_honored(scheme):
+    (qn, kn, vn), (q, k, v) = _qkv((4, 64, 8), (1, 64, 8))
+    xp = array_namespace(q)
+    lead = dispatch.task_lead((4,), q, k, None, xp=xp)
+    options = dispatch.kernel_options(scheme, None, 3, 1.0, lead, 64, 64, 16, xp.float64, xp=xp)
+    assert (options.rows, options.materialize) == (block_bounds(64, 16), False)
+    blocked, whole = attention(q, k, v, scheme, block_size=16), attention(q, k, v, scheme)
+    assert _tasks(blocked) > 2 * _tasks(whole)  # four blocks per chunk: the caller asked for them
+    np.testing.assert_allclose(blocked.compute(), attention(qn, kn, vn, scheme), rtol=1e-12, atol=1e-12)
+
+
+def test_causal_blocks_stay_below_the_dask_warning():
+    """Causal blocks grow with the chunk's budget up to DASK_CAUSAL_ROWS: one block of 512 rows made Dask warn."""
+    q, k, v = (da.zeros((1, 512, 8), chunks=(1, 512, 8)) for _ in range(3))
+    xp = array_namespace(q)
+    options = dispatch.kernel_options("doubly", 0, 3, 1.0, (1,), 512, 512, None, xp.float64, xp=xp)
+    assert options.rows == block_bounds(512, dispatch.DASK_CAUSAL_ROWS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attention(q, k, v, "doubly", causal=True)
+
+
+def test_causal_equals_numpy():
+    (qn, kn, vn), (q, k, v) = _qkv((4, 24, 8), (1, 24, 8))
+    with dask.config.set(scheduler=_forbid_compute):
+        out = attention(q, k, v, "hybrid", causal=True)
+    expected = attention(qn, kn, vn, "hybrid", causal=True)
+    np.testing.assert_allclose(out.compute(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_task_lead_reads_the_chunks():
+    xp = array_namespace(da.zeros(1))
+    q = da.zeros((6, 4, 32, 8), chunks=(2, 4, 32, 8))
+    k = da.zeros((4, 32, 8), chunks=(1, 32, 8))  # broadcast over axis 0: it does not bound that axis
+    assert dispatch.task_lead((6, 4), q, k, None, xp=xp) == (2, 1)
+    mask = da.zeros((6, 1, 32, 32), chunks=(1, 1, 32, 32))  # extent 1 along axis 1: no bound there
+    assert dispatch.task_lead((6, 4), q, None, mask, xp=xp) == (1, 4)
+    unknown = q[da.from_array(np.arange(6) < 4)]  # boolean indexing: chunks of unknown size
+    assert math.isnan(unknown.chunks[0][0])
+    assert dispatch.task_lead((6, 4), unknown, xp=xp) == (6, 4)
+
+
+def test_task_lead_leaves_other_libraries_alone():
+    q = np.zeros((6, 4, 32, 8))
+    assert dispatch.task_lead((6, 4), q, q, None, xp=array_namespace(q)) == (6, 4)
