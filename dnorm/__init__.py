@@ -7,6 +7,7 @@ log-domain implementation that runs on NumPy, CuPy, torch, JAX and Dask.
 
 from ._api import attention, normalize, received_mass
 from ._decode import DecodeState, decode
+from ._packed import varlen_attention
 from ._sdpa import scaled_dot_product_attention
 from ._validate import SCHEMES
 
@@ -18,5 +19,6 @@ __all__ = [
     "normalize",
     "received_mass",
     "scaled_dot_product_attention",
+    "varlen_attention",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,186 @@
+"""Packed variable-length batches: sequences concatenated along the query axis, each normalized on its own.
+
+:func:`varlen_attention` takes FlashAttention's ``cu_seqlens`` convention and
+runs :func:`dnorm.attention` on each sequence's slice of the packed arrays,
+so every sequence has its own column statistics and no ``(total, total)``
+scores exist (spec DEF-PACKED-BATCH, THM-PACKED-EQUALS-SEPARATE). torch's
+nested jagged tensors go through the same path (:func:`nested_attention`):
+their values are the packed arrays and their offsets the ``cu_seqlens``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from typing import Any
+
+from . import _dispatch as dispatch
+from . import _random as random
+from . import _validate as check
+from ._api import attention
+from ._docs import shared_docstring
+from ._kernels._device import device_of
+
+Array = Any
+
+
+@shared_docstring
+def varlen_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    cu_seqlens_q: object,
+    /,
+    scheme: str = "doubly",
+    *,
+    cu_seqlens_k: object = None,
+    causal: bool | str = False,
+    scale: float | None = None,
+    alpha: float | Array = 0.5,
+    n_iter: int = 3,
+    block_size: int | None = None,
+    softcap: float | None = None,
+    dropout_p: float = 0.0,
+    dropout_key: object = None,
+) -> Array:
+    """Attention over a packed batch of sequences of different lengths (spec DEF-PACKED-BATCH).
+
+    Sequence ``b`` holds the queries ``cu_seqlens_q[b]:cu_seqlens_q[b + 1]``
+    of axis -2 of ``query`` and the keys and values
+    ``cu_seqlens_k[b]:cu_seqlens_k[b + 1]``. Each is normalized on its own,
+    as if it were passed to :func:`attention` alone (spec
+    THM-PACKED-EQUALS-SEPARATE): its own column statistics, no mass from
+    another sequence's queries, and no work or memory for the pairs of two
+    sequences, the padding of a padded batch included.
+
+    {schemes}
+
+    Parameters
+    ----------
+    query : array of shape (..., total_q, D)
+    key : array of shape (..., total_k, D)
+    value : array of shape (..., total_k, Dv)
+        The sequences concatenated along axis -2; the leading dimensions (the
+        heads, grouped-query heads included) as in :func:`attention`.
+    cu_seqlens_q : sequence of int or 1-D integer array, shape (B + 1,)
+        Offsets of the sequences' queries: ``0``, then the cumulative lengths,
+        ending at ``total_q``. They decide the blocks, so they must be
+        concrete: Python integers or an array whose values can be read (not a
+        traced JAX array; under ``jax.jit`` pass a tuple). Reading a torch
+        tensor synchronizes with its device.
+    cu_seqlens_k : optional
+        The same for the keys and values; defaults to ``cu_seqlens_q``.
+    {scheme_param}
+    {causal_param}
+        It applies within each sequence.
+    scale, alpha, n_iter, block_size, softcap, dropout_p, dropout_key
+        As in :func:`attention`, for every sequence. Each sequence draws its
+        own dropout seed.
+
+    Returns
+    -------
+    array of shape (..., total_q, Dv)
+        The sequences' outputs, packed as the queries. A sequence without
+        keys gets zero rows.
+
+    {raises}
+
+    See Also
+    --------
+    attention : one sequence, or a padded batch with a mask.
+
+    Examples
+    --------
+    >>> import numpy as np, dnorm
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, v = (rng.normal(size=(2, 7, 4)) for _ in range(3))  # 2 heads, sequences of 3 and 4
+    >>> out = dnorm.varlen_attention(q, k, v, [0, 3, 7])
+    >>> bool(np.allclose(out[:, 3:], dnorm.attention(q[:, 3:], k[:, 3:], v[:, 3:])))
+    True
+    """
+    xp = check.namespace(query=query, key=key, value=value, alpha=dispatch.array_or_none(alpha))
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        check.floating(x, name, xp=xp)
+    starts_q = offsets(cu_seqlens_q, query.shape[-2], "cu_seqlens_q")
+    starts_k = starts_q if cu_seqlens_k is None else offsets(cu_seqlens_k, key.shape[-2], "cu_seqlens_k")
+    if len(starts_k) != len(starts_q):
+        msg = (
+            f"cu_seqlens_q and cu_seqlens_k must describe as many sequences, got {len(starts_q) - 1} "
+            f"and {len(starts_k) - 1}"
+        )
+        raise ValueError(msg)
+    keys = random.keys(dropout_key, len(starts_q) - 1, xp=xp) if dropout_p else [dropout_key] * (len(starts_q) - 1)
+    options: dict[str, Any] = {"causal": causal, "scale": scale, "alpha": alpha, "n_iter": n_iter}
+    outputs = []
+    for b in range(len(starts_q) - 1):
+        q0, q1, k0, k1 = starts_q[b], starts_q[b + 1], starts_k[b], starts_k[b + 1]
+        if q1 == q0:
+            continue
+        if k1 == k0:  # queries that attend no key get zero rows
+            shape = (*_out_lead(query, key, value), q1 - q0, value.shape[-1])
+            outputs.append(xp.zeros(shape, dtype=query.dtype, device=device_of(query)))
+            continue
+        q, k, v = query[..., q0:q1, :], key[..., k0:k1, :], value[..., k0:k1, :]
+        outputs.append(attention(q, k, v, scheme, softcap=softcap, dropout_p=dropout_p, dropout_key=keys[b], **options))
+    if not outputs:
+        shape = (*_out_lead(query, key, value), 0, value.shape[-1])
+        return xp.zeros(shape, dtype=query.dtype, device=device_of(query))
+    return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=-2)
+
+
+def nested_attention(query: Any, key: Any, value: Any, /, scheme: str, **options: Any) -> Any:
+    """:func:`varlen_attention` on torch nested jagged tensors of shape ``(B, ..., j, D)`` (ragged axis -2)."""
+    import torch
+
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if not (isinstance(x, torch.Tensor) and x.is_nested and x.layout == torch.jagged):
+            msg = f"with a nested query, {name} must be a nested tensor of layout torch.jagged too, got {type(x)}"
+            raise TypeError(msg)
+        if getattr(x, "_ragged_idx", None) != x.dim() - 2:
+            msg = (
+                f"{name} must be ragged along axis -2 (B, ..., j, D), as torch's scaled_dot_product_attention "
+                f"takes nested tensors (transpose (B, j, H, D) to (B, H, j, D)); got shape {tuple(x.shape)}"
+            )
+            raise ValueError(msg)
+    if "mask" in options:
+        msg = "nested tensors take no mask: their sequences are already of their own lengths"
+        raise TypeError(msg)
+    offsets_q, offsets_k = query.offsets(), key.offsets()
+    out = varlen_attention(
+        query.values(),
+        key.values(),
+        value.values(),
+        offsets_q.tolist(),
+        scheme,
+        cu_seqlens_k=offsets_k.tolist(),
+        **options,
+    )
+    packed = torch.movedim(out, -2, 0)  # (total, ..., Dv): the jagged layout's values
+    return torch.movedim(torch.nested.nested_tensor_from_jagged(packed, offsets_q), 1, -2)
+
+
+def offsets(value: object, total: int, name: str, /) -> list[int]:
+    """``cu_seqlens`` as Python integers: non-decreasing from 0 to ``total``."""
+    try:
+        listed = value.tolist() if hasattr(value, "tolist") else list(value)  # type: ignore[call-overload]
+        starts = [operator.index(x) for x in listed]
+    except Exception as error:  # a traced JAX array, floats, or not a sequence
+        msg = (
+            f"{name} must be concrete integer offsets (a sequence of int or an integer array whose values can be "
+            f"read, not a traced array), got {type(value).__name__}"
+        )
+        raise TypeError(msg) from error
+    ok = len(starts) >= 2 and starts[0] == 0 and starts[-1] == total
+    if not ok or any(b < a for a, b in itertools.pairwise(starts)):
+        msg = f"{name} must rise from 0 to the packed length {total} without decreasing, got {starts}"
+        raise ValueError(msg)
+    return starts
+
+
+def _out_lead(query: Array, key: Array, value: Array, /) -> tuple[int, ...]:
+    """The leading shape of the output (grouped heads count as query heads)."""
+    from ._api import checked_qkv
+
+    xp = check.namespace(query=query, key=key, value=value)
+    empty = (query[..., :0, :], key[..., :0, :], value[..., :0, :])
+    return checked_qkv(*empty, xp=xp)[0]
