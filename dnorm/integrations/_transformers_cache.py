@@ -6,7 +6,12 @@ from typing import Any
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import (
+    DYNAMIC_LAYER_TYPE_MAPPING,
+    DynamicLayer,
+    DynamicSlidingWindowLayer,
+    get_layer_types_and_kwargs,
+)
 
 from .._decode import DecodeState
 from .transformers import LAYER
@@ -83,8 +88,44 @@ class DecodingLayer(DynamicLayer):
         self.ends = {n: apply(s) for n, s in self.ends.items()}
 
 
+class SlidingDecodingLayer(DecodingLayer, DynamicSlidingWindowLayer):
+    """A ``DynamicSlidingWindowLayer`` that keeps dnorm's state: the keys and the state keep the last window only.
+
+    transformers keeps the last ``sliding_window - 1`` keys (all that a later
+    query may attend) and passes the attention function those and the new
+    ones, with a mask of the same width. A dropped key is outside every later
+    query's window, so its column statistic is never read again: the state
+    is cropped to the kept keys after each call, and decoding is exact.
+    """
+
+    def set_state(self, state: DecodeState | None) -> None:
+        if state is not None and self.keys is not None:
+            start = state.max.shape[-1] - self.keys.shape[-2]
+            state = DecodeState(state.max[..., start:], state.sum[..., start:])
+        super().set_state(state)
+
+    def activate_past_recording(self) -> None:
+        msg = "dnorm's sliding-window cache layers keep no past beyond the window (as assisted generation would need)"
+        raise NotImplementedError(msg)
+
+
+#: transformers' dynamic layer classes and the dnorm layers that replace them in a cache built from a config.
+LAYERS: dict[type, type[DecodingLayer]] = {DynamicLayer: DecodingLayer, DynamicSlidingWindowLayer: SlidingDecodingLayer}
+
+
 class DecodingCache(DynamicCache):
     """A ``DynamicCache`` of :class:`DecodingLayer`: see :func:`dnorm.integrations.transformers.cache`."""
 
-    def __init__(self) -> None:
-        super(DynamicCache, self).__init__(layer_class_to_replicate=DecodingLayer)
+    def __init__(self, config: Any = None) -> None:
+        if config is None:
+            super(DynamicCache, self).__init__(layer_class_to_replicate=DecodingLayer)
+            return
+        layers: list[Any] = []  # transformers' annotation of Cache(layers=) varies between versions
+        layer_types, layer_kwargs = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+        for layer_type, kwargs in zip(layer_types, layer_kwargs, strict=True):
+            layer_class = LAYERS.get(DYNAMIC_LAYER_TYPE_MAPPING.get(layer_type, type(None)))
+            if layer_class is None:
+                msg = f"dnorm's cache has no decoding state for {layer_type!r} layers (full and sliding attention only)"
+                raise ValueError(msg)
+            layers.append(layer_class(**kwargs))
+        super(DynamicCache, self).__init__(layers=layers)

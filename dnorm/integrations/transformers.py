@@ -15,6 +15,11 @@ doubly attention (spec DEF-DECODE-STATE) next to the cached keys, which
 :func:`cache` provides::
 
     model.generate(**inputs, cache=dnorm_hf.cache())
+    model.generate(**inputs, cache=dnorm_hf.cache(model.config))  # sliding layers keep their window only
+
+Gemma-style logit softcapping and sliding-window layers work as in eager
+attention: the softcap bounds the scores before the mask, and the window is
+in the mask.
 
 ``transformers`` is imported inside :func:`register` and :func:`cache` only.
 """
@@ -42,7 +47,7 @@ PREFIX = "dnorm_"
 LAYER = "dnorm_cache_layer"
 
 
-def cache() -> Any:
+def cache(config: Any = None) -> Any:
     """A ``transformers.DynamicCache`` whose layers also keep dnorm's decoding state.
 
     Pass it to ``generate(..., cache=cache())`` (or to a forward call with
@@ -54,14 +59,34 @@ def cache() -> Any:
     earlier call (the state inside a call is not kept, so a crop into the
     middle of one, as assisted generation does, raises).
 
+    Sliding-window layers (Gemma 2 and 3, Mistral, Qwen 2): the mask that
+    transformers builds for them carries the window, and decoding applies it
+    to the new queries against the cached keys. Without ``config`` every
+    layer keeps all positions (the window is the mask's alone); with the
+    model's ``config``, as ``DynamicCache(config=...)``, a sliding layer keeps
+    only the last ``sliding_window - 1`` keys and their state, which no later
+    query needs beyond: the same tokens in less memory. A layer that slid
+    past its window cannot be cropped, as in transformers.
+
+    Parameters
+    ----------
+    config : transformers.PretrainedConfig, optional
+        The model's config, for its layer types (full and sliding attention).
+
     Returns
     -------
     transformers.DynamicCache
         A new, empty cache.
+
+    Raises
+    ------
+    ValueError
+        For a config with layers other than full or sliding attention
+        (linear attention, shared keys).
     """
     from ._transformers_cache import DecodingCache
 
-    return DecodingCache()
+    return DecodingCache(config)
 
 
 def register(
@@ -162,6 +187,7 @@ def attention_forward(
     scheme: str,
     alpha: float | torch.Tensor = 0.5,
     n_iter: int = 3,
+    softcap: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """transformers' attention-function contract, computed by :func:`dnorm.scaled_dot_product_attention`.
@@ -192,6 +218,21 @@ def attention_forward(
       everywhere, padding positions included. With fewer or more queries
       than keys (cross-attention), padding queries cannot be told from a
       key-padding mask and are left as they are.
+    * **Softcapping** (Gemma 2's ``attn_logit_softcapping``, passed as
+      ``softcap``) bounds the scaled scores at ``softcap * tanh(S / softcap)``
+      before the mask, as eager attention does; under a cache the decoding
+      state holds statistics of the capped scores.
+    * **Sliding windows.** The ``sliding_window`` that windowed layers pass
+      (Gemma 2 and 3, Mistral, Qwen 2) is not read: the mask that
+      transformers builds for those layers (through :func:`boolean_mask`)
+      already carries the window, for the full sequence and for new queries
+      against the cached keys alike, as for transformers' eager and sdpa
+      functions. See :func:`cache` for the keys a sliding layer keeps.
+    * **Dropout.** The model's ``dropout`` (its ``attention_dropout`` in
+      training mode, 0 in eval mode) drops attention weights after the
+      normalization, drawn from torch's default generator (seed it with
+      ``torch.manual_seed``). Cached decoding has no dropout and raises for
+      one above 0.
 
     Parameters
     ----------
@@ -207,29 +248,35 @@ def attention_forward(
     scaling : float, optional
         Score scale; ``1 / sqrt(D)`` when None.
     dropout : float, default 0.0
-        Dropout on the attention weights (the model passes 0 in eval mode).
+        Dropout probability on the attention weights, in [0, 1) (the model
+        passes 0 in eval mode).
     scheme : str
         The dnorm scheme, bound by :func:`register`.
     alpha : float or torch.Tensor, default 0.5
         As in :func:`register`.
     n_iter : int, default 3
         As in :func:`register`.
+    softcap : float, optional
+        Cap on the scaled scores, as ``softcap`` of :func:`dnorm.attention`.
     **kwargs
         transformers' extra arguments: ``is_causal`` and
-        ``output_attentions`` are read, ``softcap`` is refused, the rest is
-        ignored as by transformers' sdpa function.
+        ``output_attentions`` are read, the rest (``sliding_window`` among
+        them) is ignored as by transformers' sdpa function.
 
     Returns
     -------
     output : torch.Tensor of shape (batch, T, heads, Dv)
     weights : torch.Tensor of shape (batch, heads, T, K) or None
-        The attention weights (before dropout) when ``output_attentions`` is
-        set, computed by :func:`dnorm.normalize` in a second pass; else None.
+        The attention weights (softcapped, before dropout) when
+        ``output_attentions`` is set, computed by :func:`dnorm.normalize` in a
+        second pass; else None.
 
     Raises
     ------
     ValueError
-        For a ``softcap`` (no scheme defines it).
+        For a ``dropout`` above 0 while decoding from a :func:`cache`, and
+        (from dnorm) a ``softcap`` that is not positive and finite or a
+        ``dropout`` outside [0, 1).
     NotImplementedError
         For a causal ``"doubly"`` or ``"hybrid"`` call with fewer queries than
         keys and no cache from :func:`cache`, and (from dnorm) a causal
@@ -237,9 +284,6 @@ def attention_forward(
     """
     import torch
 
-    if kwargs.get("softcap") is not None:
-        msg = "dnorm attention does not support softcap"
-        raise ValueError(msg)
     is_causal = kwargs.get("is_causal")
     causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
     n_queries, n_keys = query.shape[-2], key.shape[-2]
@@ -265,7 +309,15 @@ def attention_forward(
     groups = getattr(module, "num_key_value_groups", 1)
     options: dict[str, Any] = {"scheme": scheme, "alpha": alpha, "n_iter": n_iter}
     if decoding and layer is not None:
-        output, state = decode(query, key, value, layer.state, scheme, mask=mask, scale=scaling, alpha=alpha)
+        if dropout:
+            msg = (
+                f"dropout={dropout} under a dnorm cache: cached decoding has no dropout; call model.eval() "
+                "to generate, or train with use_cache=False"
+            )
+            raise ValueError(msg)
+        output, state = decode(
+            query, key, value, layer.state, scheme, mask=mask, scale=scaling, alpha=alpha, softcap=softcap
+        )
         layer.set_state(state)
         return output.transpose(1, 2).contiguous(), None
     output = scaled_dot_product_attention(
@@ -277,6 +329,7 @@ def attention_forward(
         is_causal=causal,
         scale=scaling,
         enable_gqa=groups > 1,
+        softcap=softcap,
         **options,
     )
     weights = None
@@ -284,5 +337,7 @@ def attention_forward(
         keys = key.repeat_interleave(groups, dim=1) if groups > 1 else key
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
         scores = query @ keys.transpose(-1, -2) * scale
+        if softcap is not None:
+            scores = softcap * torch.tanh(scores / softcap)
         weights = normalize(scores, mask=mask, causal=causal, **options)
     return output.transpose(1, 2).contiguous(), weights
