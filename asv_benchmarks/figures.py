@@ -90,6 +90,12 @@ def main() -> None:
             print(f"| {label}, K = {keys}, torch | <= {bound:g} | {value:.3g} | {met} |")
     for (mode,), value in values(run, "decoding.Generate.track_tokens_per_second").items():
         print(f"| generate tokens/s, {mode}, 512 tokens | | {value:.0f} | |")
+    for (scheme,), value in values(run, "dropin.GroupedHeads.track_grouped_over_repeated").items():
+        print(f"| {scheme}, 8 query heads over 2 / keys repeated, torch, 4096 | | {value:.3g} | |")
+    for suffix, what in (("", "forward"), ("_training", "fwd+bwd")):
+        for (scheme, causal), value in values(run, f"dropin.PackedBatch.track_packed_over_padded{suffix}").items():
+            kind = "causal " if causal else ""
+            print(f"| {kind}{scheme} packed / padded with mask, {what}, 8 sequences of 64-1024 | | {value:.3g} | |")
     peaks = values(run, "memory.DoublyPeakMemory.peakmem_doubly")
     for (path,), peak in peaks.items():
         print(f"| doubly peak RSS (MiB) of the asv process, {path}, NumPy, 16384 | | {peak / 2**20:.0f} | |")
