@@ -129,8 +129,9 @@ def attention(
         The leading dimensions of the three broadcast together, or, for
         grouped-query attention, those before the heads (axis -3) do and the
         query heads are a multiple ``G`` of the key and value heads: key head
-        ``h`` serves query heads ``h * G`` to ``h * G + G - 1``, without copies
-        of the keys and values. torch nested jagged tensors of shape
+        ``h`` serves query heads ``h * G`` to ``h * G + G - 1``; the kernels
+        copy no keys or values (the CPU torch fast path repeats them for
+        torch's 4-D fused kernels). torch nested jagged tensors of shape
         ``(B, ..., j, D)`` (ragged along axis -2, as torch's
         ``scaled_dot_product_attention`` takes them) are a packed batch: each
         sequence is normalized on its own (see :func:`varlen_attention`), and

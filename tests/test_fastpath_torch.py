@@ -295,3 +295,28 @@ def test_dnorm_attention_takes_the_fast_path_and_agrees_with_the_kernels(scheme,
     tol = {torch.float64: 1e-12, torch.float32: 2e-6, torch.bfloat16: 1e-2}[dtype]
     torch.testing.assert_close(fast_out, kernels, rtol=tol, atol=tol)
     assert (fast_out[0, :, 5] == 0).all()
+
+
+@pytest.mark.parametrize("scheme", ["softmax", "doubly", "hybrid"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_grouped_heads_take_the_fast_path_and_equal_repeated_keys(scheme, grad, monkeypatch):
+    """6 query heads over 2 key heads (5-D inside, 4-D for torch's fused kernels), with a per-query-head mask."""
+    calls = []
+    name = "forward" if grad else "infer"
+    original = getattr(fastpath, name)
+    monkeypatch.setattr(fastpath, name, lambda *a, **k: calls.append(1) or original(*a, **k))
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 6, 17, 8, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 19, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    mask = torch.rand(2, 6, 17, 19, generator=gen) < 0.8
+    results = []
+    for repeat in (False, True):
+        inputs = [t.clone().requires_grad_(grad) for t in (q, k, v)]
+        keys, values = (x.repeat_interleave(3, dim=1) if repeat else x for x in inputs[1:])
+        out = dnorm.attention(inputs[0], keys, values, scheme, mask=mask)
+        if grad:
+            (out * torch.linspace(-1, 1, 8, dtype=torch.float64)).sum().backward()
+        results.append([out, *(t.grad for t in inputs if grad)])
+    assert len(calls) == 2, "the fast path was not taken"
+    for grouped, repeated in zip(*results, strict=True):
+        torch.testing.assert_close(grouped, repeated, rtol=1e-12, atol=1e-12)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .torch_fused import Options, Residuals, backward, forward, mask_scores
+from .torch_fused import Options, Residuals, backward, forward, four_d, mask_scores
 
 __all__ = ["Options", "Residuals", "backward", "biased_attention", "column_logsumexp", "forward", "infer", "supported"]
 
@@ -158,9 +158,11 @@ def biased_attention(
     work = _work_dtype(query.dtype)
     q, k, v, b = (t.to(work) for t in (query, key, value, bias))
     attn_mask = mask_scores(b[..., None, :], _as_work(mask, work))
-    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2], attn_mask.shape[:-2])
-    q, k, v = (t.expand(*batch, -1, -1) for t in (q, k, v))  # SDPA does not broadcast them against the mask
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale).to(query.dtype)
+    batch = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2], attn_mask.shape[:-2]))
+    # SDPA does not broadcast them against the mask, and takes its fused kernel in 4-D only (grouped heads are 5-D)
+    q, k, v, attn_mask = (four_d(t, batch) for t in (q, k, v, attn_mask))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    return out.reshape(*batch, *out.shape[-2:]).to(query.dtype)
 
 
 def supported(query: object, key: object, value: object, mask: object) -> bool:

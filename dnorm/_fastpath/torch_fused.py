@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .._kernels.backward import sum_to
 
-__all__ = ["Options", "Residuals", "backward", "forward", "mask_scores"]
+__all__ = ["Options", "Residuals", "backward", "forward", "four_d", "mask_scores"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,8 @@ def forward(
     q_i``; ``r`` are the row log-sum-exps of the biased attention.
     """
     scale, lead = options.scale, _lead(query, key, value, mask)
-    q, k, v = (_four_d(t, lead) for t in (query, key, value))
-    m = None if mask is None else _four_d(mask, lead)
+    q, k, v = (four_d(t, lead) for t in (query, key, value))
+    m = None if mask is None else four_d(mask, lead)
     doubly = softmax = None
     if options.scheme != "softmax":
         q_bar, c = _fused(k, q, q, _additive(None if m is None else m.mT, None), scale)
@@ -84,7 +84,7 @@ def forward(
     if doubly is None or softmax is None:
         out = (doubly or softmax)[-1]  # type: ignore[index]
     else:
-        a = _four_d(alpha, lead) if alpha.ndim else alpha
+        a = four_d(alpha, lead) if alpha.ndim else alpha
         out = a * doubly[-1] + (1 - a) * softmax[-1]
     return out.reshape(*lead, *out.shape[-2:]), Residuals(doubly, softmax)
 
@@ -114,9 +114,9 @@ def backward(
     forward) and ``dk -= scale gamma * B^T Q``.
     """
     scale, lead = options.scale, _lead(query, key, value, mask)
-    q, k, v, g = (_four_d(t, lead) for t in (query, key, value, grad))
-    m = None if mask is None else _four_d(mask, lead)
-    a = _four_d(alpha, lead) if alpha.ndim else alpha
+    q, k, v, g = (four_d(t, lead) for t in (query, key, value, grad))
+    m = None if mask is None else four_d(mask, lead)
+    a = four_d(alpha, lead) if alpha.ndim else alpha
     mixed = residuals.doubly is not None and residuals.softmax is not None
     parts = []
     if residuals.doubly is not None:
@@ -146,7 +146,7 @@ def _lead(*tensors: Tensor | None) -> tuple[int, ...]:
     return tuple(torch.broadcast_shapes(*(t.shape[:-2] for t in tensors if t is not None)))
 
 
-def _four_d(t: Tensor, lead: tuple[int, ...]) -> Tensor:
+def four_d(t: Tensor, lead: tuple[int, ...]) -> Tensor:
     """``t`` broadcast to the leading shape ``lead`` and viewed as ``(B, H, rows, cols)`` (a view when it can be)."""
     t = t.expand(*lead, *t.shape[-2:]) if t.ndim >= 2 else t.expand(*lead, 1, 1)
     if len(lead) <= 2:

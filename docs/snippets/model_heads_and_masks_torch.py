@@ -8,7 +8,7 @@ batch, q_heads, kv_heads, length, dim = 2, 8, 2, 6, 16
 query = torch.randn(batch, q_heads, length, dim)
 key, value = torch.randn(2, batch, kv_heads, length, dim).unbind(0)  # 4 query heads per key head
 
-# Grouped heads need no flag and copy nothing: the same as repeating each key head 4 times.
+# Grouped heads need no flag: the same as repeating each key head 4 times.
 grouped = dnorm.attention(query, key, value, "doubly")
 repeated = dnorm.attention(query, key.repeat_interleave(4, dim=1), value.repeat_interleave(4, dim=1), "doubly")
 torch.testing.assert_close(grouped, repeated)
@@ -17,7 +17,7 @@ torch.testing.assert_close(grouped, repeated)
 # over the queries that may see it, so padding *queries* must be masked too, not only padding keys.
 lengths = torch.tensor([6, 4])
 real = torch.arange(length) < lengths[:, None]  # (batch, length)
-mask = (real[:, None, :, None] & real[:, None, None, :])  # queries and keys: (batch, 1, length, length)
+mask = real[:, None, :, None] & real[:, None, None, :]  # queries and keys: (batch, 1, length, length)
 padded = dnorm.attention(query, key, value, "doubly", mask=mask)
 alone = dnorm.attention(query[1:, :, :4], key[1:, :, :4], value[1:, :, :4], "doubly")
 torch.testing.assert_close(padded[1:, :, :4], alone)
