@@ -30,6 +30,7 @@ CASES = {
         q, k[:, :1], v[:, :1], is_causal=True, enable_gqa=True
     ),
     "decode": lambda q, k, v, m: dnorm.decode(q, k, v, None, "hybrid")[0],
+    "varlen-softcap": lambda q, k, v, m: dnorm.varlen_attention(q, k, v, (0, 5, 12), "doubly", softcap=2.0),
 }
 
 
@@ -51,6 +52,26 @@ def test_fullgraph_traces_forward_and_backward_and_equals_eager(name):
     torch.testing.assert_close(out, eager, rtol=1e-6, atol=1e-6)
     expected = torch.autograd.grad(eager.sum(), (q, k, v))
     got = torch.autograd.grad(out.sum(), (q, k, v))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dropout_draws_the_same_mask_compiled_and_eager(causal):
+    """The seed comes from torch's generator inside the graph: after one torch.manual_seed, the same weights drop."""
+    dynamo.reset()
+
+    def function(q, k, v):
+        return dnorm.attention(q, k, v, "hybrid", causal=causal, dropout_p=0.3, softcap=3.0)
+
+    compiled = torch.compile(function, fullgraph=True, backend="aot_eager")
+    q, k, v, _ = _inputs()
+    torch.manual_seed(5)
+    eager = function(q, k, v)
+    torch.manual_seed(5)
+    out = compiled(q, k, v)
+    torch.testing.assert_close(out, eager, rtol=1e-6, atol=1e-6)
+    got, expected = (torch.autograd.grad(x.sum(), (q, k, v)) for x in (out, eager))
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 

@@ -57,7 +57,7 @@ def test_dropout_drops_normalized_weights_and_keeps_the_statistic(xp, scheme, ca
     key = _generator(xp)
     if key is None:
         pytest.skip("dnorm has no random generator for dropout on this backend (tested to raise)")
-    t = 48
+    t = 32
     q, k, _ = _qkv(t=t, k=t, magnitude=1.0)
     identity = np.tile(np.eye(t), (2, 1, 1))
     args = [to_xp(xp, a) for a in (q, k, identity)]
@@ -67,8 +67,8 @@ def test_dropout_drops_normalized_weights_and_keeps_the_statistic(xp, scheme, ca
     kept = dropped != 0
     np.testing.assert_allclose(dropped[kept], weights[kept] / (1 - p), rtol=1e-12)
     share = 1 - kept[weights > 0].mean()
-    assert abs(share - p) < 0.04, share  # about 2000 weights: 4 standard deviations
-    blocked = dnorm.attention(*args, scheme, causal=causal, dropout_p=p, dropout_key=_generator(xp), block_size=5)
+    assert abs(share - p) < 0.06, share  # at least 1056 weights: 4 standard deviations
+    blocked = dnorm.attention(*args, scheme, causal=causal, dropout_p=p, dropout_key=_generator(xp), block_size=8)
     np.testing.assert_allclose(to_np(blocked), dropped, rtol=1e-12, atol=1e-15)  # the same mask in blocks
 
 
