@@ -133,3 +133,23 @@ def test_nested_tensors_must_be_ragged_along_the_sequence_axis():
         dnorm.attention(nested, torch.randn(2, 2, 5, 4), torch.randn(2, 2, 5, 4))
     with pytest.raises(TypeError, match="take no mask"):
         dnorm.attention(nested, nested, nested, mask=torch.ones(5, 5, dtype=torch.bool))
+
+
+def test_each_sequence_draws_its_own_dropout_seed():
+    """torch: one generator drawn once per sequence, in order; JAX: the key split into one key per sequence."""
+    torch = pytest.importorskip("torch")
+    q, k, v, cu, _ = _packed([4, 6], [4, 6])
+    tq, tk, tv = (torch.tensor(a) for a in (q, k, v))
+    packed = dnorm.varlen_attention(tq, tk, tv, cu, dropout_p=0.5, dropout_key=torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(2)
+    for a, b in itertools.pairwise(cu):
+        alone = dnorm.attention(tq[..., a:b, :], tk[..., a:b, :], tv[..., a:b, :], dropout_p=0.5, dropout_key=gen)
+        torch.testing.assert_close(packed[..., a:b, :], alone, rtol=0, atol=0)
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    key = jax.random.key(0)
+    q, k, v = (jax.numpy.asarray(a) for a in (q, k, v))
+    packed = dnorm.varlen_attention(q, k, v, (0, 4, 10), dropout_p=0.5, dropout_key=key)
+    for (a, b), part in zip(itertools.pairwise(cu), jax.random.split(key, 2), strict=True):
+        alone = dnorm.attention(q[..., a:b, :], k[..., a:b, :], v[..., a:b, :], dropout_p=0.5, dropout_key=part)
+        np.testing.assert_array_equal(np.asarray(packed[..., a:b, :]), np.asarray(alone))

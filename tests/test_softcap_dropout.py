@@ -163,3 +163,17 @@ def test_fast_path_inputs_with_softcap_or_dropout_take_the_kernels():
     weights = dnorm.normalize(scores.double(), "hybrid")
     torch.testing.assert_close(capped, (weights @ v.double()).float(), rtol=1e-5, atol=1e-6)
     assert dnorm.attention(q, k, v, dropout_p=0.5).isfinite().all()
+
+
+def test_half_precision_caps_and_drops_in_float32():
+    """bfloat16 inputs: the cap, the mask and the weights in float32, the result rounded once (DEF-HALF-PRECISION)."""
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 20, 8, generator=gen) * 4 for _ in range(3))
+    options = {"softcap": 2.0, "dropout_p": 0.3, "block_size": 7}
+    half = dnorm.attention(*(t.bfloat16() for t in (q, k, v)), "hybrid", **options, dropout_key=_generator(torch))
+    single = dnorm.attention(
+        *(t.bfloat16().float() for t in (q, k, v)), "hybrid", **options, dropout_key=_generator(torch)
+    )
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half, single.bfloat16(), rtol=0, atol=0)
