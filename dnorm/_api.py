@@ -234,6 +234,13 @@ def attention(
     softcap = check.softcap(softcap)
     dropout_p = check.probability(dropout_p, "dropout_p")
     seed = random.seed(dropout_key, query, xp=xp) if dropout_p > 0 else None
+    if check.library(xp) == "dask":
+        from ._fastpath import dask as chunkwise
+
+        if chunkwise.supported(query, key, value, mask, alpha, groups=groups):  # one task per chunk
+            aligned = False if offset is None else "top-left" if offset == 0 else "bottom-right"
+            inner = {"causal": aligned, "scale": factor, "n_iter": n_iter, "block_size": block_size}
+            return chunkwise.attention(query, key, value, mask, alpha, scheme, softcap=softcap, **inner)
     work, out_dtype = dispatch.compute_dtype(query.dtype, xp=xp)
     q, k, v = (dispatch.cast(x, work, xp=xp) for x in (query, key, value))
     work_alpha = dispatch.alpha_array(alpha, work, query, xp=xp)

@@ -138,15 +138,37 @@ def test_several_blocks_per_chunk(monkeypatch, scheme, materialize):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_explicit_block_size_is_honored(scheme):
+def test_explicit_block_size_is_honored(scheme, monkeypatch):
+    """On the kernels' path (queries chunked along T) it sets the blocks; chunk by chunk, each chunk's call gets it."""
+    import dnorm._api
+
     (qn, kn, vn), (q, k, v) = _qkv((4, 64, 8), (1, 64, 8))
     xp = array_namespace(q)
     lead = dispatch.task_lead((4,), q, k, None, xp=xp)
     options = dispatch.kernel_options(scheme, None, 3, 1.0, lead, 64, 64, 16, xp.float64, xp=xp)
     assert (options.rows, options.materialize) == (block_bounds(64, 16), False)
-    blocked, whole = attention(q, k, v, scheme, block_size=16), attention(q, k, v, scheme)
-    assert _tasks(blocked) > 2 * _tasks(whole)  # four blocks per chunk: the caller asked for them
+    along_t = q.rechunk((1, 32, 8))  # not one chunk along T: the kernels on Dask arrays
+    blocked, whole = attention(along_t, k, v, scheme, block_size=16), attention(along_t, k, v, scheme)
+    assert _tasks(blocked) > _tasks(whole)  # two blocks per chunk of 32 rows: the caller asked for them
     np.testing.assert_allclose(blocked.compute(), attention(qn, kn, vn, scheme), rtol=1e-12, atol=1e-12)
+    seen = []
+    original = dnorm._api.attention
+    monkeypatch.setattr(dnorm._api, "attention", lambda *a, **kw: seen.append(kw["block_size"]) or original(*a, **kw))
+    np.testing.assert_allclose(attention(q, k, v, scheme, block_size=16).compute(), blocked.compute(), rtol=1e-12)
+    assert set(seen) == {16}
+
+
+@pytest.mark.parametrize(("scheme", "causal"), [("doubly", False), ("hybrid", True), ("softmax", True)])
+def test_whole_slabs_per_chunk_are_one_task_each(scheme, causal):
+    """T, K and D in one chunk: each chunk of the leading axes is one call of the NumPy kernels (causal included)."""
+    (qn, kn, vn), (q, k, v) = _qkv((8, 2, 300, 8), (1, 2, 300, 8))
+    mask = da.from_array(RNG.random((8, 1, 300, 300)) < 0.9, chunks=(2, 1, 300, 300))
+    alpha = da.from_array(np.array([0.2, 0.7]), chunks=2)
+    with dask.config.set(scheduler=_forbid_compute):
+        out = attention(q, k, v, scheme, causal=causal, mask=mask, alpha=alpha)
+    assert _tasks(out) <= 2 * (_input_chunks(q, k, v, mask, alpha) + out.npartitions)
+    expected = attention(qn, kn, vn, scheme, causal=causal, mask=mask.compute(), alpha=np.array([0.2, 0.7]))
+    np.testing.assert_allclose(out.compute(), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_causal_blocks_stay_below_the_dask_warning():

@@ -1,1 +1,1 @@
-"""Framework-specific fast paths for the doubly-normalized attention."""
+"""Backend fast paths (torch's fused kernels, Dask chunk by chunk), checked against the array-API kernels."""
