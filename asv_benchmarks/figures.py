@@ -96,6 +96,11 @@ def main() -> None:
         for (scheme, causal), value in values(run, f"dropin.PackedBatch.track_packed_over_padded{suffix}").items():
             kind = "causal " if causal else ""
             print(f"| {kind}{scheme} packed / padded with mask, {what}, 8 sequences of 64-1024 | | {value:.3g} | |")
+    tasks = values(run, "dropin.DaskTasks.track_tasks")
+    for (causal,), value in values(run, "dropin.DaskChunks.track_dask_over_numpy").items():
+        what = "causal doubly, (16, 256, 64)" if causal else "doubly, (16, 512, 64)"
+        count = tasks.get((causal,), math.nan)
+        print(f"| Dask / NumPy, {what} chunked along the batch ({count:.0f} tasks) | | {value:.3g} | |")
     peaks = values(run, "memory.DoublyPeakMemory.peakmem_doubly")
     for (path,), peak in peaks.items():
         print(f"| doubly peak RSS (MiB) of the asv process, {path}, NumPy, 16384 | | {peak / 2**20:.0f} | |")

@@ -5,7 +5,10 @@ and value heads repeated (``repeat_interleave`` inside the timed call, as a mode
 Varlen: 8 sequences of lengths 64 to 1024 (4 heads, D = 64), ``dnorm.varlen_attention`` on the packed arrays
 against ``dnorm.attention`` on the padded batch with the mask that makes it equal (padding queries and keys masked,
 spec THM-PACKED-EQUALS-SEPARATE): forward and a training step (forward and ``sum(out).backward()``).
+Dask: doubly on (16, 512, 64) chunked along the batch (causal: (16, 256, 64)) against NumPy, and its task count.
 """
+
+from typing import Any
 
 import numpy as np
 
@@ -92,3 +95,45 @@ class PackedBatch:
             return lambda: fn().sum().backward()
 
         return common.median_ratio(step(self._packed()), step(self._padded()))
+
+
+def _dask_inputs(causal: bool) -> tuple[list[Any], list[Any]]:
+    """(16, 512, 64) chunked (1, 512, 64), float64, as NumPy and as Dask arrays; (16, 256, 64) when causal."""
+    dask_array = common._import_or_skip("dask.array")
+    rng = np.random.default_rng(0)
+    length = 64 if common.QUICK else 256 if causal else 512
+    numpy = [rng.standard_normal((16, length, common.DIM)) for _ in range(3)]
+    return numpy, [dask_array.from_array(x, chunks=(1, length, common.DIM)) for x in numpy]
+
+
+class DaskChunks:
+    """Dask arrays chunked along the batch, each (T, D) slab whole, against NumPy on the same data.
+
+    The case of the Drop-in issue (17221 tasks and 27 times NumPy's time before it), and causal doubly.
+    """
+
+    params = ([False, True],)
+    param_names = ("causal",)
+    unit = "ratio"
+    timeout = 600
+
+    def setup(self, causal: bool) -> None:
+        self.numpy, self.dask = _dask_inputs(causal)
+
+    def track_dask_over_numpy(self, causal: bool) -> float:
+        out = dnorm.attention(*self.dask, "doubly", causal=causal)
+        return common.median_ratio(out.compute, lambda: dnorm.attention(*self.numpy, "doubly", causal=causal))
+
+
+class DaskTasks:
+    """The number of tasks in the graph of :class:`DaskChunks`' calls (16 chunks)."""
+
+    params = ([False, True],)
+    param_names = ("causal",)
+    unit = "tasks"
+
+    def setup(self, causal: bool) -> None:
+        self.dask = _dask_inputs(causal)[1]
+
+    def track_tasks(self, causal: bool) -> int:
+        return len(dnorm.attention(*self.dask, "doubly", causal=causal).__dask_graph__())
