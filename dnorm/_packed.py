@@ -17,7 +17,7 @@ from typing import Any
 from . import _dispatch as dispatch
 from . import _random as random
 from . import _validate as check
-from ._api import attention
+from ._api import attention, checked_qkv
 from ._docs import shared_docstring
 from ._kernels._device import device_of
 
@@ -99,8 +99,7 @@ def varlen_attention(
     True
     """
     xp = check.namespace(query=query, key=key, value=value, alpha=dispatch.array_or_none(alpha))
-    for name, x in (("query", query), ("key", key), ("value", value)):
-        check.floating(x, name, xp=xp)
+    lead = checked_qkv(query, key, value, xp=xp)[0]  # of the output: grouped heads count as query heads
     starts_q = offsets(cu_seqlens_q, query.shape[-2], "cu_seqlens_q")
     starts_k = starts_q if cu_seqlens_k is None else offsets(cu_seqlens_k, key.shape[-2], "cu_seqlens_k")
     if len(starts_k) != len(starts_q):
@@ -117,13 +116,13 @@ def varlen_attention(
         if q1 == q0:
             continue
         if k1 == k0:  # queries that attend no key get zero rows
-            shape = (*_out_lead(query, key, value), q1 - q0, value.shape[-1])
+            shape = (*lead, q1 - q0, value.shape[-1])
             outputs.append(xp.zeros(shape, dtype=query.dtype, device=device_of(query)))
             continue
         q, k, v = query[..., q0:q1, :], key[..., k0:k1, :], value[..., k0:k1, :]
         outputs.append(attention(q, k, v, scheme, softcap=softcap, dropout_p=dropout_p, dropout_key=keys[b], **options))
     if not outputs:
-        shape = (*_out_lead(query, key, value), 0, value.shape[-1])
+        shape = (*lead, 0, value.shape[-1])
         return xp.zeros(shape, dtype=query.dtype, device=device_of(query))
     return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=-2)
 
@@ -176,11 +175,3 @@ def offsets(value: object, total: int, name: str, /) -> list[int]:
         raise ValueError(msg)
     return starts
 
-
-def _out_lead(query: Array, key: Array, value: Array, /) -> tuple[int, ...]:
-    """The leading shape of the output (grouped heads count as query heads)."""
-    from ._api import checked_qkv
-
-    xp = check.namespace(query=query, key=key, value=value)
-    empty = (query[..., :0, :], key[..., :0, :], value[..., :0, :])
-    return checked_qkv(*empty, xp=xp)[0]

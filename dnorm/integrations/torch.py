@@ -198,9 +198,7 @@ class MultiheadAttention(nn.Module):
             raise ValueError(msg)
         kdim = embed_dim if kdim is None else check.positive_int(kdim, "kdim")
         vdim = embed_dim if vdim is None else check.positive_int(vdim, "vdim")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            msg = f"dropout must be a number in [0, 1), got {dropout!r}"
-            raise ValueError(msg)
+        dropout = check.probability(dropout, "dropout")
         for name, value in (("bias", bias), ("add_bias_kv", add_bias_kv), ("add_zero_attn", add_zero_attn)):
             check.flag(value, name)
         if add_bias_kv or add_zero_attn:
