@@ -174,4 +174,3 @@ def offsets(value: object, total: int, name: str, /) -> list[int]:
         msg = f"{name} must rise from 0 to the packed length {total} without decreasing, got {starts}"
         raise ValueError(msg)
     return starts
-
