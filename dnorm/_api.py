@@ -95,6 +95,7 @@ def normalize(
         n_iter=n_iter,
         log=log,
         xp=xp,
+        doubling=dispatch.symbolic_lengths(xp),
     )
     return dispatch.cast(result, out_dtype, xp=xp)
 

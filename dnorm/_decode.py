@@ -142,7 +142,16 @@ def decode(
     row_bytes = math.prod(lead) * n_keys * (xp.finfo(work).bits // 8)
     rows = block_bounds(n_new, max(dispatch.MIN_ROWS, dispatch.rows_within(dispatch.CAUSAL_BYTES, row_bytes)))
     out, residuals = blocked.attend(
-        scores, v, rows, scheme=name, causal=True, alpha=work_alpha, n_iter=1, xp=xp, carry=carry
+        scores,
+        v,
+        rows,
+        scheme=name,
+        causal=True,
+        alpha=work_alpha,
+        n_iter=1,
+        xp=xp,
+        carry=carry,
+        doubling=dispatch.symbolic_lengths(xp),
     )
     last = residuals.carries[-1] if residuals.carries else None
     new_state = None

@@ -89,7 +89,8 @@ def kernel_options(
     ``offset`` is None without ``causal``, else the position of the first query (spec DEF-CAUSAL-MASK);
     ``budget`` multiplies every byte budget (accelerators). Under Dask ``lead`` is the leading shape of one
     chunk (:func:`task_lead`), a materialized block holds ``TASK_BYTES`` of it and a causal block at most
-    ``DASK_CAUSAL_ROWS`` rows; an explicit ``block_size`` decides as everywhere.
+    ``DASK_CAUSAL_ROWS`` rows; an explicit ``block_size`` decides as everywhere. Under symbolic lengths
+    (:func:`symbolic_lengths`) the causal scans take their doubling form.
     """
     causal = offset is not None
     row_bytes = math.prod(lead) * n_keys * (xp.finfo(dtype).bits // 8) // budget
@@ -108,7 +109,31 @@ def kernel_options(
         rows, materialize = block_bounds(n_queries, rows_within(cache_bytes, row_bytes)), True
     else:
         rows, materialize = block_bounds(n_queries, rows_within(BLOCK_BYTES, row_bytes)), False
-    return kernels.Options(scheme, causal, n_iter, scale, rows, materialize, rows if causal else backward, offset or 0)
+    return kernels.Options(
+        scheme,
+        causal,
+        n_iter,
+        scale,
+        rows,
+        materialize,
+        rows if causal else backward,
+        offset or 0,
+        doubling=symbolic_lengths(xp),
+    )
+
+
+def symbolic_lengths(xp: Any, /) -> bool:
+    """Whether the lengths of this call may be symbols: under ``torch.compile``, which traces them as such.
+
+    The causal scans then take a structure that depends on the lengths only through comparisons
+    (:mod:`._kernels.scan`), so that ``dynamic=True`` keeps one graph between powers of two; eagerly, and under
+    ``jax.jit`` (whose shapes are concrete), they take the one with the least work.
+    """
+    if check.library(xp) != "torch":
+        return False
+    import torch
+
+    return bool(torch.compiler.is_compiling())
 
 
 def task_lead(lead: tuple[int, ...], *arrays: Array | None, xp: Any) -> tuple[int, ...]:

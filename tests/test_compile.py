@@ -87,11 +87,17 @@ def test_inductor_compiles_the_fused_training_step():
     assert torch.isfinite(q.grad).all()
 
 
-@pytest.mark.parametrize("name", ["doubly", "softmax-masked", "sinkhorn"])
-def test_dynamic_shapes_compile_once_for_every_length(name):
-    """A new sequence length reuses the graph (the causal scan unrolls per length and recompiles).
+#: Lengths that share every guard of the causal scan (chunks of 4 rows, 9 to 15 of them, not a multiple of 4 rows,
+#: at least 2 rows of padding): :mod:`dnorm._kernels.scan` keeps one graph between such comparisons.
+LENGTHS = (33, 42, 58)
 
-    Lengths from 16 on share it; fewer rows (decoding steps) take another product (blocked.ONE_PRODUCT_ROWS).
+
+@pytest.mark.parametrize("name", ["doubly", "softmax-masked", "sinkhorn", "causal-doubly", "normalize-causal"])
+def test_dynamic_shapes_compile_once_for_every_length(name):
+    """A new sequence length reuses the graph, causal included.
+
+    Fewer than 16 rows (decoding steps) take another product (blocked.ONE_PRODUCT_ROWS); the causal scans are
+    guarded by comparisons of the length with powers of two (a few graphs per doubling, never one per length).
     """
     dynamo.reset()
     from torch._dynamo.utils import counters
@@ -99,7 +105,25 @@ def test_dynamic_shapes_compile_once_for_every_length(name):
     counters.clear()
     compiled = torch.compile(CASES[name], fullgraph=True, dynamic=True, backend="eager")
     with torch.no_grad():
-        for t in (17, 24, 40):
+        for t in LENGTHS:
             q, k, v, mask = _inputs(t)
             torch.testing.assert_close(compiled(q, k, v, mask), CASES[name](q, k, v, mask), rtol=1e-6, atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_dynamic_causal_training_compiles_once_for_every_length():
+    """Forward and backward: the reverse scan of the gradient takes the doubling form too."""
+    dynamo.reset()
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    name = "causal-doubly"
+    compiled = torch.compile(CASES[name], fullgraph=True, dynamic=True, backend="aot_eager")
+    for t in LENGTHS:
+        q, k, v, mask = _inputs(t)
+        out, eager = compiled(q, k, v, mask), CASES[name](q, k, v, mask)
+        torch.testing.assert_close(out, eager, rtol=1e-6, atol=1e-6)
+        got, expected = (torch.autograd.grad(x.sum(), (q, k, v)) for x in (out, eager))
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert counters["stats"]["unique_graphs"] == 1

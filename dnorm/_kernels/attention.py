@@ -32,7 +32,9 @@ class Options:
     Under ``causal`` both are the same blocks, whose carries the forward
     pass keeps, and query ``i`` sees the keys ``j <= i + offset``.
     ``softcap`` bounds the scores (spec DEF-SOFTCAP); ``dropout`` is the
-    probability of dropping a weight (spec DEF-DROPOUT).
+    probability of dropping a weight (spec DEF-DROPOUT). ``doubling``: the
+    lengths may be symbolic (a tracing compiler), and the causal scans take a
+    structure that depends on them only through comparisons (:mod:`.scan`).
     """
 
     scheme: str
@@ -45,6 +47,7 @@ class Options:
     offset: int = 0
     softcap: float | None = None
     dropout: float = 0.0
+    doubling: bool = False
 
 
 def forward(
@@ -75,6 +78,7 @@ def forward(
         alpha=alpha,
         n_iter=options.n_iter,
         drop=_dropout(options, seed),
+        doubling=options.doubling,
         xp=xp,
     )
 
@@ -114,6 +118,7 @@ def backward(
         n_iter=options.n_iter,
         mask_grad=mask_grad,
         drop=_dropout(options, seed),
+        doubling=options.doubling,
         xp=xp,
     )
     d_alpha = None if grads.alpha is None else bwd.sum_to(grads.alpha, tuple(alpha.shape), xp=xp)

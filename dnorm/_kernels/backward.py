@@ -70,9 +70,13 @@ def attend_backward(
     mask_grad: bool,
     xp: Any,
     drop: Dropout | None = None,
+    doubling: bool = False,
 ) -> Gradients:
-    """The gradients of ``out = attend(scores, value, ...)`` given ``grad = dL/dout``; ``drop`` as in the forward."""
-    how = blocked.plan(scheme, causal=causal, n_iter=n_iter)
+    """The gradients of ``out = attend(scores, value, ...)`` given ``grad = dL/dout``.
+
+    ``drop`` and ``doubling`` as in the forward pass.
+    """
+    how = blocked.plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling)
     outputs = residuals.outputs or (out,)
     weights = (alpha, 1 - alpha) if how.mixed else (None,)
     grads = [grad if w is None else w * grad for w in weights]
@@ -109,7 +113,7 @@ def attend_backward(
             dz = a * (_scaled(dp, weights[0]) - deltas[0][..., start:stop, :])
             if how.running:
                 b = xp.exp(biased)
-                h, after = _reverse_scan(dz, b, after, xp=xp)
+                h, after = _reverse_scan(dz, b, after, doubling=how.doubling, xp=xp)
                 ds = dz - b * h
                 d_value.add(products.t_matmul(_kept(a, keep), grads[0][..., start:stop, :], fold=shared, xp=xp), xp=xp)
             else:
@@ -263,7 +267,7 @@ def _round_terms(
     return total
 
 
-def _reverse_scan(dz: Array, b: Array, after: Array | None, /, *, xp: Any) -> tuple[Array, Array]:
+def _reverse_scan(dz: Array, b: Array, after: Array | None, /, *, doubling: bool, xp: Any) -> tuple[Array, Array]:
     """``H_i = dZ_i + (1 - B_(i+1)) H_(i+1)`` over the block's rows, and the carry for the block before.
 
     ``after`` is ``(1 - B) H`` at the first row of the block after (None for
@@ -273,7 +277,7 @@ def _reverse_scan(dz: Array, b: Array, after: Array | None, /, *, xp: Any) -> tu
     ones = xp.ones_like(b[..., :1, :])
     a = xp.concat((1 - b[..., 1:, :], ones), axis=-2)
     carry = None if after is None else (xp.zeros_like(after[..., :width]), after[..., :width])
-    _, h = scan((a, dz), _compose, identity=(1.0, 0.0), carry=carry, reverse=True, xp=xp)
+    _, h = scan((a, dz), _compose, identity=(1.0, 0.0), carry=carry, reverse=True, doubling=doubling, xp=xp)
     return h, (1 - b[..., :1, :]) * h[..., :1, :]
 
 

@@ -90,13 +90,16 @@ def sinkhorn(scores: Scores, bounds: Bounds, /, *, n_iter: int, xp: Any) -> tupl
     return tuple(rounds)
 
 
-def running(block: Array, carry: lse.LogSumExp | None, /, *, xp: Any) -> tuple[Array, lse.LogSumExp]:
+def running(
+    block: Array, carry: lse.LogSumExp | None, /, *, doubling: bool = False, xp: Any
+) -> tuple[Array, lse.LogSumExp]:
     """``Y = S - C`` of a block of causally masked scores, ``C`` the running column statistic, and the next carry.
 
     ``carry`` holds the statistic of every row before the block, for the
     first ``carry.max.shape[-1]`` keys (the keys those rows may see); the
     others start empty. The next carry is the statistic after the block's
-    last row. Row ``i`` reads only rows ``<= i`` (spec DEF-TWO-LEVEL-SCAN).
+    last row. Row ``i`` reads only rows ``<= i`` (spec DEF-TWO-LEVEL-SCAN);
+    ``doubling`` as in :func:`.scan.scan`.
     """
     width = block.shape[-1]
     start = None if carry is None else widen(carry, width, xp=xp)
@@ -104,7 +107,15 @@ def running(block: Array, carry: lse.LogSumExp | None, /, *, xp: Any) -> tuple[A
         return _one_row(block, start, xp=xp)
     stats = lse.pointwise(block, xp=xp)
     out = lse.LogSumExp(
-        *scan(tuple(stats), _merge, identity=(-float("inf"), 0.0), carry=start and tuple(start), reverse=False, xp=xp)
+        *scan(
+            tuple(stats),
+            _merge,
+            identity=(-float("inf"), 0.0),
+            carry=start and tuple(start),
+            reverse=False,
+            doubling=doubling,
+            xp=xp,
+        )
     )
     # the last row as a copy (a one-array concat): a view would keep the whole block alive
     last = out if block.shape[-2] == 1 else (xp.concat([part[..., -1:, :]], axis=-2) for part in out)

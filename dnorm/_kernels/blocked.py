@@ -34,26 +34,28 @@ class Plan(NamedTuple):
     doubly, ``n_iter`` for sinkhorn), or the causal ``running`` statistic;
     ``plain`` when an unbiased softmax component is computed (softmax itself,
     and hybrid, whose biased component is weighted by ``alpha`` and the plain
-    one by ``1 - alpha``).
+    one by ``1 - alpha``); ``doubling``: the running statistic's scans take
+    the chunk totals by doubling (symbolic lengths, :func:`.scan.scan`).
     """
 
     rounds: int
     running: bool
     plain: bool
     mixed: bool
+    doubling: bool = False
 
     @property
     def biased(self) -> bool:
         return self.running or self.rounds > 0
 
 
-def plan(scheme: str, /, *, causal: bool, n_iter: int) -> Plan:
+def plan(scheme: str, /, *, causal: bool, n_iter: int, doubling: bool = False) -> Plan:
     """The :class:`Plan` of ``scheme``; ``causal`` selects the running statistic for doubly and hybrid."""
     if scheme == "softmax":
         return Plan(0, False, True, False)
     if scheme == "sinkhorn":
         return Plan(n_iter, False, False, False)
-    return Plan(0 if causal else 1, causal, scheme == "hybrid", scheme == "hybrid")
+    return Plan(0 if causal else 1, causal, scheme == "hybrid", scheme == "hybrid", doubling)
 
 
 class Residuals(NamedTuple):
@@ -83,9 +85,10 @@ def weights(
     n_iter: int,
     log: bool,
     xp: Any,
+    doubling: bool = False,
 ) -> Array:
-    """The ``(..., T, K)`` attention weights, or log-weights with ``log=True``."""
-    how = plan(scheme, causal=causal, n_iter=n_iter)
+    """The ``(..., T, K)`` attention weights, or log-weights with ``log=True``; ``doubling`` as in :class:`Plan`."""
+    how = plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling)
     rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
     blocks = []
     for block, biased in biased_blocks(scores, bounds, how, rounds, [], None, xp=xp):
@@ -107,13 +110,15 @@ def attend(
     xp: Any,
     carry: lse.LogSumExp | None = None,
     drop: Dropout | None = None,
+    doubling: bool = False,
 ) -> tuple[Array, Residuals]:
     """The attention output ``weights @ value``, one block of query rows at a time, and the residuals.
 
     ``carry`` is the running statistic of earlier queries (causal decoding), for the keys they saw;
-    ``drop`` drops weights after the normalization (spec DEF-DROPOUT), which leaves every statistic as it is.
+    ``drop`` drops weights after the normalization (spec DEF-DROPOUT), which leaves every statistic as it is;
+    ``doubling`` as in :class:`Plan`.
     """
-    how = plan(scheme, causal=causal, n_iter=n_iter)
+    how = plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling)
     rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
     ones = scores.n_rows >= ONE_PRODUCT_ROWS
     values = rows.with_ones(value, None, xp=xp) if ones else value
@@ -175,7 +180,7 @@ def bias_block(
 ) -> tuple[Array | None, lse.LogSumExp | None]:
     """``Y = S - c`` of one block (None for softmax) and, under the running statistic, the next carry."""
     if how.running:
-        return bias.running(block, carry, xp=xp)
+        return bias.running(block, carry, doubling=how.doubling, xp=xp)
     if rounds:
         return bias.subtract(rounds[-1], block, xp=xp), None
     return None, None
