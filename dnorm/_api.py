@@ -258,7 +258,7 @@ def attention(
         and scheme != "sinkhorn"
         and softcap is None
         and seed is None
-        and dispatch.torch_fastpath_supports(q, k, v, work_mask, xp=xp)
+        and dispatch.torch_fastpath_supports(q, k, v, work_mask, work_alpha, xp=xp)
     ):
         from ._fastpath import torch as fused
 

@@ -160,13 +160,16 @@ def task_lead(lead: tuple[int, ...], *arrays: Array | None, xp: Any) -> tuple[in
     return tuple(task)
 
 
-def torch_fastpath_supports(query: Array, key: Array, value: Array, mask: Array | None, /, *, xp: Any) -> bool:
+def torch_fastpath_supports(
+    query: Array, key: Array, value: Array, mask: Array | None, alpha: Array, /, *, xp: Any
+) -> bool:
     """Whether :mod:`dnorm._fastpath.torch` takes these torch tensors (static checks only)."""
     if check.library(xp) != "torch":
         return False
+    from ._autodiff.torch import needs_grad
     from ._fastpath import torch as fast
 
-    return fast.supported(query, key, value, mask)
+    return fast.supported(query, key, value, mask, training=needs_grad(query, key, value, mask, alpha))
 
 
 def array_or_none(alpha: object) -> Array | None:

@@ -265,6 +265,46 @@ def test_supported():
     assert not fastpath.supported(q, k[:1, :2], v[:1, :2], None)
     assert not fastpath.supported(q, k, v, torch.ones(5, 4).to("meta"))
     assert not fastpath.supported(q[0, 0, 0], k, v, None)
+    assert fastpath.supported(q, k, v, mask, training=True)
+    on_meta = (t.to("meta") for t in (q, k, v))
+    assert not fastpath.supported(*on_meta, None)
+
+
+CUDA = pytest.param(
+    "cuda",
+    id="torch-cuda",  # the device check selects the GPU tests by this id
+    marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="torch: no CUDA device on this machine"),
+)
+
+
+@pytest.mark.parametrize("device", [CUDA])
+@pytest.mark.parametrize("scheme", ["softmax", "doubly", "hybrid"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_inference_takes_the_fused_kernel_and_agrees_with_the_kernels(device, scheme, dtype, monkeypatch):
+    """On CUDA, inference goes through scaled_dot_product_attention with the bias; training through the kernels."""
+    calls = []
+    original = fastpath.infer
+    monkeypatch.setattr(fastpath, "infer", lambda *a, **k: calls.append(1) or original(*a, **k))
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 70, 64, generator=gen, dtype=torch.float64) for _ in range(3))
+    mask = torch.rand(2, 1, 70, 70, generator=gen) < 0.8
+    mask[0, 0, 5], mask[1, 0, :, 9] = False, False  # a query that sees no key, a key no query sees
+    expected = dnorm.attention(q, k, v, scheme, mask=mask, block_size=70)
+    on = [t.to(device) for t in (q, k, v)]
+    out = dnorm.attention(*(t.to(dtype) for t in on), scheme, mask=mask.to(device))
+    assert calls, "the fast path was not taken"
+    assert out.dtype == dtype and out.device.type == device
+    tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(out.double().cpu(), expected, rtol=tol, atol=tol)
+    assert (out[0, :, 5] == 0).all()
+    calls.clear()
+    train = [t.float().requires_grad_() for t in on]
+    dnorm.attention(*train, scheme, mask=mask.to(device)).sum().backward()
+    assert not calls
+    reference = [t.clone().requires_grad_() for t in (q, k, v)]
+    dnorm.attention(*reference, scheme, mask=mask).sum().backward()
+    for got, want in zip(train, reference, strict=True):
+        torch.testing.assert_close(got.grad.double().cpu(), want.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_single_query_with_huge_scores_gives_uniform_weights():

@@ -39,6 +39,8 @@ _TORCH_VERSION = tuple(int(part) for part in torch.__version__.split(".")[:2])
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Scores held per block of keys (8 MiB in float32): few blocks, each cache-friendly.
 _BLOCK_ELEMENTS = 1 << 21
+#: On CUDA the blocks are this many times larger (512 MiB in float32): kernel launches, not caches, set their size.
+_ACCELERATOR_SCALE = 64
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -92,7 +94,8 @@ def column_logsumexp(query: Tensor, key: Tensor, /, *, scale: float, mask: Tenso
         m = torch.broadcast_to(m, torch.broadcast_shapes(m.shape, (n_queries, n_keys)))
     queries_t = (q * scale).mT.expand(*batch, -1, -1)
     rows = math.prod(batch) * n_queries
-    block = n_keys if rows * n_keys <= _BLOCK_ELEMENTS else max(1, _BLOCK_ELEMENTS // rows)
+    budget = _BLOCK_ELEMENTS * (1 if q.device.type == "cpu" else _ACCELERATOR_SCALE)
+    block = n_keys if rows * n_keys <= budget else max(1, budget // rows)
     buffer = q.new_empty(rows * block)
     parts = []
     starts = (0,) if block == n_keys else range(0, n_keys, block)  # one block: no loop over a symbolic length
@@ -150,10 +153,11 @@ def biased_attention(
 
     Notes
     -----
-    float16 and bfloat16 are computed in float32. The zero rows come from
-    ``scaled_dot_product_attention`` itself,
-    which returns zeros for an all ``-inf`` row since torch 2.5 (its
-    ``_safe_softmax``); :func:`supported` rejects older versions.
+    float16 and bfloat16 are computed in float32. On the CPU the zero rows
+    come from ``scaled_dot_product_attention`` itself, which returns zeros
+    for an all ``-inf`` row since torch 2.5 (its ``_safe_softmax``);
+    :func:`supported` rejects older versions. On CUDA a ``where`` on the
+    rows of the mask makes them, whichever kernel runs.
     """
     work = _work_dtype(query.dtype)
     q, k, v, b = (t.to(work) for t in (query, key, value, bias))
@@ -162,10 +166,12 @@ def biased_attention(
     # SDPA does not broadcast them against the mask, and takes its fused kernel in 4-D only (grouped heads are 5-D)
     q, k, v, attn_mask = (four_d(t, batch) for t in (q, k, v, attn_mask))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    if mask is not None and out.device.type != "cpu":  # zero rows by construction, whatever the CUDA kernel gives
+        out = torch.where((attn_mask > -math.inf).any(dim=-1, keepdim=True), out, 0.0)
     return out.reshape(*batch, *out.shape[-2:]).to(query.dtype)
 
 
-def supported(query: object, key: object, value: object, mask: object) -> bool:
+def supported(query: object, key: object, value: object, mask: object, *, training: bool = False) -> bool:
     """Whether the fast path accepts these arguments (static checks only).
 
     Parameters
@@ -174,15 +180,21 @@ def supported(query: object, key: object, value: object, mask: object) -> bool:
         Candidate ``(..., T, D)``, ``(..., K, D)`` and ``(..., K, Dv)`` tensors.
     mask : object
         None, or a boolean or float tensor broadcastable to ``(..., T, K)``.
+    training : bool
+        Whether a gradient may be asked for (:func:`forward` and
+        :func:`backward` then run, else :func:`infer`).
 
     Returns
     -------
     bool
-        True for CPU tensors of one float dtype (float16, bfloat16, float32,
+        True for tensors of one float dtype (float16, bfloat16, float32,
         float64), with ``T, K >= 1`` and matching, broadcastable shapes, on
         torch 2.5 or later, unless a floating mask requires a gradient (its
         gradient is ``dS`` itself, which the fused kernels never form; the
-        array-API kernels give it). Tensor values are never read.
+        array-API kernels give it); on the CPU, and on CUDA for inference
+        in float16, bfloat16 and float32 (``scaled_dot_product_attention``
+        with a float mask takes the memory-efficient kernel there; training
+        on CUDA takes the array-API kernels). Tensor values are never read.
     """
     q, k, v = query, key, value
     if not (isinstance(q, Tensor) and isinstance(k, Tensor) and isinstance(v, Tensor)):
@@ -194,7 +206,7 @@ def supported(query: object, key: object, value: object, mask: object) -> bool:
         return False
     if mask is not None and mask.dtype != torch.bool and (mask.dtype not in _FLOATS or mask.requires_grad):
         return False
-    if _TORCH_VERSION < (2, 5) or any(t.device.type != "cpu" for t in tensors) or min(q.ndim, k.ndim, v.ndim) < 2:
+    if _TORCH_VERSION < (2, 5) or min(q.ndim, k.ndim, v.ndim) < 2 or not _on_one_device(tensors, training):
         return False
     n_queries, n_keys = q.shape[-2], k.shape[-2]
     if min(n_queries, n_keys) < 1 or k.shape[-1] != q.shape[-1] or v.shape[-2] != n_keys:
@@ -206,6 +218,16 @@ def supported(query: object, key: object, value: object, mask: object) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _on_one_device(tensors: list[Tensor], training: bool, /) -> bool:
+    """All on the CPU; or all on one CUDA device, for inference and not in float64 (the efficient kernel's dtypes)."""
+    device = tensors[0].device
+    if any(t.device != device for t in tensors):
+        return False
+    if device.type == "cuda":
+        return not training and tensors[0].dtype != torch.float64
+    return device.type == "cpu"
 
 
 def infer(
