@@ -12,7 +12,7 @@ from dnorm._kernels.bias import _merge
 from dnorm._kernels.scan import scan
 
 RNG = np.random.default_rng(11)
-LENGTHS = [2, 3, 7, 16, 33, 70]
+LENGTHS = [3, 16, 45]
 
 
 def _log_sum_exp(xp, x, carry):
@@ -65,10 +65,10 @@ def test_doubling_equals_walk_in_reverse(xp, n, with_carry):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_doubling_rows_read_no_later_row_bit_for_bit(xp, reverse):
     """Row ``i`` of the doubling form is combined from rows up to ``i`` (from ``i`` on, in reverse) only."""
-    n = 37
+    n = 21
     elements, carry = _affine(xp, n, True)
     base = to_np(scan(elements, _compose, identity=(1.0, 0.0), carry=carry, reverse=reverse, doubling=True, xp=xp)[1])
-    for i in (0, 5, 20, 35):
+    for i in (0, 5, 19):
         a, b = (to_np(e).copy() for e in elements)
         later = slice(None, i) if reverse else slice(i + 1, None)
         b[..., later, :] = RNG.normal(size=b[..., later, :].shape) * 7
