@@ -111,6 +111,23 @@ def test_dynamic_shapes_compile_once_for_every_length(name):
     assert counters["stats"]["unique_graphs"] == 1
 
 
+def test_marking_the_sequence_axis_dynamic_compiles_once_for_every_length():
+    """``torch._dynamo.mark_dynamic`` on the sequence axis, instead of ``dynamic=True``."""
+    dynamo.reset()
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled = torch.compile(CASES["causal-doubly"], fullgraph=True, backend="eager")
+    with torch.no_grad():
+        for t in LENGTHS:
+            q, k, v, mask = _inputs(t)
+            for x in (q, k, v):
+                dynamo.mark_dynamic(x, 2)
+            out = compiled(q, k, v, mask)
+            torch.testing.assert_close(out, CASES["causal-doubly"](q, k, v, mask), rtol=1e-6, atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
 def test_dynamic_causal_training_compiles_once_for_every_length():
     """Forward and backward: the reverse scan of the gradient takes the doubling form too."""
     dynamo.reset()
