@@ -87,8 +87,8 @@ def test_inductor_compiles_the_fused_training_step():
     assert torch.isfinite(q.grad).all()
 
 
-#: Lengths that share every guard of the causal scan (chunks of 4 rows, 9 to 15 of them, not a multiple of 4 rows,
-#: at least 2 rows of padding): :mod:`dnorm._kernels.scan` keeps one graph between such comparisons.
+#: Lengths that share every guard of the causal scan: chunks of 4 rows, 9 to 15 of them, whose doubling scan runs on
+#: 16 rows (:mod:`dnorm._kernels.scan` keeps one graph between such comparisons with powers of two).
 LENGTHS = (33, 42, 58)
 
 
