@@ -5,6 +5,7 @@ its inputs (Ding et al. 2020), their hybrid and Sinkhorn attention, from one
 log-domain implementation that runs on NumPy, CuPy, torch, JAX and Dask.
 """
 
+from . import masks
 from ._api import attention, normalize, received_mass
 from ._decode import DecodeState, decode
 from ._packed import varlen_attention
@@ -16,6 +17,7 @@ __all__ = [
     "DecodeState",
     "attention",
     "decode",
+    "masks",
     "normalize",
     "received_mass",
     "scaled_dot_product_attention",

@@ -1,24 +1,19 @@
-"""The public functions: check the arguments, resolve the namespace once, hand over to :mod:`dnorm._dispatch`.
+"""The public functions: check the arguments, resolve the namespace once, hand over to :mod:`dnorm._routing`.
 
-Nothing here computes attention itself: :mod:`dnorm._kernels` does, on any
-array-API namespace, and :mod:`dnorm._fastpath` holds backend fast paths that
-the tests check against the kernels.
+Nothing here computes attention itself: the routing layer picks the
+implementation (the array-API kernels of :mod:`dnorm._kernels`, on any
+namespace, or a backend's fast path in :mod:`dnorm._fastpath`) and runs it.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from types import ModuleType
 from typing import Any
 
-from . import _dispatch as dispatch
-from . import _heads as heads
 from . import _random as random
+from . import _routing as routing
 from . import _validate as check
 from ._docs import shared_docstring
-from ._kernels import attention as kernels
-from ._kernels import blocked
-from ._kernels.scores import from_matrix
+from ._kernels import budget, masks
 
 Array = Any
 
@@ -75,29 +70,14 @@ def normalize(
     >>> dnorm.normalize(scores, "doubly").sum(axis=0)
     array([1., 1.])
     """
-    xp = check.namespace(scores=scores, mask=mask, alpha=dispatch.array_or_none(alpha))
+    xp = check.namespace(scores=scores, mask=mask, alpha=check.array_or_none(alpha))
     check.floating(scores, "scores", xp=xp)
-    scheme, offset = _options(scheme, causal=causal, n_iter=n_iter, shape=tuple(scores.shape[-2:]))
+    scheme, offset = check.scheme_and_offset(scheme, causal=causal, n_iter=n_iter, shape=tuple(scores.shape[-2:]))
     check.flag(log, "log")
     check.mask(mask, tuple(scores.shape), name="mask", xp=xp)
     check.alpha(alpha, tuple(scores.shape[:-2]), xp=xp)
-    work, out_dtype = dispatch.compute_dtype(scores.dtype, xp=xp)
-    work_mask = dispatch.cast_mask(mask, work, xp=xp)
-    source = from_matrix(
-        dispatch.cast(scores, work, xp=xp), mask=work_mask, causal=offset is not None, offset=offset or 0
-    )
-    result = blocked.weights(
-        source,
-        ((0, scores.shape[-2]),),
-        scheme=scheme,
-        causal=offset is not None,
-        alpha=dispatch.alpha_array(alpha, work, scores, xp=xp),
-        n_iter=n_iter,
-        log=log,
-        xp=xp,
-        doubling=dispatch.symbolic_lengths(xp),
-    )
-    return dispatch.cast(result, out_dtype, xp=xp)
+    request = check.Request(scheme, offset, 1.0, tuple(scores.shape[:-2]), 1, n_iter=n_iter)
+    return routing.weights(scores, mask, alpha, request, log=log, xp=xp)
 
 
 @shared_docstring
@@ -117,6 +97,7 @@ def attention(
     softcap: float | None = None,
     dropout_p: float = 0.0,
     dropout_key: object = None,
+    kernel: str = "auto",
 ) -> Array:
     """Attention output ``A @ value`` of a scheme, with ``S = query @ key.T * scale``.
 
@@ -189,6 +170,7 @@ def attention(
         (``jax.random.key``), required; for NumPy arrays a
         ``numpy.random.Generator``, required. Other libraries raise
         ``TypeError`` for ``dropout_p > 0``.
+    {kernel_param}
 
     Returns
     -------
@@ -220,58 +202,28 @@ def attention(
             softcap=softcap,
             dropout_p=dropout_p,
             dropout_key=dropout_key,
+            kernel=kernel,
             **extra,
         )
-    xp = check.namespace(query=query, key=key, value=value, mask=mask, alpha=dispatch.array_or_none(alpha))
-    lead, groups = checked_qkv(query, key, value, xp=xp)
-    n_queries, n_keys = query.shape[-2], key.shape[-2]
-    scheme, offset = _options(scheme, causal=causal, n_iter=n_iter, shape=(n_queries, n_keys))
-    causal = offset is not None
-    factor = check.scale(scale, query.shape[-1])
-    check.mask(mask, (*lead, n_queries, n_keys), name="mask", xp=xp)
-    check.alpha(alpha, lead, xp=xp)
-    if block_size is not None:
-        check.positive_int(block_size, "block_size")
-    softcap = check.softcap(softcap)
-    dropout_p = check.probability(dropout_p, "dropout_p")
-    seed = random.seed(dropout_key, query, xp=xp) if dropout_p > 0 else None
-    if check.library(xp) == "dask":
-        from ._fastpath import dask as chunkwise
-
-        if chunkwise.supported(query, key, value, mask, alpha, groups=groups):  # one task per chunk
-            aligned = False if offset is None else "top-left" if offset == 0 else "bottom-right"
-            inner = {"causal": aligned, "scale": factor, "n_iter": n_iter, "block_size": block_size}
-            return chunkwise.attention(query, key, value, mask, alpha, scheme, softcap=softcap, **inner)
-    work, out_dtype = dispatch.compute_dtype(query.dtype, xp=xp)
-    q, k, v = (dispatch.cast(x, work, xp=xp) for x in (query, key, value))
-    work_alpha = dispatch.alpha_array(alpha, work, query, xp=xp)
-    work_mask = dispatch.cast_mask(mask, work, xp=xp)
-    # grouped-query attention: (..., H, G, T, D) queries over (..., H, 1, K, D) keys
-    (q, work_mask, work_alpha), (k, v) = heads.split((q, work_mask, work_alpha), (k, v), groups, xp=xp)
-    if groups > 1:
-        lead = (*lead[:-1], lead[-1] // groups, groups)
-    impl: ModuleType = kernels
-    options: Any
-    if (
-        block_size is None
-        and not causal
-        and scheme != "sinkhorn"
-        and softcap is None
-        and seed is None
-        and dispatch.torch_fastpath_supports(q, k, v, work_mask, work_alpha, xp=xp)
-    ):
-        from ._fastpath import torch as fused
-
-        impl, options = fused, fused.Options(scheme, factor)
-    else:
-        scale_up = dispatch.ACCELERATOR_SCALE if check.accelerated(q, xp) else 1
-        lead = dispatch.task_lead(lead, q, k, work_mask, xp=xp)  # Dask: the budgets apply to one chunk
-        options = dispatch.kernel_options(
-            scheme, offset, n_iter, factor, lead, n_queries, n_keys, block_size, work, xp=xp, budget=scale_up
-        )
-        options = replace(options, softcap=softcap, dropout=dropout_p)
-    out = dispatch.run(impl, q, k, v, work_mask, work_alpha, seed, options=options, xp=xp)
-    return dispatch.cast(heads.merge(out, groups, xp=xp), out_dtype, xp=xp)
+    xp = check.namespace(query=query, key=key, value=value, mask=mask, alpha=check.array_or_none(alpha))
+    request = check.attention_request(
+        query,
+        key,
+        value,
+        mask,
+        alpha,
+        scheme=scheme,
+        causal=causal,
+        scale=scale,
+        n_iter=n_iter,
+        block_size=block_size,
+        softcap=softcap,
+        dropout_p=dropout_p,
+        kernel=kernel,
+        xp=xp,
+    )
+    seed = random.seed(dropout_key, query, xp=xp) if request.dropout_p > 0 else None
+    return routing.attention(query, key, value, mask, alpha, seed, request, xp=xp)
 
 
 def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
@@ -308,57 +260,8 @@ def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
     xp = check.namespace(weights=weights, mask=mask)
     check.floating(weights, "weights", xp=xp)
     check.mask(mask, tuple(weights.shape), name="mask", xp=xp)
-    work, out_dtype = dispatch.compute_dtype(weights.dtype, xp=xp)
-    w = dispatch.cast(weights, work, xp=xp)
+    work, out_dtype = budget.compute_dtype(weights.dtype, xp=xp)
+    w = budget.cast(weights, work, xp=xp)
     if mask is not None:
-        counted = mask if xp.isdtype(mask.dtype, "bool") else mask != -xp.inf
-        w = xp.where(counted, w, 0.0)
-    return dispatch.cast(xp.sum(w, axis=-2), out_dtype, xp=xp)
-
-
-def checked_qkv(query: Array, key: Array, value: Array, /, *, xp: Any) -> tuple[tuple[int, ...], int]:
-    """Check query, key and value against each other; return the leading shape of the output and the head groups.
-
-    The leading dimensions broadcast together, or (grouped-query attention)
-    those before axis -3 do and the query heads (axis -3) are a multiple of
-    the key heads, which equal the value heads; the second number is then
-    query heads per key head, else 1.
-    """
-    for name, x in (("query", query), ("key", key), ("value", value)):
-        check.floating(x, name, xp=xp)
-    if not query.dtype == key.dtype == value.dtype:
-        msg = f"query, key and value must share one dtype, got {query.dtype}, {key.dtype}, {value.dtype}"
-        raise TypeError(msg)
-    if query.shape[-1] != key.shape[-1]:
-        msg = f"query and key must have the same feature size D, got {query.shape[-1]} and {key.shape[-1]}"
-        raise ValueError(msg)
-    if key.shape[-2] != value.shape[-2]:
-        msg = f"key and value must have the same length K, got {key.shape[-2]} and {value.shape[-2]}"
-        raise ValueError(msg)
-    shapes = {"query": query.shape[:-2], "key": key.shape[:-2], "value": value.shape[:-2]}
-    heads, kv_heads = (query.shape[-3], key.shape[-3]) if min(query.ndim, key.ndim, value.ndim) >= 3 else (0, 0)
-    if kv_heads in (0, 1) or heads == kv_heads or heads % kv_heads or value.shape[-3] != kv_heads:
-        return check.broadcast_shapes(shapes, "leading dimensions"), 1
-    outer = check.broadcast_shapes({n: s[:-1] for n, s in shapes.items()}, "leading dimensions before the heads")
-    return (*outer, heads), heads // kv_heads
-
-
-def _options(scheme: object, /, *, causal: object, n_iter: object, shape: tuple[int, int]) -> tuple[str, int | None]:
-    """Check the options every scheme function takes; return the scheme and the causal offset (None: not causal)."""
-    name = check.scheme(scheme)
-    check.positive_int(n_iter, "n_iter")
-    if name == "sinkhorn" and causal is not False and isinstance(causal, bool | str):
-        msg = (
-            "scheme='sinkhorn' has no strictly causal definition: use causal=False with an "
-            "explicit triangular mask (bidirectional), or scheme='doubly' with causal=True"
-        )
-        raise NotImplementedError(msg)
-    offset = check.causal(causal, *shape)
-    if offset is not None and offset > 0 and name in ("doubly", "hybrid"):
-        msg = (
-            f"causal='bottom-right' with {shape[0]} queries for {shape[1]} keys needs the running column statistic "
-            f"of the {offset} earlier queries, which scheme={name!r} cannot recover from the keys: use dnorm.decode "
-            "with the state of the earlier positions"
-        )
-        raise ValueError(msg)
-    return name, offset
+        w = xp.where(masks.allowed(mask, xp=xp), w, 0.0)
+    return budget.cast(xp.sum(w, axis=-2), out_dtype, xp=xp)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
-from . import _api
-from . import _dispatch as dispatch
-from . import _heads as heads
+from . import _routing as routing
 from . import _validate as check
-from ._kernels import blocked
-from ._kernels import logsumexp as lse
-from ._kernels.scores import block_bounds, from_projections
+from ._docs import shared_docstring
 
 Array = Any
 
@@ -31,6 +26,7 @@ class DecodeState(NamedTuple):
     sum: Array
 
 
+@shared_docstring
 def decode(
     query: Array,
     key: Array,
@@ -43,6 +39,7 @@ def decode(
     scale: float | None = None,
     alpha: float | Array = 0.5,
     softcap: float | None = None,
+    kernel: str = "auto",
 ) -> tuple[Array, DecodeState | None]:
     """Strictly causal attention of new queries against a KV cache, and the state for the next call.
 
@@ -81,6 +78,8 @@ def decode(
         Cap the scores at ``softcap * tanh(S / softcap)``, as in
         :func:`attention`; the state holds statistics of the capped scores,
         so every call of one sequence takes the same ``softcap``.
+    {kernel_param}
+        Decoding is strictly causal: ``"torch"`` and ``"dask"`` cannot serve it.
 
     Returns
     -------
@@ -115,49 +114,26 @@ def decode(
     True
     """
     parts = (None, None) if state is None else _state_parts(state)
-    arrays = {"mask": mask, "alpha": dispatch.array_or_none(alpha), "state.max": parts[0], "state.sum": parts[1]}
+    arrays = {"mask": mask, "alpha": check.array_or_none(alpha), "state.max": parts[0], "state.sum": parts[1]}
     xp = check.namespace(query=query, key=key, value=value, **arrays)
     name = check.scheme(scheme)
     if name == "sinkhorn":
         msg = "scheme='sinkhorn' has no strictly causal definition to decode with: use 'doubly' or 'hybrid'"
         raise NotImplementedError(msg)
-    lead, groups = _api.checked_qkv(query, key, value, xp=xp)
+    lead, groups = check.qkv(query, key, value, xp=xp)
     n_new, n_keys = query.shape[-2], key.shape[-2]
     if n_new > n_keys:
         msg = f"query has {n_new} new positions but key holds only {n_keys}: append the new keys to the cache first"
         raise ValueError(msg)
     factor = check.scale(scale, query.shape[-1])
-    softcap = check.softcap(softcap)
+    cap = check.softcap(softcap)
     check.mask(mask, (*lead, n_new, n_keys), name="mask", xp=xp)
     check.alpha(alpha, lead, xp=xp)
-    work, out_dtype = dispatch.compute_dtype(query.dtype, xp=xp)
-    earlier = _checked_state(parts, name, lead, n_keys - n_new, work, xp=xp)
-    q, k, v = (dispatch.cast(x, work, xp=xp) for x in (query, key, value))
-    work_mask = dispatch.cast_mask(mask, work, xp=xp)
-    work_alpha = dispatch.alpha_array(alpha, work, query, xp=xp)
-    per_query_head = (q, work_mask, work_alpha, *(earlier or ()))
-    (q, work_mask, work_alpha, *earlier), (k, v) = heads.split(per_query_head, (k, v), groups, xp=xp)
-    carry = lse.LogSumExp(*earlier) if earlier else None
-    scores = from_projections(q * factor, k, mask=work_mask, causal=True, offset=n_keys - n_new, softcap=softcap)
-    row_bytes = math.prod(lead) * n_keys * (xp.finfo(work).bits // 8)
-    rows = block_bounds(n_new, max(dispatch.MIN_ROWS, dispatch.rows_within(dispatch.CAUSAL_BYTES, row_bytes)))
-    out, residuals = blocked.attend(
-        scores,
-        v,
-        rows,
-        scheme=name,
-        causal=True,
-        alpha=work_alpha,
-        n_iter=1,
-        xp=xp,
-        carry=carry,
-        doubling=dispatch.symbolic_lengths(xp),
-    )
-    last = residuals.carries[-1] if residuals.carries else None
-    new_state = None
-    if last is not None:
-        new_state = DecodeState(*(heads.merge(x, groups, xp=xp)[..., 0, :] for x in last))
-    return dispatch.cast(heads.merge(out, groups, xp=xp), out_dtype, xp=xp), new_state
+    offset = check.causal_offset("bottom-right", n_new, n_keys) or 0  # the new queries are the last positions
+    earlier = _checked_state(parts, name, lead, offset, xp=xp)
+    request = check.Request(name, offset, factor, lead, groups, n_iter=1, softcap=cap, kernel=check.kernel(kernel))
+    out, new_state = routing.decode(query, key, value, mask, alpha, earlier, request, xp=xp)
+    return out, None if new_state is None else DecodeState(*new_state)
 
 
 def _state_parts(state: object) -> tuple[Array, Array]:
@@ -168,9 +144,9 @@ def _state_parts(state: object) -> tuple[Array, Array]:
 
 
 def _checked_state(
-    parts: tuple[Array, Array], scheme: str, lead: tuple[int, ...], n_earlier: int, dtype: Any, /, *, xp: Any
-) -> list[Array] | None:
-    """The state as ``(..., Hq, 1, K - T)`` arrays of the compute dtype, or None; errors name what is wrong."""
+    parts: tuple[Array, Array], scheme: str, lead: tuple[int, ...], n_earlier: int, /, *, xp: Any
+) -> tuple[Array, Array] | None:
+    """The state's two arrays, checked to be real floating of shape ``(..., Hq, K - T)``, or None."""
     if parts[0] is None:
         if scheme != "softmax" and n_earlier:
             msg = (
@@ -190,4 +166,4 @@ def _checked_state(
         if tuple(x.shape) != expected:
             msg = f"{name} must have shape {expected} (query heads, then the K - T earlier keys), got {tuple(x.shape)}"
             raise ValueError(msg)
-    return [xp.expand_dims(dispatch.cast(x, dtype, xp=xp), axis=-2) for x in parts]
+    return parts

@@ -60,14 +60,25 @@ _SECTIONS = {
     "n_iter_param": """n_iter : int, default 3
         Column normalizations of ``"sinkhorn"``, at least 1. Ignored by the
         other schemes.""",
+    "kernel_param": """kernel : {"auto", "array-api", "torch", "dask"}, default "auto"
+        The implementation that computes the call. ``"auto"`` chooses: Dask
+        arrays whose sequence and feature axes are one chunk each run one
+        task per chunk (``"dask"``); CPU torch tensors with ``"softmax"``,
+        ``"doubly"`` or ``"hybrid"`` and no ``causal``, ``block_size``,
+        ``softcap`` or dropout go through torch's fused attention kernels
+        (``"torch"``, also CUDA inference); every other call takes the
+        array-API kernels (``"array-api"``), which serve every call. A named
+        implementation that cannot serve the call raises ``ValueError``
+        saying why; it never falls back to another.""",
     "raises": """Raises
     ------
     TypeError
         For non-floating or complex arrays, arrays of different libraries, and
         options of the wrong type; the message names the argument.
     ValueError
-        For shapes that do not fit together, an unknown scheme, ``alpha``
-        outside [0, 1] (NaN included) and ``n_iter < 1``.
+        For shapes that do not fit together, an unknown scheme or kernel,
+        ``alpha`` outside [0, 1] (NaN included), ``n_iter < 1``, and a
+        ``kernel`` that cannot serve the call.
     NotImplementedError
         For ``scheme="sinkhorn"`` with ``causal=True``.""",
 }

@@ -11,6 +11,7 @@ from numbers import Real
 from typing import Any
 
 from . import _validate as check
+from ._kernels import masks
 
 Array = Any
 
@@ -58,8 +59,7 @@ def allowed_pairs(mask: Array | None, shape: tuple[int, ...], /, *, xp: Any) -> 
     """The boolean allowed pairs of ``mask`` broadcast to ``shape``; None without a mask."""
     if mask is None:
         return None
-    ok = mask if xp.isdtype(mask.dtype, "bool") else mask != -xp.inf
-    return xp.broadcast_to(ok, shape)
+    return xp.broadcast_to(masks.allowed(mask, xp=xp), shape)
 
 
 def visible(allowed: Array | None, /, *, xp: Any) -> Array | None:

@@ -14,12 +14,10 @@ import itertools
 import operator
 from typing import Any
 
-from . import _dispatch as dispatch
 from . import _random as random
+from . import _routing as routing
 from . import _validate as check
-from ._api import attention, checked_qkv
 from ._docs import shared_docstring
-from ._kernels._device import device_of
 
 Array = Any
 
@@ -42,6 +40,7 @@ def varlen_attention(
     softcap: float | None = None,
     dropout_p: float = 0.0,
     dropout_key: object = None,
+    kernel: str = "auto",
 ) -> Array:
     """Attention over a packed batch of sequences of different lengths (spec DEF-PACKED-BATCH).
 
@@ -73,7 +72,7 @@ def varlen_attention(
     {scheme_param}
     {causal_param}
         It applies within each sequence.
-    scale, alpha, n_iter, block_size, softcap, dropout_p, dropout_key
+    scale, alpha, n_iter, block_size, softcap, dropout_p, dropout_key, kernel
         As in :func:`attention`, for every sequence. Each sequence draws its
         own dropout seed.
 
@@ -98,8 +97,8 @@ def varlen_attention(
     >>> bool(np.allclose(out[:, 3:], dnorm.attention(q[:, 3:], k[:, 3:], v[:, 3:])))
     True
     """
-    xp = check.namespace(query=query, key=key, value=value, alpha=dispatch.array_or_none(alpha))
-    lead = checked_qkv(query, key, value, xp=xp)[0]  # of the output: grouped heads count as query heads
+    xp = check.namespace(query=query, key=key, value=value, alpha=check.array_or_none(alpha))
+    lead = check.qkv(query, key, value, xp=xp)[0]  # of the output: grouped heads count as query heads
     starts_q = offsets(cu_seqlens_q, query.shape[-2], "cu_seqlens_q")
     starts_k = starts_q if cu_seqlens_k is None else offsets(cu_seqlens_k, key.shape[-2], "cu_seqlens_k")
     if len(starts_k) != len(starts_q):
@@ -108,23 +107,20 @@ def varlen_attention(
             f"and {len(starts_k) - 1}"
         )
         raise ValueError(msg)
-    keys = random.keys(dropout_key, len(starts_q) - 1, xp=xp) if dropout_p else [dropout_key] * (len(starts_q) - 1)
-    options: dict[str, Any] = {"causal": causal, "scale": scale, "alpha": alpha, "n_iter": n_iter}
-    outputs = []
-    for b in range(len(starts_q) - 1):
+    n = len(starts_q) - 1
+    keys = random.keys(dropout_key, n, xp=xp) if dropout_p else [dropout_key] * n
+    options: dict[str, Any] = {"scheme": scheme, "causal": causal, "scale": scale, "n_iter": n_iter}
+    options |= {"block_size": block_size, "softcap": softcap, "dropout_p": dropout_p, "kernel": kernel}
+    sequences = []
+    for b in range(n):
         q0, q1, k0, k1 = starts_q[b], starts_q[b + 1], starts_k[b], starts_k[b + 1]
-        if q1 == q0:
-            continue
-        if k1 == k0:  # queries that attend no key get zero rows
-            shape = (*lead, q1 - q0, value.shape[-1])
-            outputs.append(xp.zeros(shape, dtype=query.dtype, device=device_of(query)))
-            continue
-        q, k, v = query[..., q0:q1, :], key[..., k0:k1, :], value[..., k0:k1, :]
-        outputs.append(attention(q, k, v, scheme, softcap=softcap, dropout_p=dropout_p, dropout_key=keys[b], **options))
-    if not outputs:
-        shape = (*lead, 0, value.shape[-1])
-        return xp.zeros(shape, dtype=query.dtype, device=device_of(query))
-    return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=-2)
+        request, seed = None, None
+        if q1 > q0 and k1 > k0:
+            q, k, v = query[..., q0:q1, :], key[..., k0:k1, :], value[..., k0:k1, :]
+            request = check.attention_request(q, k, v, None, alpha, **options, xp=xp)
+            seed = random.seed(keys[b], query, xp=xp) if request.dropout_p > 0 else None
+        sequences.append((q0, q1, k0, k1, request, seed))
+    return routing.packed(query, key, value, alpha, sequences, lead, xp=xp)
 
 
 def nested_attention(query: Any, key: Any, value: Any, /, scheme: str, **options: Any) -> Any:

@@ -27,6 +27,7 @@ def scaled_dot_product_attention(
     n_iter: int = 3,
     softcap: float | None = None,
     dropout_key: object = None,
+    kernel: str = "auto",
 ) -> Array:
     """Drop-in for ``torch.nn.functional.scaled_dot_product_attention``, any scheme, any backend.
 
@@ -65,6 +66,7 @@ def scaled_dot_product_attention(
         As ``softcap`` of :func:`attention`.
     dropout_key : optional
         As ``dropout_key`` of :func:`attention`.
+    {kernel_param}
 
     Returns
     -------
@@ -74,10 +76,10 @@ def scaled_dot_product_attention(
     """
     xp = check.namespace(query=query, key=key, value=value, attn_mask=attn_mask)
     check.flag(enable_gqa, "enable_gqa")
-    _check_heads(query, key, value, enable_gqa, xp=xp)
+    check.qkv(query, key, value, xp=xp, grouped=enable_gqa)  # grouped heads only with enable_gqa, as torch
     check.flag(is_causal, "is_causal")
     causal = "top-left" if is_causal else False  # torch's alignment, whatever T and K
-    return attention(  # grouped heads without copies (dnorm._heads)
+    return attention(  # grouped heads without copies (dnorm._routing.heads)
         query,
         key,
         value,
@@ -90,22 +92,5 @@ def scaled_dot_product_attention(
         softcap=softcap,
         dropout_p=dropout_p,
         dropout_key=dropout_key,
+        kernel=kernel,
     )
-
-
-def _check_heads(query: Array, key: Array, value: Array, enable_gqa: bool, /, *, xp: Any) -> None:
-    """Grouped heads as torch has them: only with ``enable_gqa``, query heads a multiple of key heads."""
-    for name, x in (("query", query), ("key", key), ("value", value)):
-        check.floating(x, name, xp=xp, min_ndim=3 if enable_gqa else 2)
-    if not enable_gqa:
-        if min(query.ndim, key.ndim) >= 3 and key.shape[-3] not in (1, query.shape[-3]):
-            msg = f"query has {query.shape[-3]} heads and key {key.shape[-3]}: pass enable_gqa=True to group them"
-            raise ValueError(msg)
-        return
-    n_q, n_kv = query.shape[-3], key.shape[-3]
-    if n_kv == 0 or n_q % n_kv or value.shape[-3] != n_kv:
-        msg = (
-            f"enable_gqa needs query heads ({n_q}) to be a multiple of key heads ({n_kv}) "
-            f"and value heads ({value.shape[-3]}) equal to key heads"
-        )
-        raise ValueError(msg)

@@ -1,7 +1,8 @@
 """``jax.custom_vjp`` around a forward and a backward pass: memory-light gradients under ``jit`` and ``grad``.
 
-``impl`` is :mod:`dnorm._kernels.attention`; see :mod:`dnorm._autodiff.torch`
-for its protocol. The residuals are arrays (O(T + K) per head), so the rule
+``impl`` is the implementation the routing layer chose (the array-API kernels), with
+the methods of :class:`dnorm._routing.contract.Trainable`; see :mod:`dnorm._autodiff.torch`.
+The residuals are arrays (O(T + K) per head), so the rule
 works inside ``jax.jit``. Reverse-over-reverse differentiation traces the
 backward pass itself, whose operations JAX differentiates as usual.
 """
@@ -9,7 +10,6 @@ backward pass itself, whose operations JAX differentiates as usual.
 from __future__ import annotations
 
 from functools import partial
-from types import ModuleType
 from typing import Any
 
 import jax
@@ -19,26 +19,22 @@ import numpy as np
 __all__ = ["attention"]
 
 
-def attention(
-    query: Any, key: Any, value: Any, mask: Any, alpha: Any, seed: Any, /, *, impl: ModuleType, options: Any
-) -> Any:
+def attention(query: Any, key: Any, value: Any, mask: Any, alpha: Any, seed: Any, /, *, impl: Any, options: Any) -> Any:
     """``impl``'s attention output, with its backward pass as the VJP rule."""
     return _attention(query, key, value, mask, alpha, seed, impl, options)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(6, 7))
-def _attention(
-    query: Any, key: Any, value: Any, mask: Any, alpha: Any, seed: Any, impl: ModuleType, options: Any
-) -> Any:
+def _attention(query: Any, key: Any, value: Any, mask: Any, alpha: Any, seed: Any, impl: Any, options: Any) -> Any:
     return impl.forward(query, key, value, mask, alpha, seed, options=options, xp=xp)[0]
 
 
-def _forward(query: Any, key: Any, value: Any, mask: Any, alpha: Any, seed: Any, impl: ModuleType, options: Any) -> Any:
+def _forward(query: Any, key: Any, value: Any, mask: Any, alpha: Any, seed: Any, impl: Any, options: Any) -> Any:
     out, residuals = impl.forward(query, key, value, mask, alpha, seed, options=options, xp=xp)
     return out, (query, key, value, mask, alpha, seed, out, residuals)
 
 
-def _backward(impl: ModuleType, options: Any, saved: Any, grad: Any) -> tuple[Any, ...]:
+def _backward(impl: Any, options: Any, saved: Any, grad: Any) -> tuple[Any, ...]:
     query, key, value, mask, alpha, seed, out, residuals = saved
     floating_mask = mask is not None and xp.issubdtype(mask.dtype, xp.floating)
     d_query, d_key, d_value, d_mask, d_alpha = impl.backward(

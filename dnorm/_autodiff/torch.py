@@ -1,7 +1,7 @@
 """``torch.autograd.Function`` around a forward and a backward pass: memory-light, first-order gradients.
 
-``impl`` is :mod:`dnorm._kernels.attention` (the array-API kernels) or
-:mod:`dnorm._fastpath.torch` (torch's fused kernels): a module with
+``impl`` is an implementation the routing layer chose (the array-API kernels or
+torch's fused kernels), with the methods of :class:`dnorm._routing.contract.Trainable`:
 ``forward(query, key, value, mask, alpha, seed, *, options, xp) -> (out, residuals)``
 and ``backward(..., seed, out, residuals, grad, *, options, mask_grad, xp)``, ``seed``
 dropout's integer array or None.
@@ -15,7 +15,6 @@ it returns zeros for the second derivative with respect to the inputs.)
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import array_api_compat.torch as xp
@@ -40,7 +39,7 @@ def attention(
     seed: torch.Tensor | None,
     /,
     *,
-    impl: ModuleType,
+    impl: Any,
     options: Any,
 ) -> torch.Tensor:
     """``impl``'s attention output, differentiable in every floating tensor argument."""
@@ -57,7 +56,7 @@ class _Attention(torch.autograd.Function):
         mask: torch.Tensor | None,
         alpha: torch.Tensor,
         seed: torch.Tensor | None,
-        impl: ModuleType,
+        impl: Any,
         options: Any,
     ) -> torch.Tensor:
         out, residuals = impl.forward(query, key, value, mask, alpha, seed, options=options, xp=xp)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import normalize
+from .. import masks, normalize
 from ..diagnostics import Report
 from . import CommandError, text
 
@@ -27,7 +27,7 @@ def write(
     flat_mask = None if mask is None else np.broadcast_to(mask, x.shape).reshape(-1, t, k)
     allowed = flat != -np.inf if result.kind == "scores" else np.ones(flat.shape, dtype=bool)
     if flat_mask is not None:
-        allowed = allowed & (flat_mask if flat_mask.dtype == np.bool_ else flat_mask != -np.inf)
+        allowed = allowed & masks.allowed(flat_mask)
     if result.kind == "weights":
         panels = {"weights": flat[head]}
     else:

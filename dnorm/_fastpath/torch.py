@@ -27,25 +27,18 @@ scores; either broadcasts against ``(..., T, K)``.
 import math
 from typing import Any
 
+import array_api_compat.torch as torch_xp
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .torch_fused import Options, Residuals, backward, forward, four_d, mask_scores
+from .._kernels import budget, masks, rows
+from .torch_fused import Options, Residuals, backward, forward, four_d
 
-__all__ = ["Options", "Residuals", "backward", "biased_attention", "column_logsumexp", "forward", "infer", "supported"]
+__all__ = ["Options", "Residuals", "backward", "biased_attention", "column_logsumexp", "forward", "infer", "refuses"]
 
 _TORCH_VERSION = tuple(int(part) for part in torch.__version__.split(".")[:2])
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# Scores held per block of keys (8 MiB in float32): few blocks, each cache-friendly.
-_BLOCK_ELEMENTS = 1 << 21
-#: On CUDA the blocks are this many times larger (512 MiB in float32): kernel launches, not caches, set their size.
-_ACCELERATOR_SCALE = 64
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Return float64 for float64 input and float32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _as_work(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -86,27 +79,25 @@ def column_logsumexp(query: Tensor, key: Tensor, /, *, scale: float, mask: Tenso
     writes into its own buffers, so it is for tensors that do not require a
     gradient (:func:`forward` finds ``c`` differently, with ``B^T Q``).
     """
-    work = _work_dtype(query.dtype)
+    work = budget.compute_dtype(query.dtype, xp=torch_xp)[0]
     q, k, m = query.to(work), key.to(work), _as_work(mask, work)
     n_queries, n_keys = q.shape[-2], k.shape[-2]
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], () if m is None else m.shape[:-2])
     if m is not None:
         m = torch.broadcast_to(m, torch.broadcast_shapes(m.shape, (n_queries, n_keys)))
     queries_t = (q * scale).mT.expand(*batch, -1, -1)
-    rows = math.prod(batch) * n_queries
-    budget = _BLOCK_ELEMENTS * (1 if q.device.type == "cpu" else _ACCELERATOR_SCALE)
-    block = n_keys if rows * n_keys <= budget else max(1, budget // rows)
-    buffer = q.new_empty(rows * block)
+    n_rows = math.prod(batch) * n_queries
+    elements = budget.KEY_BLOCK_BYTES // 4 * (1 if q.device.type == "cpu" else budget.ACCELERATOR_SCALE)
+    block = n_keys if n_rows * n_keys <= elements else max(1, elements // n_rows)
+    buffer = q.new_empty(n_rows * block)
     parts = []
     starts = (0,) if block == n_keys else range(0, n_keys, block)  # one block: no loop over a symbolic length
     for start in starts:
         keys = k[..., start : start + block, :]
-        scores = buffer[: rows * keys.shape[-2]].view(*batch, keys.shape[-2], n_queries)
+        scores = buffer[: n_rows * keys.shape[-2]].view(*batch, keys.shape[-2], n_queries)
         torch.matmul(keys.expand(*batch, -1, -1), queries_t, out=scores)
-        if m is not None and m.dtype == torch.bool:
-            scores.masked_fill_(m[..., start : start + block].mT.logical_not(), -math.inf)
-        elif m is not None:
-            scores.add_(m[..., start : start + block].mT)
+        if m is not None:
+            scores = masks.apply(scores, m[..., start : start + block].mT, xp=torch_xp)
         top = scores.amax(dim=-1)
         torch.log_softmax(scores, dim=-1, out=scores)
         parts.append(torch.where(top > -math.inf, top - scores.amax(dim=-1), top))
@@ -156,23 +147,24 @@ def biased_attention(
     float16 and bfloat16 are computed in float32. On the CPU the zero rows
     come from ``scaled_dot_product_attention`` itself, which returns zeros
     for an all ``-inf`` row since torch 2.5 (its ``_safe_softmax``);
-    :func:`supported` rejects older versions. On CUDA a ``where`` on the
+    :func:`refuses` turns down older versions. On CUDA a ``where`` on the
     rows of the mask makes them, whichever kernel runs.
     """
-    work = _work_dtype(query.dtype)
+    work = budget.compute_dtype(query.dtype, xp=torch_xp)[0]
     q, k, v, b = (t.to(work) for t in (query, key, value, bias))
-    attn_mask = mask_scores(b[..., None, :], _as_work(mask, work))
+    b = torch.where(b == math.inf, 0.0, b)  # a key that no query sees: its bias is never read
+    attn_mask = masks.apply(b[..., None, :], _as_work(mask, work), xp=torch_xp)
     batch = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2], attn_mask.shape[:-2]))
     # SDPA does not broadcast them against the mask, and takes its fused kernel in 4-D only (grouped heads are 5-D)
     q, k, v, attn_mask = (four_d(t, batch) for t in (q, k, v, attn_mask))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
     if mask is not None and out.device.type != "cpu":  # zero rows by construction, whatever the CUDA kernel gives
-        out = torch.where((attn_mask > -math.inf).any(dim=-1, keepdim=True), out, 0.0)
+        out = torch.where(masks.allowed(attn_mask, xp=torch_xp).any(dim=-1, keepdim=True), out, 0.0)
     return out.reshape(*batch, *out.shape[-2:]).to(query.dtype)
 
 
-def supported(query: object, key: object, value: object, mask: object, *, training: bool = False) -> bool:
-    """Whether the fast path accepts these arguments (static checks only).
+def refuses(query: object, key: object, value: object, mask: object, *, training: bool = False) -> str | None:
+    """Why the fast path cannot take these arguments, or None when it can (static checks only).
 
     Parameters
     ----------
@@ -186,48 +178,60 @@ def supported(query: object, key: object, value: object, mask: object, *, traini
 
     Returns
     -------
-    bool
-        True for tensors of one float dtype (float16, bfloat16, float32,
+    str or None
+        None for tensors of one float dtype (float16, bfloat16, float32,
         float64), with ``T, K >= 1`` and matching, broadcastable shapes, on
         torch 2.5 or later, unless a floating mask requires a gradient (its
         gradient is ``dS`` itself, which the fused kernels never form; the
         array-API kernels give it); on the CPU, and on CUDA for inference
         in float16, bfloat16 and float32 (``scaled_dot_product_attention``
         with a float mask takes the memory-efficient kernel there; training
-        on CUDA takes the array-API kernels). Tensor values are never read.
+        on CUDA takes the array-API kernels). Else the reason, in words.
+        Tensor values are never read.
     """
     q, k, v = query, key, value
     if not (isinstance(q, Tensor) and isinstance(k, Tensor) and isinstance(v, Tensor)):
-        return False
+        return f"it takes torch tensors, got {type(q).__module__}.{type(q).__name__}"
     if not (mask is None or isinstance(mask, Tensor)):
-        return False
+        return f"it takes a torch tensor as the mask, got {type(mask).__name__}"
     tensors = [q, k, v] if mask is None else [q, k, v, mask]
     if q.dtype not in _FLOATS or k.dtype != q.dtype or v.dtype != q.dtype:
-        return False
-    if mask is not None and mask.dtype != torch.bool and (mask.dtype not in _FLOATS or mask.requires_grad):
-        return False
-    if _TORCH_VERSION < (2, 5) or min(q.ndim, k.ndim, v.ndim) < 2 or not _on_one_device(tensors, training):
-        return False
+        return f"it takes query, key and value of one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}"
+    if mask is not None and mask.dtype != torch.bool and mask.dtype not in _FLOATS:
+        return f"it takes a boolean or floating mask, got {mask.dtype}"
+    if mask is not None and mask.dtype != torch.bool and mask.requires_grad:
+        return "a floating mask that requires a gradient needs dS itself, which torch's fused kernels never form"
+    if _TORCH_VERSION < (2, 5):
+        return f"it needs torch 2.5 or later, got {torch.__version__}"
+    if min(q.ndim, k.ndim, v.ndim) < 2:
+        return "query, key and value need at least two dimensions"
+    where = _device_refusal(tensors, training)
+    if where is not None:
+        return where
     n_queries, n_keys = q.shape[-2], k.shape[-2]
     if min(n_queries, n_keys) < 1 or k.shape[-1] != q.shape[-1] or v.shape[-2] != n_keys:
-        return False
+        return f"the shapes {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)} have no query, no key or do not fit"
     mask_shape = () if mask is None else mask.shape
     try:
         torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2], mask_shape[:-2])
         torch.broadcast_shapes(mask_shape[-2:], (n_queries, n_keys))
     except RuntimeError:
-        return False
-    return True
+        return "the leading shapes of query, key, value and mask do not broadcast"
+    return None
 
 
-def _on_one_device(tensors: list[Tensor], training: bool, /) -> bool:
+def _device_refusal(tensors: list[Tensor], training: bool, /) -> str | None:
     """All on the CPU; or all on one CUDA device, for inference and not in float64 (the efficient kernel's dtypes)."""
     device = tensors[0].device
     if any(t.device != device for t in tensors):
-        return False
+        return f"it takes tensors on one device, got {sorted({str(t.device) for t in tensors})}"
     if device.type == "cuda":
-        return not training and tensors[0].dtype != torch.float64
-    return device.type == "cpu"
+        if training:
+            return "on CUDA it serves inference only (training there takes the array-API kernels)"
+        if tensors[0].dtype == torch.float64:
+            return "on CUDA it takes float16, bfloat16 and float32 (the memory-efficient kernel's dtypes), not float64"
+        return None
+    return None if device.type == "cpu" else f"it runs on the CPU and CUDA, got the device {device}"
 
 
 def infer(
@@ -258,5 +262,4 @@ def infer(
     doubly = biased_attention(query, key, value, -c, scale=scale, mask=mask)
     if scheme == "doubly":
         return doubly
-    softmax = biased_attention(query, key, value, zero, scale=scale, mask=mask)
-    return alpha * doubly + (1 - alpha) * softmax
+    return rows.mix(doubly, biased_attention(query, key, value, zero, scale=scale, mask=mask), alpha)

@@ -15,12 +15,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import array_api_compat.torch as torch_xp
 import torch
 from torch import Tensor
 
-from .._kernels.backward import sum_to
+from .._kernels import masks, rows
+from .._kernels.shapes import pad, sum_to
 
-__all__ = ["Options", "Residuals", "backward", "forward", "four_d", "mask_scores"]
+__all__ = ["Options", "Residuals", "backward", "forward", "four_d", "key_bias"]
 
 
 @dataclass(frozen=True)
@@ -31,17 +33,13 @@ class Options:
     scale: float
 
 
-def mask_scores(scores: Tensor, mask: Tensor | None) -> Tensor:
-    """Return ``scores`` with ``mask`` applied; masked entries become ``-inf``.
+def key_bias(c: Tensor, /) -> Tensor:
+    """The per-key bias ``-c`` (spec THM-DNAS-AS-BIASED-SOFTMAX), 0 for a key no query sees (``c = -inf``).
 
-    The ``where`` keeps the gradient of masked entries exactly zero, also
-    where a column or a row is masked entirely.
+    Every query's mask hides such a key, so its bias is never read; 0 keeps
+    ``-c + mask`` from being ``inf - inf``.
     """
-    if mask is None:
-        return scores
-    if mask.dtype == torch.bool:
-        return torch.where(mask, scores, -math.inf)
-    return torch.where(mask > -math.inf, scores + mask, -math.inf)
+    return torch.where(c == -math.inf, 0.0, -c)
 
 
 class Residuals(NamedTuple):
@@ -77,15 +75,14 @@ def forward(
     doubly = softmax = None
     if options.scheme != "softmax":
         q_bar, c = _fused(k, q, q, _additive(None if m is None else m.mT, None), scale)
-        out, r = _fused(q, k, v, _additive(m, -c), scale)
+        out, r = _fused(q, k, v, _additive(m, key_bias(c)), scale)
         doubly = (c, q_bar, r, out)
     if options.scheme != "doubly":
         softmax = _fused(q, k, v, _additive(m, None), scale)[::-1]
     if doubly is None or softmax is None:
         out = (doubly or softmax)[-1]  # type: ignore[index]
     else:
-        a = four_d(alpha, lead) if alpha.ndim else alpha
-        out = a * doubly[-1] + (1 - a) * softmax[-1]
+        out = rows.mix(doubly[-1], softmax[-1], four_d(alpha, lead) if alpha.ndim else alpha)
     return out.reshape(*lead, *out.shape[-2:]), Residuals(doubly, softmax)
 
 
@@ -116,24 +113,26 @@ def backward(
     scale, lead = options.scale, _lead(query, key, value, mask)
     q, k, v, g = (four_d(t, lead) for t in (query, key, value, grad))
     m = None if mask is None else four_d(mask, lead)
-    a = four_d(alpha, lead) if alpha.ndim else alpha
+    share, rest = rows.shares(four_d(alpha, lead) if alpha.ndim else alpha)
     mixed = residuals.doubly is not None and residuals.softmax is not None
     parts = []
     if residuals.doubly is not None:
         c, q_bar, r, out_doubly = residuals.doubly
-        bias = _additive(m, -c)
-        dq, dk, dv, gamma = _fused_backward_with_column_sums(a * g if mixed else g, q, k, v, out_doubly, r, bias, scale)
+        bias = _additive(m, key_bias(c))
+        dq, dk, dv, gamma = _fused_backward_with_column_sums(
+            share * g if mixed else g, q, k, v, out_doubly, r, bias, scale
+        )
         weighted_keys, _ = _fused(q, k, k * gamma[..., None], bias, scale)
         parts.append((dq - scale * torch.exp(r)[..., None] * weighted_keys, dk - scale * gamma[..., None] * q_bar, dv))
     if residuals.softmax is not None:
         r, out_softmax = residuals.softmax
-        parts.append(_fused_backward((1 - a) * g if mixed else g, q, k, v, out_softmax, r, _additive(m, None), scale))
+        parts.append(_fused_backward(rest * g if mixed else g, q, k, v, out_softmax, r, _additive(m, None), scale))
     d_query, d_key, d_value = (
         sum(grads[1:], grads[0]).reshape(*lead, *grads[0].shape[-2:]) for grads in zip(*parts, strict=True)
     )
     d_alpha = None
     if residuals.doubly is not None and residuals.softmax is not None:
-        d_alpha = torch.sum(g * (residuals.doubly[-1] - residuals.softmax[-1]), dim=(-2, -1), keepdim=True)
+        d_alpha = rows.mix_gradient(g, residuals.doubly[-1], residuals.softmax[-1], xp=xp)
         d_alpha = sum_to(d_alpha.reshape(*lead, 1, 1), tuple(alpha.shape), xp=xp)
     shapes = (query.shape, key.shape, value.shape)
     d_query, d_key, d_value = (
@@ -155,10 +154,10 @@ def four_d(t: Tensor, lead: tuple[int, ...]) -> Tensor:
 
 
 def _additive(mask: Tensor | None, bias: Tensor | None) -> Tensor | None:
-    """The fused kernels' float ``attn_mask``: ``mask`` as ``0 / -inf`` or added, plus a per-key ``bias``."""
-    if bias is None:
-        return mask if mask is None or mask.dtype != torch.bool else torch.where(mask, 0.0, -math.inf)
-    return mask_scores(bias.contiguous()[..., None, :], mask)  # the kernels' log-sum-exps are (B, T, H) in memory
+    """The fused kernels' float ``attn_mask``: ``mask`` in its additive form, plus a per-key ``bias``."""
+    if bias is None:  # a boolean mask as 0 / -inf (exact in any float dtype); a floating one as it is
+        return mask if mask is None or mask.dtype != torch.bool else masks.additive(mask, torch.float32, xp=torch_xp)
+    return masks.apply(bias.contiguous()[..., None, :], mask, xp=torch_xp)  # the kernels' log-sum-exps: (B, T, H)
 
 
 def _fused(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, scale: float) -> tuple[Tensor, Tensor]:
@@ -217,5 +216,4 @@ def _fused_backward_with_column_sums(
 
 def _pad_last(t: Tensor, size: int) -> Tensor:
     """``t`` with zeros appended along the last axis up to ``size``."""
-    missing = size - t.shape[-1]
-    return t if missing == 0 else torch.cat((t, t.new_zeros(*t.shape[:-1], missing)), dim=-1)
+    return pad(t, size, 0.0, axis=-1, xp=torch_xp)

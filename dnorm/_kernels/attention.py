@@ -1,10 +1,13 @@
-"""Attention from arrays: the forward pass with its residuals, and the backward pass (spec DEF-BLOCKED-BACKWARD).
+"""Attention from arrays: every entry point of the kernels (spec DEF-BLOCKED-BACKWARD, DEF-DECODE-STATE).
 
-These two functions are what the autodiff adapters (:mod:`dnorm._autodiff`)
-wrap; without autodiff :func:`forward` alone runs.  Inputs are already checked
-and in the compute dtype; ``mask`` has at least two dimensions and ``alpha`` is
-an array that broadcasts against ``(..., T, K)``; ``seed`` is the 32-bit
-integer array of dropout's mask (None without dropout, spec DEF-DROPOUT).
+:func:`forward` (with its residuals) and :func:`backward` are what the
+autodiff adapters (:mod:`dnorm._autodiff`) wrap; :func:`infer` is the forward
+pass where no gradient can be asked for; :func:`decode` continues the strictly
+causal pass from a carry; :func:`weights` forms the weights themselves.
+Inputs are already checked and in the compute dtype; ``mask`` has at least two
+dimensions and ``alpha`` is an array that broadcasts against ``(..., T, K)``;
+``seed`` is the 32-bit integer array of dropout's mask (None without dropout,
+spec DEF-DROPOUT).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from typing import Any
 
 from . import backward as bwd
 from . import blocked, products
+from . import logsumexp as lse
 from .dropout import Dropout
 from .scores import Scores, cap, from_matrix, from_projections
+from .shapes import sum_to
 
 Array = Any
 Bounds = tuple[tuple[int, int], ...]
@@ -34,7 +39,9 @@ class Options:
     ``softcap`` bounds the scores (spec DEF-SOFTCAP); ``dropout`` is the
     probability of dropping a weight (spec DEF-DROPOUT). ``doubling``: the
     lengths may be symbolic (a tracing compiler), and the causal scans take a
-    structure that depends on them only through comparisons (:mod:`.scan`).
+    structure that depends on them only through comparisons (:mod:`.scan`);
+    ``native_scan``: the running statistic comes from the namespace's fused
+    scan (:mod:`._delegation`).
     """
 
     scheme: str
@@ -48,6 +55,7 @@ class Options:
     softcap: float | None = None
     dropout: float = 0.0
     doubling: bool = False
+    native_scan: bool = False
 
 
 def forward(
@@ -79,6 +87,7 @@ def forward(
         n_iter=options.n_iter,
         drop=_dropout(options, seed),
         doubling=options.doubling,
+        native=options.native_scan,
         xp=xp,
     )
 
@@ -119,13 +128,14 @@ def backward(
         mask_grad=mask_grad,
         drop=_dropout(options, seed),
         doubling=options.doubling,
+        native=options.native_scan,
         xp=xp,
     )
-    d_alpha = None if grads.alpha is None else bwd.sum_to(grads.alpha, tuple(alpha.shape), xp=xp)
+    d_alpha = None if grads.alpha is None else sum_to(grads.alpha, tuple(alpha.shape), xp=xp)
     return (
-        bwd.sum_to(grads.query * options.scale, tuple(query.shape), xp=xp),
-        bwd.sum_to(grads.key, tuple(key.shape), xp=xp),
-        bwd.sum_to(grads.value, tuple(value.shape), xp=xp),
+        sum_to(grads.query * options.scale, tuple(query.shape), xp=xp),
+        sum_to(grads.key, tuple(key.shape), xp=xp),
+        sum_to(grads.value, tuple(value.shape), xp=xp),
         grads.mask,
         d_alpha,
     )
@@ -145,6 +155,58 @@ def infer(
 ) -> Array:
     """The forward pass alone, where no gradient can be asked for."""
     return forward(query, key, value, mask, alpha, seed, options=options, xp=xp)[0]
+
+
+def decode(
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    alpha: Array,
+    carry: lse.LogSumExp | None,
+    /,
+    *,
+    options: Options,
+    xp: Any,
+) -> tuple[Array, lse.LogSumExp | None]:
+    """The strictly causal pass of new queries from ``carry``, and the carry after them (spec DEF-DECODE-STATE).
+
+    ``options`` are causal, their ``offset`` the number of earlier
+    positions; ``carry`` is the running statistic of those positions' queries
+    for the keys they saw (None when there are none). The new carry is None
+    for softmax, which keeps none.
+    """
+    q = query * options.scale
+    out, residuals = blocked.attend(
+        _projections(q, key, mask, options),
+        value,
+        options.rows,
+        scheme=options.scheme,
+        causal=True,
+        alpha=alpha,
+        n_iter=1,
+        xp=xp,
+        carry=carry,
+        doubling=options.doubling,
+        native=options.native_scan,
+    )
+    return out, residuals.carries[-1] if residuals.carries else None
+
+
+def weights(scores: Array, mask: Array | None, alpha: Array, /, *, options: Options, log: bool, xp: Any) -> Array:
+    """The ``(..., T, K)`` weights (``log``: log-weights) of given scores, normalized in the blocks ``options.rows``."""
+    return blocked.weights(
+        from_matrix(scores, mask=mask, causal=options.causal, offset=options.offset),
+        options.rows,
+        scheme=options.scheme,
+        causal=options.causal,
+        alpha=alpha,
+        n_iter=options.n_iter,
+        log=log,
+        xp=xp,
+        doubling=options.doubling,
+        native=options.native_scan,
+    )
 
 
 def _projections(q: Array, key: Array, mask: Array | None, options: Options, /) -> Scores:

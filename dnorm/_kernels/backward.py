@@ -28,12 +28,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from . import bias, blocked, products, rows
-from . import logsumexp as lse
-from ._device import device_of
+from . import blocked, products, rows
+from .backward_causal import reverse_scan
+from .backward_sinkhorn import gamma_pass, potentials, round_terms
 from .dropout import Dropout, factor
-from .scan import scan
 from .scores import Scores, mask_rows
+from .shapes import pad, sum_to
 
 Array = Any
 Bounds = Sequence[tuple[int, int]]
@@ -71,25 +71,28 @@ def attend_backward(
     xp: Any,
     drop: Dropout | None = None,
     doubling: bool = False,
+    native: bool = False,
 ) -> Gradients:
     """The gradients of ``out = attend(scores, value, ...)`` given ``grad = dL/dout``.
 
-    ``drop`` and ``doubling`` as in the forward pass.
+    ``drop``, ``doubling`` and ``native`` as in the forward pass, whose biased scores each block recomputes.
     """
-    how = blocked.plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling)
+    how = blocked.plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling, native=native)
     outputs = residuals.outputs or (out,)
-    weights = (alpha, 1 - alpha) if how.mixed else (None,)
+    weights = rows.shares(alpha) if how.mixed else (None,)
     grads = [grad if w is None else w * grad for w in weights]
     deltas = [xp.sum(g * o, axis=-1, keepdims=True) for g, o in zip(grads, outputs, strict=True)]
     query, key = scores.query, scores.key
-    shared = key.ndim == query.ndim >= 3 and key.shape[-3] == 1 < query.shape[-3]  # grouped heads (dnorm._heads)
+    shared = (
+        key.ndim == query.ndim >= 3 and key.shape[-3] == 1 < query.shape[-3]
+    )  # grouped heads (dnorm._routing.heads)
     d_value = _PerKey()
     d_columns: list[Array] = []
     d_rows: list[list[Array]] = []
     if how.rounds:
-        shares, gamma = _gamma_pass(scores, value, bounds, residuals.rounds[-1], grads[0], deltas[0], drop, xp=xp)
+        shares, gamma = gamma_pass(scores, value, bounds, residuals.rounds[-1], grads[0], deltas[0], drop, xp=xp)
         d_value.add(xp.sum(shares, axis=-3, keepdims=True) if shared else shares, xp=xp)  # gamma stays per head
-        d_columns, d_rows = _potentials(scores, bounds, residuals.rounds, -gamma, xp=xp)
+        d_columns, d_rows = potentials(scores, bounds, residuals.rounds, -gamma, xp=xp)
     d_key = _PerKey()
     d_query: list[Array] = []
     d_mask: list[Array] = []
@@ -113,11 +116,11 @@ def attend_backward(
             dz = a * (_scaled(dp, weights[0]) - deltas[0][..., start:stop, :])
             if how.running:
                 b = xp.exp(biased)
-                h, after = _reverse_scan(dz, b, after, doubling=how.doubling, xp=xp)
+                h, after = reverse_scan(dz, b, after, doubling=how.doubling, xp=xp)
                 ds = dz - b * h
                 d_value.add(products.t_matmul(_kept(a, keep), grads[0][..., start:stop, :], fold=shared, xp=xp), xp=xp)
             else:
-                ds = dz + _round_terms(block, biased, residuals.rounds, d_columns, d_rows[index], xp=xp)
+                ds = dz + round_terms(block, biased, residuals.rounds, d_columns, d_rows[index], xp=xp)
             component = 1
         if how.plain:
             a = rows.softmax(block, xp=xp)
@@ -137,7 +140,7 @@ def attend_backward(
         d_mask.reverse()
     d_alpha = None
     if how.mixed:
-        d_alpha = xp.sum(grad * (outputs[0] - outputs[1]), axis=(-2, -1), keepdims=True)
+        d_alpha = rows.mix_gradient(grad, outputs[0], outputs[1], xp=xp)
     mask = _mask_total(d_mask, scores.mask, xp=xp) if d_mask else None
     n_keys = scores.n_keys
     return Gradients(
@@ -172,119 +175,7 @@ class _PerKey:
         assert self.open is not None, "every backward pass has at least one block"
         parts = [self.open, *reversed(self.done)]
         whole = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-2)
-        return _pad_rows(whole, n_keys, xp=xp)
-
-
-def _gamma_pass(
-    scores: Scores,
-    value: Array,
-    bounds: Bounds,
-    stat: bias.ColumnStat,
-    grad: Array,
-    delta: Array,
-    drop: Dropout | None,
-    /,
-    *,
-    xp: Any,
-) -> tuple[Array, Array]:
-    """``dV`` of the biased component and ``gamma = v . dV - A^T delta`` (shape ``(..., 1, K)``), one pass.
-
-    Without dropout one product gives both; with it, ``dV`` takes the dropped weights and ``A^T delta`` not.
-    """
-    both: Array = None
-    for start, stop in bounds:
-        block = scores.rows(start, stop, xp=xp)
-        a = rows.softmax(bias.subtract(stat, block, xp=xp), xp=xp)
-        keep = factor(drop, start, stop, block.shape[-1], tuple(block.shape[:-2]), xp=xp, like=block)
-        if keep is None:
-            share = _t_matmul(a, xp.concat((grad[..., start:stop, :], delta[..., start:stop, :]), axis=-1), xp=xp)
-        else:
-            share = xp.concat(
-                (_t_matmul(a * keep, grad[..., start:stop, :], xp=xp), _t_matmul(a, delta[..., start:stop, :], xp=xp)),
-                axis=-1,
-            )
-        both = share if both is None else both + share
-    d_value = both[..., :-1]
-    gamma = xp.sum(value * d_value, axis=-1) - both[..., -1]
-    return d_value, gamma[..., None, :]
-
-
-def _potentials(
-    scores: Scores, bounds: Bounds, rounds: tuple[bias.ColumnStat, ...], d_last: Array, /, *, xp: Any
-) -> tuple[list[Array], list[list[Array]]]:
-    """The gradients of every round's column and row potentials, from that of the last column potential.
-
-    ``c^t_j = LSE_i (S_ij - r^(t-1)_i)`` and ``r^t_i = LSE_j (S_ij - c^t_j)``:
-    ``dr^(t-1) = -P^t dc^t`` (row sums, block-local) and ``dc^(t-1) = -R^(t-1)^T
-    dr^(t-1)`` (column sums, over every block), one pass per round back.
-    Returns ``dc^1 .. dc^n`` (each ``(..., 1, K)``) and, per block, ``dr^1 ..
-    dr^(n-1)`` (each ``(..., block, 1)``).
-    """
-    n = len(rounds)
-    d_columns = [d_last]
-    d_rows: list[list[Array]] = [[] for _ in bounds]
-    for t in range(n - 1, 0, -1):  # from the last round back to the first; t indexes round t + 1
-        total = None
-        for index, (start, stop) in enumerate(bounds):
-            block = scores.rows(start, stop, xp=xp)
-            earlier = bias.subtract(rounds[t - 1], block, xp=xp)
-            row = lse.reduce(earlier, axis=-1, xp=xp)
-            p = xp.exp(lse.subtract(bias.subtract(rounds[t], block, xp=xp), row, xp=xp))
-            d_row = -xp.sum(p * d_columns[0], axis=-1, keepdims=True)
-            d_rows[index].insert(0, d_row)
-            r = xp.exp(lse.subtract(earlier, row, xp=xp))
-            share = -xp.matrix_transpose(_t_matmul(r, d_row, xp=xp))
-            total = share if total is None else total + share
-        d_columns.insert(0, total)
-    return d_columns, d_rows
-
-
-def _round_terms(
-    block: Array,
-    last: Array,
-    rounds: tuple[bias.ColumnStat, ...],
-    d_columns: list[Array],
-    d_rows: list[Array],
-    /,
-    *,
-    xp: Any,
-) -> Array:
-    """``sum_t P^t * dc^t + sum_(t < n) R^t * dr^t``: what the potentials add to ``dS`` in one block.
-
-    ``last`` is the block's ``S - c^n``, already at hand; for doubly the sum is
-    ``exp(S - c) * dc = -B * gamma``.
-    """
-    total = None
-    row = None
-    for t, stat in enumerate(rounds):
-        biased = last if t == len(rounds) - 1 else bias.subtract(stat, block, xp=xp)
-        p = xp.exp(biased if row is None else lse.subtract(biased, row, xp=xp))
-        term = p * d_columns[t]
-        if t < len(rounds) - 1:
-            row = lse.reduce(biased, axis=-1, xp=xp)
-            term = term + xp.exp(lse.subtract(biased, row, xp=xp)) * d_rows[t]
-        total = term if total is None else total + term
-    return total
-
-
-def _reverse_scan(dz: Array, b: Array, after: Array | None, /, *, doubling: bool, xp: Any) -> tuple[Array, Array]:
-    """``H_i = dZ_i + (1 - B_(i+1)) H_(i+1)`` over the block's rows, and the carry for the block before.
-
-    ``after`` is ``(1 - B) H`` at the first row of the block after (None for
-    the last block), for at least this block's keys.
-    """
-    width = dz.shape[-1]
-    ones = xp.ones_like(b[..., :1, :])
-    a = xp.concat((1 - b[..., 1:, :], ones), axis=-2)
-    carry = None if after is None else (xp.zeros_like(after[..., :width]), after[..., :width])
-    _, h = scan((a, dz), _compose, identity=(1.0, 0.0), carry=carry, reverse=True, doubling=doubling, xp=xp)
-    return h, (1 - b[..., :1, :]) * h[..., :1, :]
-
-
-def _compose(later: tuple[Array, Array], step: tuple[Array, Array], /, *, xp: Any) -> tuple[Array, Array]:
-    """The affine map ``h -> b + a h`` of ``step`` applied after the accumulated map ``later``."""
-    a, b = step
-    return a * later[0], b + a * later[1]
+        return pad(whole, n_keys, 0.0, axis=-2, xp=xp)  # causal blocks see only the first keys
 
 
 def _kept(a: Array, keep: Array | None, /) -> Array:
@@ -295,25 +186,10 @@ def _scaled(x: Array, weight: Array | None, /) -> Array:
     return x if weight is None else weight * x
 
 
-def _t_matmul(a: Array, b: Array, /, *, xp: Any) -> Array:
-    """``a^T @ b`` over the last two axes."""
-    return xp.matmul(xp.matrix_transpose(a), b)
-
-
-def _pad_rows(share: Array, n_keys: int, /, *, xp: Any) -> Array:
-    """A gradient for the first keys (causal blocks see only those), completed with zeros to ``n_keys``."""
-    missing = n_keys - share.shape[-2]
-    if missing == 0:
-        return share
-    pad = xp.zeros((*share.shape[:-2], missing, share.shape[-1]), dtype=share.dtype, device=device_of(share))
-    return xp.concat((share, pad), axis=-2)
-
-
 def _mask_share(ds: Array, mask: Array, start: int, stop: int, n_keys: int, /, *, xp: Any) -> Array:
     """One block's share of a floating mask's gradient, in the mask's shape (rows and keys not yet summed)."""
-    width = ds.shape[-1]
-    if mask.shape[-1] != 1 and width < n_keys:
-        ds = xp.concat((ds, xp.zeros((*ds.shape[:-1], n_keys - width), dtype=ds.dtype, device=device_of(ds))), axis=-1)
+    if mask.shape[-1] != 1:
+        ds = pad(ds, n_keys, 0.0, axis=-1, xp=xp)  # a causal block's keys stop at its last row
     target = mask_rows(mask, start, stop, n_keys).shape
     return sum_to(ds, (*target[:-2], target[-2], target[-1]), xp=xp)
 
@@ -326,12 +202,3 @@ def _mask_total(shares: list[Array], mask: Array, /, *, xp: Any) -> Array:
             total = total + more
         return total
     return xp.concat(shares, axis=-2) if len(shares) > 1 else shares[0]
-
-
-def sum_to(x: Array, shape: tuple[int, ...], /, *, xp: Any) -> Array:
-    """``x`` summed over the axes that broadcasting ``shape`` to ``x.shape`` added or stretched."""
-    extra = x.ndim - len(shape)
-    if extra:
-        x = xp.sum(x, axis=tuple(range(extra)))
-    axes = tuple(i for i, (n, m) in enumerate(zip(shape, x.shape, strict=True)) if n == 1 and m != 1)
-    return xp.sum(x, axis=axes, keepdims=True) if axes else x

@@ -19,10 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from . import _delegation as delegation
 from . import logsumexp as lse
-from ._device import device_of
+from .budget import cast
 from .scan import scan
 from .scores import Scores
+from .shapes import pad
 
 Array = Any
 Bounds = Sequence[tuple[int, int]]
@@ -91,20 +93,23 @@ def sinkhorn(scores: Scores, bounds: Bounds, /, *, n_iter: int, xp: Any) -> tupl
 
 
 def running(
-    block: Array, carry: lse.LogSumExp | None, /, *, doubling: bool = False, xp: Any
+    block: Array, carry: lse.LogSumExp | None, /, *, doubling: bool = False, native: bool = False, xp: Any
 ) -> tuple[Array, lse.LogSumExp]:
     """``Y = S - C`` of a block of causally masked scores, ``C`` the running column statistic, and the next carry.
 
     ``carry`` holds the statistic of every row before the block, for the
     first ``carry.max.shape[-1]`` keys (the keys those rows may see); the
     others start empty. The next carry is the statistic after the block's
-    last row. Row ``i`` reads only rows ``<= i`` (spec DEF-TWO-LEVEL-SCAN);
-    ``doubling`` as in :func:`.scan.scan`.
+    last row. Row ``i`` reads only rows ``<= i`` (spec DEF-TWO-LEVEL-SCAN, DEF-FUSED-SCAN):
+    by the two-level scan (:func:`.scan.scan`, ``doubling`` as there) or, with
+    ``native``, by the namespace's fused scan (:mod:`._delegation`).
     """
     width = block.shape[-1]
     start = None if carry is None else widen(carry, width, xp=xp)
     if block.shape[-2] == 1 and start is not None:
         return _one_row(block, start, xp=xp)
+    if native:
+        return _fused(block, start, xp=xp)
     stats = lse.pointwise(block, xp=xp)
     out = lse.LogSumExp(
         *scan(
@@ -122,6 +127,26 @@ def running(
     return lse.subtract(block, out, xp=xp), lse.LogSumExp(*last)
 
 
+def _fused(block: Array, start: lse.LogSumExp | None, /, *, xp: Any) -> tuple[Array, lse.LogSumExp]:
+    """:func:`running` by the fused scan, in float64: ``C`` is one number per entry there, exact to float32 rounding.
+
+    The carry becomes the first row (``max + log(sum)``); the next carry is
+    the pair again: the exact column maximum and ``exp(C - max)``.
+    """
+    wide = cast(block, xp.float64, xp=xp)
+    if start is None:
+        total = delegation.log_cumsum_exp(wide, xp=xp)
+    else:
+        first = cast(start.max, xp.float64, xp=xp) + lse.log_sum(cast(start.sum, xp.float64, xp=xp), xp=xp)
+        total = delegation.log_cumsum_exp(xp.concat((first, wide), axis=-2), xp=xp)[..., 1:, :]
+    top = xp.max(block, axis=-2, keepdims=True)
+    if start is not None:
+        top = xp.maximum(top, start.max)
+    rest = xp.exp(total[..., -1:, :] - lse.finite(cast(top, xp.float64, xp=xp), xp=xp))
+    biased = cast(wide - lse.finite(total, xp=xp), block.dtype, xp=xp)
+    return biased, lse.LogSumExp(top, cast(rest, block.dtype, xp=xp))
+
+
 def _one_row(row: Array, carry: lse.LogSumExp, /, *, xp: Any) -> tuple[Array, lse.LogSumExp]:
     """:func:`running` for one row (a decoding step): the merge and the subtraction share ``row - max``.
 
@@ -137,15 +162,8 @@ def _one_row(row: Array, carry: lse.LogSumExp, /, *, xp: Any) -> tuple[Array, ls
 
 
 def widen(stats: lse.LogSumExp, width: int, /, *, xp: Any) -> lse.LogSumExp:
-    """A per-key statistic extended to ``width`` keys, the new keys empty."""
-    missing = width - stats.max.shape[-1]
-    if missing <= 0:
-        return stats
-    shape, dev = (*stats.max.shape[:-1], missing), device_of(stats.max)
-    empty = lse.LogSumExp(
-        xp.full(shape, -xp.inf, dtype=stats.max.dtype, device=dev), xp.zeros(shape, dtype=stats.sum.dtype, device=dev)
-    )
-    return lse.LogSumExp(*(xp.concat((part, pad), axis=-1) for part, pad in zip(stats, empty, strict=True)))
+    """A per-key statistic extended to ``width`` keys, the new keys empty (``max = -inf``, ``sum = 0``)."""
+    return lse.LogSumExp(pad(stats.max, width, -xp.inf, axis=-1, xp=xp), pad(stats.sum, width, 0.0, axis=-1, xp=xp))
 
 
 def _zero_if_empty(m: Array, /, *, xp: Any) -> Array:

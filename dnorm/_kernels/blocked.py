@@ -10,14 +10,14 @@ numbers per head, never the scores (spec DEF-BLOCKED-BACKWARD).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from . import bias, rows
 from . import logsumexp as lse
-from ._device import device_of
 from .dropout import Dropout, factor
 from .scores import Scores
+from .shapes import pad
 
 Array = Any
 Bounds = Sequence[tuple[int, int]]
@@ -35,7 +35,9 @@ class Plan(NamedTuple):
     ``plain`` when an unbiased softmax component is computed (softmax itself,
     and hybrid, whose biased component is weighted by ``alpha`` and the plain
     one by ``1 - alpha``); ``doubling``: the running statistic's scans take
-    the chunk totals by doubling (symbolic lengths, :func:`.scan.scan`).
+    the chunk totals by doubling (symbolic lengths, :func:`.scan.scan`);
+    ``native``: the running statistic comes from the namespace's fused scan
+    (:mod:`._delegation`).
     """
 
     rounds: int
@@ -43,19 +45,20 @@ class Plan(NamedTuple):
     plain: bool
     mixed: bool
     doubling: bool = False
+    native: bool = False
 
     @property
     def biased(self) -> bool:
         return self.running or self.rounds > 0
 
 
-def plan(scheme: str, /, *, causal: bool, n_iter: int, doubling: bool = False) -> Plan:
+def plan(scheme: str, /, *, causal: bool, n_iter: int, doubling: bool = False, native: bool = False) -> Plan:
     """The :class:`Plan` of ``scheme``; ``causal`` selects the running statistic for doubly and hybrid."""
     if scheme == "softmax":
         return Plan(0, False, True, False)
     if scheme == "sinkhorn":
         return Plan(n_iter, False, False, False)
-    return Plan(0 if causal else 1, causal, scheme == "hybrid", scheme == "hybrid", doubling)
+    return Plan(0 if causal else 1, causal, scheme == "hybrid", scheme == "hybrid", doubling, native)
 
 
 class Residuals(NamedTuple):
@@ -86,14 +89,18 @@ def weights(
     log: bool,
     xp: Any,
     doubling: bool = False,
+    native: bool = False,
 ) -> Array:
-    """The ``(..., T, K)`` attention weights, or log-weights with ``log=True``; ``doubling`` as in :class:`Plan`."""
-    how = plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling)
+    """The ``(..., T, K)`` weights, or log-weights with ``log=True``; ``doubling``, ``native`` as in :class:`Plan`."""
+    how = plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling, native=native)
     rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
     blocks = []
-    for block, biased in biased_blocks(scores, bounds, how, rounds, [], None, xp=xp):
+    carry = None
+    for start, stop in bounds:
+        block = scores.rows(start, stop, xp=xp)
+        biased, carry = bias_block(block, how, rounds, carry, xp=xp)
         w = rows.weights(block, biased, scheme=scheme, alpha=alpha, log=log, xp=xp)
-        blocks.append(_pad_keys(w, scores.n_keys, -xp.inf if log else 0.0, xp=xp))
+        blocks.append(pad(w, scores.n_keys, -xp.inf if log else 0.0, axis=-1, xp=xp))  # causal blocks stop early
     return concat_rows(blocks, xp=xp)
 
 
@@ -111,33 +118,36 @@ def attend(
     carry: lse.LogSumExp | None = None,
     drop: Dropout | None = None,
     doubling: bool = False,
+    native: bool = False,
 ) -> tuple[Array, Residuals]:
     """The attention output ``weights @ value``, one block of query rows at a time, and the residuals.
 
     ``carry`` is the running statistic of earlier queries (causal decoding), for the keys they saw;
     ``drop`` drops weights after the normalization (spec DEF-DROPOUT), which leaves every statistic as it is;
-    ``doubling`` as in :class:`Plan`.
+    ``doubling`` and ``native`` as in :class:`Plan`.
     """
-    how = plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling)
+    how = plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling, native=native)
     rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
     ones = scores.n_rows >= ONE_PRODUCT_ROWS
     values = rows.with_ones(value, None, xp=xp) if ones else value
     per_key = None
-    if rounds:
+    if rounds:  # a statistic of the key alone rides on the values (per_key): only the running one needs Y itself
         hi, w = bias.per_key(rounds[-1], xp=xp)  # one column statistic for every block
         per_key = (hi, rows.with_ones(value, w, xp=xp))
-    carries: list[lse.LogSumExp | None] = []
+    carries: list[lse.LogSumExp | None] = []  # the running statistic before each block, then after the last
     parts: list[list[Array]] = []
-    # a statistic of the key alone rides on the values (per_key): only the running one needs Y itself
-    blocks = biased_blocks(scores, bounds, how, (), carries, carry, xp=xp)
-    for (start, stop), (block, biased) in zip(bounds, blocks, strict=True):
+    for start, stop in bounds:
+        block = scores.rows(start, stop, xp=xp)
+        carries.append(carry)
+        biased, carry = bias_block(block, how, (), carry, xp=xp)  # None unless running: per_key serves the others
         width = block.shape[-1]
         keep = factor(drop, start, stop, width, tuple(block.shape[:-2]), xp=xp, like=block)
         parts.append(
             rows.outputs(block, biased, values[..., :width, :], per_key, plain=how.plain, xp=xp, ones=ones, keep=keep)
         )
+    carries.append(carry)
     outputs = tuple(concat_rows([p[k] for p in parts], xp=xp) for k in range(len(parts[0])))
-    out = outputs[0] if not how.mixed else alpha * outputs[0] + (1 - alpha) * outputs[1]
+    out = rows.mix(outputs[0], outputs[1], alpha) if how.mixed else outputs[0]
     return out, Residuals(rounds, tuple(carries) if how.running else (), outputs if how.mixed else ())
 
 
@@ -150,37 +160,12 @@ def statistics(scores: Scores, bounds: Bounds, how: Plan, /, *, n_iter: int, xp:
     return ()
 
 
-def biased_blocks(
-    scores: Scores,
-    bounds: Bounds,
-    how: Plan,
-    rounds: tuple[bias.ColumnStat, ...],
-    carries: list[lse.LogSumExp | None],
-    carry: lse.LogSumExp | None,
-    /,
-    *,
-    xp: Any,
-) -> Iterator[tuple[Array, Array | None]]:
-    """Each block's masked scores and biased scores ``Y`` (None for softmax), in order.
-
-    Under the running statistic each block starts from the carry of the rows
-    before it (``carry`` before the first); ``carries`` collects those carries,
-    and last the carry after every row.
-    """
-    for start, stop in bounds:
-        block = scores.rows(start, stop, xp=xp)
-        carries.append(carry)
-        biased, carry = bias_block(block, how, rounds, carry, xp=xp)
-        yield block, biased
-    carries.append(carry)
-
-
 def bias_block(
     block: Array, how: Plan, rounds: tuple[bias.ColumnStat, ...], carry: lse.LogSumExp | None, /, *, xp: Any
 ) -> tuple[Array | None, lse.LogSumExp | None]:
     """``Y = S - c`` of one block (None for softmax) and, under the running statistic, the next carry."""
     if how.running:
-        return bias.running(block, carry, doubling=how.doubling, xp=xp)
+        return bias.running(block, carry, doubling=how.doubling, native=how.native, xp=xp)
     if rounds:
         return bias.subtract(rounds[-1], block, xp=xp), None
     return None, None
@@ -188,12 +173,3 @@ def bias_block(
 
 def concat_rows(blocks: list[Array], /, *, xp: Any) -> Array:
     return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=-2)
-
-
-def _pad_keys(block: Array, n_keys: int, fill: float, /, *, xp: Any) -> Array:
-    """A block of weights that stops before the last keys (causal), completed with ``fill``."""
-    missing = n_keys - block.shape[-1]
-    if missing == 0:
-        return block
-    pad = xp.full((*block.shape[:-1], missing), fill, dtype=block.dtype, device=device_of(block))
-    return xp.concat((block, pad), axis=-1)

@@ -1,4 +1,4 @@
-"""Matrix products that broadcast a shared operand without copying it (grouped-query attention, dnorm._heads).
+"""Matrix products that broadcast a shared operand without copying it (grouped-query attention, dnorm._routing.heads).
 
 Grouped heads put the queries in ``(..., H, G, rows, D)`` and the keys and
 values in ``(..., H, 1, K, D)``. A batched ``matmul`` broadcasts the keys by

@@ -22,12 +22,28 @@ def weights(block: Array, biased: Array | None, /, *, scheme: str, alpha: Array,
         if biased is None:
             return softmax(block, xp=xp)
         doubly = softmax(biased, xp=xp)
-        return doubly if scheme != "hybrid" else alpha * doubly + (1 - alpha) * softmax(block, xp=xp)
+        return doubly if scheme != "hybrid" else mix(doubly, softmax(block, xp=xp), alpha)
     plain = lse.log_softmax(block, axis=-1, xp=xp)
     if biased is None:
         return plain
     doubly = lse.log_softmax(biased, axis=-1, xp=xp)
     return doubly if scheme != "hybrid" else _log_mix(doubly, plain, alpha, xp=xp)
+
+
+def mix(biased: Array, plain: Array, alpha: Array, /) -> Array:
+    """The hybrid (spec DEF-HYBRID): ``alpha`` times the biased component plus ``1 - alpha`` times the plain one."""
+    weight, rest = shares(alpha)
+    return weight * biased + rest * plain
+
+
+def shares(alpha: Array, /) -> tuple[Array, Array]:
+    """The weights of the hybrid's two components, ``(alpha, 1 - alpha)``: what each one's gradient is scaled by."""
+    return alpha, 1 - alpha
+
+
+def mix_gradient(grad: Array, biased: Array, plain: Array, /, *, xp: Any) -> Array:
+    """The gradient of :func:`mix` in ``alpha`` per leading index, shape ``(..., 1, 1)``."""
+    return xp.sum(grad * (biased - plain), axis=(-2, -1), keepdims=True)
 
 
 def outputs(

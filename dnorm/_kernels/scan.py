@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._device import device_of
+from .shapes import pad
 
 Array = Any
 Elements = tuple[Array, ...]
@@ -176,12 +176,7 @@ def _pad_rows(a: Array, rows: int, fill: float, /, *, at_end: bool, static: int,
     ``static`` (symbolic lengths): the ``static`` rows of ``fill`` added are a number, and the result is cut to
     ``rows``: no shape then depends on how many rows are missing, and ``a`` is copied even when none are.
     """
-    n = a.shape[-2]
-    count = static or rows - n
-    if count == 0:
-        return a
-    pad = xp.full((*a.shape[:-2], count, a.shape[-1]), fill, dtype=a.dtype, device=device_of(a))
-    whole = xp.concat((a, pad) if at_end else (pad, a), axis=-2)
     if not static:
-        return whole
+        return pad(a, rows, fill, axis=-2, before=not at_end, xp=xp)
+    whole = pad(a, a.shape[-2] + static, fill, axis=-2, before=not at_end, xp=xp)
     return whole[..., :rows, :] if at_end else whole[..., whole.shape[-2] - rows :, :]

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import products
+from . import masks, products
 from ._device import device_of
 
 Array = Any
@@ -114,8 +114,7 @@ def _masked(block: Array, start: int, mask: Array | None, causal: bool, offset: 
     """Apply the rows ``start:start + n`` of ``mask`` and of the causal triangle."""
     n, k = block.shape[-2:]
     if mask is not None:
-        rows = mask_rows(mask, start, start + n, k)
-        block = xp.where(rows, block, -xp.inf) if xp.isdtype(mask.dtype, "bool") else block + rows
+        block = masks.apply(block, mask_rows(mask, start, start + n, k), xp=xp)
     if causal:  # only the keys after the first row's position can be hidden from some row of the block
         first = max(0, min(k, start + offset + 1))
         if 2 * first < k:  # a block that is mostly triangle: mask it whole (one array, as a triangular mask would)

@@ -13,11 +13,12 @@ from transformers.cache_utils import (
     get_layer_types_and_kwargs,
 )
 
-from .._decode import DecodeState
-from .transformers import LAYER
+from dnorm import DecodeState
 
 #: How many earlier calls' states a layer keeps for ``crop`` (each is two floats per key and query head).
 KEPT = 8
+#: The attention keyword arguments carry the cache layer under this name (set by the layer's ``update``).
+LAYER = "dnorm_cache_layer"
 
 
 class DecodingLayer(DynamicLayer):
@@ -25,7 +26,7 @@ class DecodingLayer(DynamicLayer):
 
     ``update`` hands the layer to the attention function through the
     attention keyword arguments that the model passes to it (under
-    :data:`dnorm.integrations.transformers.LAYER`); the attention function
+    :data:`LAYER`); the attention function
     reads and replaces ``state``. ``ends`` are the key lengths at which the
     last :data:`KEPT` calls ended, with the states then, for ``crop``.
     """
@@ -104,7 +105,7 @@ class SlidingDecodingLayer(DecodingLayer, DynamicSlidingWindowLayer):
             state = DecodeState(state.max[..., start:], state.sum[..., start:])
         super().set_state(state)
 
-    def activate_past_recording(self) -> None:
+    def activate_past_recording(self, **kwargs: Any) -> None:
         msg = "dnorm's sliding-window cache layers keep no past beyond the window (as assisted generation would need)"
         raise NotImplementedError(msg)
 

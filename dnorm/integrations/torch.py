@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+import dnorm
+
 from .. import _validate as check
-from .._api import normalize
-from .._sdpa import scaled_dot_product_attention
+from ._torch_inputs import checked_inputs, checked_sizes, merged_mask, weights_and_output
+from ._torch_state import FromTorch
 
 __all__ = ["MultiheadAttention"]
 
 
-class MultiheadAttention(nn.Module):
+class MultiheadAttention(FromTorch):
     """Multi-head attention whose weights come from a dnorm scheme; a drop-in for ``torch.nn.MultiheadAttention``.
 
     Projects the query, key and value inputs, runs
@@ -187,17 +188,7 @@ class MultiheadAttention(nn.Module):
         n_iter: int = 3,
     ) -> None:
         super().__init__()
-        check.positive_int(embed_dim, "embed_dim")
-        check.positive_int(num_heads, "num_heads")
-        if embed_dim % num_heads:
-            msg = f"embed_dim ({embed_dim}) must be a multiple of num_heads ({num_heads})"
-            raise ValueError(msg)
-        num_kv_heads = num_heads if num_kv_heads is None else check.positive_int(num_kv_heads, "num_kv_heads")
-        if num_heads % num_kv_heads:
-            msg = f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})"
-            raise ValueError(msg)
-        kdim = embed_dim if kdim is None else check.positive_int(kdim, "kdim")
-        vdim = embed_dim if vdim is None else check.positive_int(vdim, "vdim")
+        num_kv_heads, kdim, vdim = checked_sizes(embed_dim, num_heads, num_kv_heads, kdim, vdim)
         dropout = check.probability(dropout, "dropout")
         for name, value in (("bias", bias), ("add_bias_kv", add_bias_kv), ("add_zero_attn", add_zero_attn)):
             check.flag(value, name)
@@ -228,102 +219,6 @@ class MultiheadAttention(nn.Module):
             self.alpha_logit = nn.Parameter(
                 torch.full((num_heads,), logit, device=device, dtype=dtype), requires_grad=learn_alpha
             )
-
-    @classmethod
-    def from_torch(
-        cls,
-        module: nn.MultiheadAttention,
-        *,
-        scheme: str,
-        alpha_init: float = 0.5,
-        learn_alpha: bool = True,
-        causal: bool = False,
-        n_iter: int = 3,
-    ) -> MultiheadAttention:
-        """A copy of a ``torch.nn.MultiheadAttention`` that normalizes with `scheme`.
-
-        Copies the configuration (width, heads, dropout, bias, ``kdim``,
-        ``vdim``, ``batch_first``, device, dtype, training mode) and the
-        weights; ``scheme="softmax"`` then computes what `module` computes.
-
-        Parameters
-        ----------
-        module : torch.nn.MultiheadAttention
-            Without ``add_bias_kv`` or ``add_zero_attn``.
-        scheme : {"hybrid", "doubly", "softmax", "sinkhorn"}
-            Required: the normalization scheme.
-        alpha_init : float, default 0.5
-        learn_alpha : bool, default True
-        causal : bool, default False
-        n_iter : int, default 3
-            As for the constructor.
-
-        Returns
-        -------
-        MultiheadAttention
-            Sharing no tensor with `module`.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from dnorm.integrations.torch import MultiheadAttention
-        >>> layer = torch.nn.TransformerEncoderLayer(16, 4, batch_first=True)
-        >>> layer.self_attn = MultiheadAttention.from_torch(layer.self_attn, scheme="doubly")
-        >>> layer(torch.randn(2, 5, 16)).shape
-        torch.Size([2, 5, 16])
-        """
-        if not isinstance(module, nn.MultiheadAttention):
-            msg = f"module must be a torch.nn.MultiheadAttention, got {type(module).__name__}"
-            raise TypeError(msg)
-        if module.bias_k is not None or module.add_zero_attn:
-            msg = "module has add_bias_kv or add_zero_attn, which are not supported"
-            raise NotImplementedError(msg)
-        weight = module.out_proj.weight
-        layer = cls(
-            module.embed_dim,
-            module.num_heads,
-            module.dropout,
-            module.in_proj_bias is not None,
-            kdim=module.kdim,
-            vdim=module.vdim,
-            batch_first=module.batch_first,
-            device=weight.device,
-            dtype=weight.dtype,
-            scheme=scheme,
-            alpha_init=alpha_init,
-            learn_alpha=learn_alpha,
-            causal=causal,
-            n_iter=n_iter,
-        )
-        layer.load_state_dict(module.state_dict(), strict=True)
-        return layer.train(module.training)
-
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        """Read torch's layout too: the packed or separate input projections and the packed bias."""
-        packed = {f"{prefix}in_proj_weight": "weight", f"{prefix}in_proj_bias": "bias"}
-        for name, kind in packed.items():
-            tensor = state_dict.get(name)
-            if tensor is not None and tensor.shape[0] == self.embed_dim + 2 * self.k_proj.out_features:
-                del state_dict[name]
-                parts = tensor.split([self.embed_dim, self.k_proj.out_features, self.v_proj.out_features])
-                for proj, part in zip("qkv", parts, strict=True):
-                    state_dict[f"{prefix}{proj}_proj.{kind}"] = part
-        for proj in "qkv":
-            tensor = state_dict.pop(f"{prefix}{proj}_proj_weight", None)
-            if tensor is not None:
-                state_dict[f"{prefix}{proj}_proj.weight"] = tensor
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
 
     @property
     def alpha(self) -> Tensor | None:
@@ -393,13 +288,11 @@ class MultiheadAttention(nn.Module):
         self_attention = key is None or key is query
         key = query if key is None else key
         value = key if value is None else value
-        for name, flag in (
-            ("need_weights", need_weights),
-            ("average_attn_weights", average_attn_weights),
-            ("is_causal", is_causal),
-        ):
-            check.flag(flag, name)
-        batched = self._check_inputs(query, key, value)
+        check.flag(need_weights, "need_weights")
+        check.flag(average_attn_weights, "average_attn_weights")
+        check.flag(is_causal, "is_causal")
+        widths = (self.embed_dim, self.kdim, self.vdim)
+        batched = checked_inputs(query, key, value, widths, batch_first=self.batch_first)
         if not batched:
             query, key, value = (x.unsqueeze(0) for x in (query, key, value))
         elif not self.batch_first:
@@ -411,8 +304,13 @@ class MultiheadAttention(nn.Module):
             proj(x).unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)
             for proj, x in ((self.k_proj, key), (self.v_proj, value))
         )
-        mask = self._merged_mask(
-            attn_mask, key_padding_mask, self_attention, batched, (batch, length, n_keys), dtype=q.dtype
+        mask = merged_mask(
+            attn_mask,
+            key_padding_mask,
+            self_attention=self_attention,
+            batched=batched,
+            sizes=(batch, self.num_heads, length, n_keys),
+            dtype=q.dtype,
         )
         causal = self.causal or is_causal
         alpha = self.alpha
@@ -422,114 +320,22 @@ class MultiheadAttention(nn.Module):
             "n_iter": self.n_iter,
         }
         dropout = self.dropout if self.training else 0.0
-        groups = self.num_heads // self.num_kv_heads
         weights = None
         if need_weights:
-            scores = q.unflatten(1, (self.num_kv_heads, groups)) @ k.unsqueeze(2).transpose(-1, -2)
-            scores = scores.flatten(1, 2) * (1.0 / math.sqrt(self.head_dim))
-            weights = normalize(scores, mask=mask, causal="top-left" if causal else False, **options)
-            if dropout:
-                weights = nn.functional.dropout(weights, p=dropout)
-            out = (weights.unflatten(1, (self.num_kv_heads, groups)) @ v.unsqueeze(2)).flatten(1, 2)
+            weights, out = weights_and_output(q, k, v, mask, causal=causal, dropout=dropout, options=options)
             if average_attn_weights:
                 weights = weights.mean(dim=1)
             if not batched:
                 weights = weights.squeeze(0)
         else:
-            out = scaled_dot_product_attention(q, k, v, mask, dropout, causal, enable_gqa=groups > 1, **options)
+            grouped = self.num_heads > self.num_kv_heads
+            out = dnorm.scaled_dot_product_attention(q, k, v, mask, dropout, causal, enable_gqa=grouped, **options)
         out = self.out_proj(out.transpose(1, 2).flatten(2))
         if not batched:
             out = out.squeeze(0)
         elif not self.batch_first:
             out = out.transpose(0, 1)
         return out, weights
-
-    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> bool:
-        """Whether the inputs are batched; raise for inputs that do not fit the layer or each other."""
-        widths = {"query": self.embed_dim, "key": self.kdim, "value": self.vdim}
-        for name, x in (("query", query), ("key", key), ("value", value)):
-            if not isinstance(x, Tensor) or not x.is_floating_point():
-                got = x.dtype if isinstance(x, Tensor) else type(x).__name__
-                hint = " (the second and third arguments are key and value, as in torch)" if name != "query" else ""
-                msg = f"{name} must be a floating torch.Tensor{hint}, got {got}"
-                raise TypeError(msg)
-            if x.ndim not in (2, 3) or x.ndim != query.ndim:
-                msg = f"{name} must be 3-D (batched) or 2-D (unbatched) like query ({query.ndim}-D), got {x.ndim}-D"
-                raise ValueError(msg)
-            if x.shape[-1] != widths[name]:
-                msg = f"{name} must have {widths[name]} features in its last dimension, got shape {tuple(x.shape)}"
-                raise ValueError(msg)
-        batched = query.ndim == 3
-        seq = 1 if batched and self.batch_first else 0
-        if key.shape[seq] != value.shape[seq]:
-            msg = f"key and value must have the same length, got shapes {tuple(key.shape)} and {tuple(value.shape)}"
-            raise ValueError(msg)
-        if batched:
-            axis = 0 if self.batch_first else 1
-            if not query.shape[axis] == key.shape[axis] == value.shape[axis]:
-                shapes = ", ".join(str(tuple(x.shape)) for x in (query, key, value))
-                msg = f"query, key and value must have the same batch size (dimension {axis}), got shapes {shapes}"
-                raise ValueError(msg)
-        return batched
-
-    def _merged_mask(
-        self,
-        attn_mask: Tensor | None,
-        key_padding_mask: Tensor | None,
-        self_attention: bool,
-        batched: bool,
-        sizes: tuple[int, int, int],
-        *,
-        dtype: torch.dtype,
-    ) -> Tensor | None:
-        """torch's masks as one dnorm mask, broadcastable to ``(N, H, L, S)``: True = may attend, floats added."""
-        batch, length, n_keys = sizes
-        parts: list[Tensor] = []
-        if attn_mask is not None:
-            _check_mask_dtype(attn_mask, "attn_mask")
-            heads = batch * self.num_heads if batched else self.num_heads
-            if tuple(attn_mask.shape) == (length, n_keys):
-                pass
-            elif tuple(attn_mask.shape) == (heads, length, n_keys):
-                attn_mask = attn_mask.reshape(batch, self.num_heads, length, n_keys)
-            else:
-                what = "N * num_heads" if batched else "num_heads"
-                msg = (
-                    f"attn_mask must have shape (L, S) = ({length}, {n_keys}) or ({what}, L, S) = "
-                    f"({heads}, {length}, {n_keys}), got {tuple(attn_mask.shape)}"
-                )
-                raise ValueError(msg)
-            parts.append(~attn_mask if attn_mask.dtype == torch.bool else attn_mask.to(dtype))
-        if key_padding_mask is not None:
-            _check_mask_dtype(key_padding_mask, "key_padding_mask")
-            expected = (batch, n_keys) if batched else (n_keys,)
-            if tuple(key_padding_mask.shape) != expected:
-                what = "(N, S)" if batched else "(S,) unbatched"
-                msg = f"key_padding_mask must have shape {what} = {expected}, got {tuple(key_padding_mask.shape)}"
-                raise ValueError(msg)
-            padding = key_padding_mask.reshape(batch, 1, 1, n_keys)
-            is_bool = padding.dtype == torch.bool
-            parts.append(~padding if is_bool else padding.to(dtype))
-            if self_attention:  # the padding positions are not queries either
-                padded = padding if is_bool else torch.isneginf(padding)
-                parts.append(~padded.transpose(-1, -2))
-        if not parts:
-            return None
-        if all(part.dtype == torch.bool for part in parts):
-            merged = parts[0]
-            for part in parts[1:]:
-                merged = merged & part
-            return merged
-        additive = [
-            torch.zeros(part.shape, dtype=dtype, device=part.device).masked_fill(~part, -math.inf)
-            if part.dtype == torch.bool
-            else part
-            for part in parts
-        ]
-        merged = additive[0]
-        for part in additive[1:]:
-            merged = merged + part
-        return merged
 
     def extra_repr(self) -> str:
         """The options that the submodules do not show."""
@@ -538,11 +344,3 @@ class MultiheadAttention(nn.Module):
             f"num_heads={self.num_heads}{kv}, scheme={self.scheme!r}, causal={self.causal}, "
             f"dropout={self.dropout}, batch_first={self.batch_first}"
         )
-
-
-def _check_mask_dtype(mask: object, name: str) -> None:
-    """A mask is a boolean or floating tensor."""
-    if not isinstance(mask, Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
-        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        msg = f"{name} must be a boolean (True = leave out) or floating (added) torch.Tensor, got {got}"
-        raise TypeError(msg)

@@ -31,10 +31,10 @@ from functools import partial
 from numbers import Real
 from typing import TYPE_CHECKING, Any
 
+import dnorm
+from dnorm import masks
+
 from .. import _validate as check
-from .._api import normalize
-from .._decode import decode
-from .._sdpa import scaled_dot_product_attention
 
 if TYPE_CHECKING:
     import torch
@@ -43,8 +43,6 @@ __all__ = ["PREFIX", "attention_forward", "boolean_mask", "cache", "register"]
 
 #: Registered names are this prefix followed by the scheme name.
 PREFIX = "dnorm_"
-#: The attention keyword arguments carry the cache layer under this name (set by the layer's ``update``).
-LAYER = "dnorm_cache_layer"
 
 
 def cache(config: Any = None) -> Any:
@@ -287,7 +285,7 @@ def attention_forward(
     is_causal = kwargs.get("is_causal")
     causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
     n_queries, n_keys = query.shape[-2], key.shape[-2]
-    layer = kwargs.get(LAYER)
+    layer = _cache_layer(kwargs)
     decoding = causal and scheme in ("doubly", "hybrid") and layer is not None
     if causal and n_queries != n_keys and not decoding:
         if scheme != "softmax":
@@ -301,10 +299,8 @@ def attention_forward(
     mask = attention_mask
     if mask is not None and mask.dtype != torch.bool:
         mask = mask.masked_fill(mask <= torch.finfo(mask.dtype).min / 2, float("-inf"))
-    if mask is not None and scheme != "softmax" and n_queries == n_keys:
-        allowed = mask if mask.dtype == torch.bool else mask != float("-inf")
-        padding = ~allowed.any(dim=-2).unsqueeze(-1)
-        mask = mask & ~padding if mask.dtype == torch.bool else mask.masked_fill(padding, float("-inf"))
+    if mask is not None and scheme != "softmax" and n_queries == n_keys:  # padding positions are not queries either
+        mask = masks.hide_queries(mask, masks.unseen_keys(mask))
 
     groups = getattr(module, "num_key_value_groups", 1)
     options: dict[str, Any] = {"scheme": scheme, "alpha": alpha, "n_iter": n_iter}
@@ -315,12 +311,12 @@ def attention_forward(
                 "to generate, or train with use_cache=False"
             )
             raise ValueError(msg)
-        output, state = decode(
+        output, state = dnorm.decode(
             query, key, value, layer.state, scheme, mask=mask, scale=scaling, alpha=alpha, softcap=softcap
         )
         layer.set_state(state)
         return output.transpose(1, 2).contiguous(), None
-    output = scaled_dot_product_attention(
+    output = dnorm.scaled_dot_product_attention(
         query,
         key,
         value,
@@ -339,5 +335,12 @@ def attention_forward(
         scores = query @ keys.transpose(-1, -2) * scale
         if softcap is not None:
             scores = softcap * torch.tanh(scores / softcap)
-        weights = normalize(scores, mask=mask, causal=causal, **options)
+        weights = dnorm.normalize(scores, mask=mask, causal=causal, **options)
     return output.transpose(1, 2).contiguous(), weights
+
+
+def _cache_layer(kwargs: dict[str, Any], /) -> Any:
+    """The layer of a :func:`cache` that the model's attention keyword arguments carry, or None."""
+    from ._transformers_cache import LAYER
+
+    return kwargs.get(LAYER)

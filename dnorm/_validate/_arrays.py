@@ -1,13 +1,7 @@
-"""Argument checks of the public functions, and their error messages.
-
-Every check names the argument, what was expected and what came.  Nothing
-here reads array values except :func:`alpha`'s range check on arrays that are
-already computed (never on JAX tracers or Dask graphs).
-"""
+"""Checks of array arguments: their library, dtype and shapes; ``alpha``'s range where it can be read."""
 
 from __future__ import annotations
 
-import math
 import sys
 from numbers import Real
 from typing import Any
@@ -15,8 +9,6 @@ from typing import Any
 from array_api_compat import array_namespace, is_jax_array, is_lazy_array
 
 Array = Any
-
-SCHEMES = ("softmax", "doubly", "hybrid", "sinkhorn")
 
 
 def namespace(**arrays: Array | None) -> Any:
@@ -90,102 +82,6 @@ def floating(x: Array, name: str, /, *, xp: Any, min_ndim: int = 2) -> None:
         raise ValueError(msg)
 
 
-def scheme(value: object, /) -> str:
-    if not isinstance(value, str):
-        msg = f"scheme must be a string, one of {SCHEMES}, got {type(value).__name__}"
-        raise TypeError(msg)
-    if value not in SCHEMES:
-        msg = f"scheme must be one of {SCHEMES}, got {value!r}"
-        raise ValueError(msg)
-    return value
-
-
-def flag(value: object, name: str, /) -> bool:
-    if not isinstance(value, bool):
-        msg = f"{name} must be True or False, got {value!r}"
-        raise TypeError(msg)
-    return value
-
-
-ALIGNMENTS = ("top-left", "bottom-right")
-
-
-def causal(value: object, n_queries: int, n_keys: int, /) -> int | None:
-    """The causal mask's offset: query ``i`` sees the keys ``j <= i + offset`` (None: not causal).
-
-    ``"top-left"`` is offset 0 (torch's ``is_causal``); ``"bottom-right"`` is
-    ``K - T``, the queries being the last ``T`` positions (decoding). ``True``
-    is either when ``T == K`` and ambiguous otherwise: a single new query
-    under top-left alignment sees key 0 only.
-    """
-    if value is False:
-        return None
-    if value is True:
-        if n_queries == n_keys:
-            return 0
-        msg = (
-            f"causal=True is ambiguous with {n_queries} queries and {n_keys} keys: pass causal='top-left' "
-            "(query i sees keys j <= i, as torch's is_causal) or causal='bottom-right' (the queries are the last "
-            "positions, as in decoding)"
-        )
-        raise ValueError(msg)
-    msg = f"causal must be True, False, 'top-left' or 'bottom-right', got {value!r}"
-    if not isinstance(value, str):
-        raise TypeError(msg)
-    if value not in ALIGNMENTS:
-        raise ValueError(msg)
-    return 0 if value == "top-left" else n_keys - n_queries
-
-
-def positive_int(value: object, name: str, /) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{name} must be an integer >= 1, got {value!r}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{name} must be an integer >= 1, got {value}"
-        raise ValueError(msg)
-    return value
-
-
-def softcap(value: object, /) -> float | None:
-    """The softcap: None, or a positive finite real number."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, Real):
-        msg = f"softcap must be a positive real number or None, got {type(value).__name__}"
-        raise TypeError(msg)
-    cap = float(value)
-    if not (math.isfinite(cap) and cap > 0):
-        msg = f"softcap must be positive and finite, got {value}"
-        raise ValueError(msg)
-    return cap
-
-
-def probability(value: object, name: str, /) -> float:
-    """A dropout probability, in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        msg = f"{name} must be a number in [0, 1), got {type(value).__name__}"
-        raise TypeError(msg)
-    p = float(value)
-    if not 0.0 <= p < 1.0:
-        msg = f"{name} must be a number in [0, 1), got {value}"
-        raise ValueError(msg)
-    return p
-
-
-def scale(value: object, head_dim: int, /) -> float:
-    """The score scale; ``None`` means ``1 / sqrt(head_dim)``."""
-    if value is None:
-        return 1.0 / math.sqrt(head_dim)
-    if isinstance(value, bool) or not isinstance(value, Real):
-        msg = f"scale must be a real number or None, got {type(value).__name__}"
-        raise TypeError(msg)
-    if not math.isfinite(value):
-        msg = f"scale must be finite, got {value}"
-        raise ValueError(msg)
-    return float(value)
-
-
 def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...], name: str, what: str, /) -> None:
     """``shape`` broadcasts to ``target`` without enlarging it."""
     ok = len(shape) <= len(target) and all(s in (1, t) for s, t in zip(shape[::-1], target[::-1], strict=False))
@@ -236,6 +132,51 @@ def alpha(value: object, lead: tuple[int, ...], /, *, xp: Any) -> None:
         if bool(outside):
             msg = "alpha must be in [0, 1] everywhere, got values outside it (or NaN)"
             raise ValueError(msg)
+
+
+def qkv(
+    query: Array, key: Array, value: Array, /, *, xp: Any, grouped: bool | None = None
+) -> tuple[tuple[int, ...], int]:
+    """Check query, key and value against each other; return the leading shape of the output and the head groups.
+
+    The leading dimensions broadcast together, or (grouped-query attention)
+    those before axis -3 do and the query heads (axis -3) are a multiple of
+    the key heads, which equal the value heads; the second number is then
+    query heads per key head, else 1. ``grouped`` says, as torch's
+    ``enable_gqa``, whether heads may be grouped (True, and then they must
+    be) or not (False); None lets the shapes decide.
+    """
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        floating(x, name, xp=xp, min_ndim=3 if grouped else 2)
+    if not query.dtype == key.dtype == value.dtype:
+        msg = f"query, key and value must share one dtype, got {query.dtype}, {key.dtype}, {value.dtype}"
+        raise TypeError(msg)
+    if query.shape[-1] != key.shape[-1]:
+        msg = f"query and key must have the same feature size D, got {query.shape[-1]} and {key.shape[-1]}"
+        raise ValueError(msg)
+    if key.shape[-2] != value.shape[-2]:
+        msg = f"key and value must have the same length K, got {key.shape[-2]} and {value.shape[-2]}"
+        raise ValueError(msg)
+    shapes = {"query": query.shape[:-2], "key": key.shape[:-2], "value": value.shape[:-2]}
+    heads, kv_heads = (query.shape[-3], key.shape[-3]) if min(query.ndim, key.ndim, value.ndim) >= 3 else (0, 0)
+    if grouped is False and kv_heads not in (0, 1, heads):
+        msg = f"query has {heads} heads and key {kv_heads}: pass enable_gqa=True to group them"
+        raise ValueError(msg)
+    if grouped and (kv_heads == 0 or heads % kv_heads or value.shape[-3] != kv_heads):
+        msg = (
+            f"enable_gqa needs query heads ({heads}) to be a multiple of key heads ({kv_heads}) "
+            f"and value heads ({value.shape[-3]}) equal to key heads"
+        )
+        raise ValueError(msg)
+    if kv_heads in (0, 1) or heads == kv_heads or heads % kv_heads or value.shape[-3] != kv_heads:
+        return broadcast_shapes(shapes, "leading dimensions"), 1
+    outer = broadcast_shapes({n: s[:-1] for n, s in shapes.items()}, "leading dimensions before the heads")
+    return (*outer, heads), heads // kv_heads
+
+
+def array_or_none(alpha: object, /) -> Array | None:
+    """``alpha`` when it is an array (whose library must match the others'), None for a number."""
+    return None if isinstance(alpha, Real) else alpha
 
 
 def _is_concrete(x: Array) -> bool:

@@ -1,0 +1,233 @@
+"""The routing layer: after the public functions check their arguments, this module decides who computes a call.
+
+Every entry point comes here: :func:`attention` (for :func:`dnorm.attention`
+and :func:`dnorm.scaled_dot_product_attention`), :func:`packed` (for
+:func:`dnorm.varlen_attention` and torch's nested tensors), :func:`decode` and
+:func:`weights` (for :func:`dnorm.normalize`). Each casts to the compute dtype
+(half precision computes in float32), splits grouped-query heads, describes
+the call (:class:`.contract.Call`), picks an implementation
+(:data:`.implementations.IMPLEMENTATIONS`, or the one ``kernel=`` names, which
+raises ``ValueError`` saying why when it cannot serve the call: never a silent
+fallback), and runs it, through the framework's autodiff adapter
+(:mod:`dnorm._autodiff`) when gradients may be asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Real
+from typing import Any, cast
+
+from .. import _validate as check
+from .._kernels import _delegation as delegation
+from .._kernels import attention as kernels
+from .._kernels import budget
+from .._kernels import logsumexp as lse
+from .._kernels._device import device_of
+from .._kernels.scores import block_bounds
+from . import heads
+from .contract import Call, Decoding, Implementation, Trainable
+from .implementations import IMPLEMENTATIONS
+from .plan import symbolic_lengths
+
+Array = Any
+
+__all__ = ["IMPLEMENTATIONS", "attention", "choose", "decode", "packed", "weights"]
+
+
+def attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    alpha: float | Array,
+    seed: Array | None,
+    request: check.Request,
+    /,
+    *,
+    xp: Any,
+) -> Array:
+    """The output of :func:`dnorm.attention` for checked arguments, by the implementation the call is routed to."""
+    work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
+    q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
+    per_query_head = (q, _mask(mask, work, xp=xp), _alpha(alpha, work, query, xp=xp))
+    (q, m, a), (k, v) = heads.split(per_query_head, (k, v), request.groups, xp=xp)
+    call = _call(
+        "attention", request, q, k, work, training=_training(xp, q, k, v, m, a), seeded=seed is not None, xp=xp
+    )
+    impl = choose(call, q, k, v, m)
+    options = impl.options(call, q, k, m, xp=xp)
+    if call.training:
+        out = _differentiable(cast(Trainable, impl), q, k, v, m, a, seed, options=options, xp=xp)
+    else:
+        out = impl.infer(q, k, v, m, a, seed, options=options, xp=xp)
+    return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
+
+
+def packed(
+    query: Array,
+    key: Array,
+    value: Array,
+    alpha: float | Array,
+    sequences: Sequence[tuple[int, int, int, int, check.Request | None, Array | None]],
+    lead: tuple[int, ...],
+    /,
+    *,
+    xp: Any,
+) -> Array:
+    """:func:`dnorm.varlen_attention`: each sequence ``(q0, q1, k0, k1, request, seed)`` of the packed arrays alone.
+
+    A sequence without keys (``request`` None) gets zero rows.
+    """
+    outputs = []
+    for q0, q1, k0, k1, request, seed in sequences:
+        if q1 == q0:
+            continue
+        if request is None:  # queries that attend no key get zero rows
+            shape = (*lead, q1 - q0, value.shape[-1])
+            outputs.append(xp.zeros(shape, dtype=query.dtype, device=device_of(query)))
+            continue
+        q, k, v = query[..., q0:q1, :], key[..., k0:k1, :], value[..., k0:k1, :]
+        outputs.append(attention(q, k, v, None, alpha, seed, request, xp=xp))
+    if not outputs:
+        return xp.zeros((*lead, 0, value.shape[-1]), dtype=query.dtype, device=device_of(query))
+    return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=-2)
+
+
+def decode(
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    alpha: float | Array,
+    state: tuple[Array, Array] | None,
+    request: check.Request,
+    /,
+    *,
+    xp: Any,
+) -> tuple[Array, tuple[Array, Array] | None]:
+    """:func:`dnorm.decode` for checked arguments: the new queries' output and the state after them.
+
+    ``state`` holds the ``(max, sum)`` arrays ``(..., Hq, K - T)`` of the
+    earlier positions (None when there are none); ``request`` is causal with
+    the offset ``K - T``.
+    """
+    work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
+    q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
+    earlier = () if state is None else tuple(xp.expand_dims(budget.cast(x, work, xp=xp), axis=-2) for x in state)
+    per_query_head = (q, _mask(mask, work, xp=xp), _alpha(alpha, work, query, xp=xp), *earlier)
+    (q, m, a, *carried), (k, v) = heads.split(per_query_head, (k, v), request.groups, xp=xp)
+    call = _call("decode", request, q, k, work, training=False, seeded=False, xp=xp)
+    impl = cast(Decoding, choose(call, q, k, v, m))
+    carry = lse.LogSumExp(*carried) if carried else None
+    out, last = impl.decode(q, k, v, m, a, carry, options=impl.options(call, q, k, m, xp=xp), xp=xp)
+    new_state = None
+    if last is not None:
+        new_state = (
+            heads.merge(last.max, request.groups, xp=xp)[..., 0, :],
+            heads.merge(last.sum, request.groups, xp=xp)[..., 0, :],
+        )
+    return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp), new_state
+
+
+def weights(
+    scores: Array, mask: Array | None, alpha: float | Array, request: check.Request, /, *, log: bool, xp: Any
+) -> Array:
+    """:func:`dnorm.normalize`: the weights of given scores, which only the array-API kernels form."""
+    work, out_dtype = budget.compute_dtype(scores.dtype, xp=xp)
+    s = budget.cast(scores, work, xp=xp)
+    options = kernels.Options(
+        request.scheme,
+        request.causal,
+        request.n_iter,
+        1.0,
+        block_bounds(s.shape[-2], s.shape[-2]),
+        True,
+        (),
+        request.offset or 0,
+        doubling=symbolic_lengths(xp),
+        native_scan=delegation.native_scan(s, xp=xp),
+    )
+    w = kernels.weights(
+        s, _mask(mask, work, xp=xp), _alpha(alpha, work, scores, xp=xp), options=options, log=log, xp=xp
+    )
+    return budget.cast(w, out_dtype, xp=xp)
+
+
+def choose(call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> Implementation:
+    """The implementation of ``call``: the one ``kernel=`` names, or under ``"auto"`` the first that serves it.
+
+    Raises ``ValueError`` with the reason when the named one cannot serve the call.
+    """
+    name = call.request.kernel
+    if name != "auto":
+        impl: Implementation = IMPLEMENTATIONS[name]
+        reason = impl.refuses(call, query, key, value, mask)
+        if reason is not None:
+            msg = f"kernel={name!r} cannot serve this call: {reason}"
+            raise ValueError(msg)
+        return impl
+    for impl in IMPLEMENTATIONS.values():
+        if impl.refuses(call, query, key, value, mask) is None:
+            return impl
+    msg = "no implementation serves this call"  # the array-API kernels serve every call
+    raise AssertionError(msg)
+
+
+def _differentiable(impl: Trainable, *arrays: Array | None, options: Any, xp: Any) -> Array:
+    """``impl``'s output through the framework's autodiff adapter (torch autograd, a JAX custom VJP)."""
+    if check.library(xp) == "jax":
+        from .._autodiff import jax as adapter
+    else:
+        from .._autodiff import torch as adapter  # type: ignore[no-redef]
+    return adapter.attention(*arrays, impl=impl, options=options)
+
+
+def _call(
+    entry: str, request: check.Request, q: Array, k: Array, work: Any, /, *, training: bool, seeded: bool, xp: Any
+) -> Call:
+    lead = request.lead
+    if request.groups > 1:  # grouped-query attention: (..., H, G, T, D) queries over (..., H, 1, K, D) keys
+        lead = (*lead[:-1], lead[-1] // request.groups, request.groups)
+    return Call(
+        entry,
+        check.library(xp),
+        request,
+        lead,
+        q.shape[-2],
+        k.shape[-2],
+        work,
+        training=training,
+        symbolic=symbolic_lengths(xp),
+        accelerated=check.accelerated(q, xp),
+        seeded=seeded,
+    )
+
+
+def _training(xp: Any, /, *arrays: Array | None) -> bool:
+    """Whether autodiff may ask for gradients: always under JAX, when a tensor requires one under torch."""
+    library = check.library(xp)
+    if library == "jax":
+        return True
+    if library == "torch":
+        from .._autodiff.torch import needs_grad
+
+        return needs_grad(*arrays)
+    return False
+
+
+def _mask(mask: Array | None, dtype: Any, /, *, xp: Any) -> Array | None:
+    """The mask with at least two dimensions, floating masks in the compute dtype."""
+    if mask is None:
+        return None
+    if mask.ndim < 2:
+        mask = xp.reshape(mask, (1,) * (2 - mask.ndim) + tuple(mask.shape))
+    return mask if xp.isdtype(mask.dtype, "bool") else budget.cast(mask, dtype, xp=xp)
+
+
+def _alpha(alpha: float | Array, dtype: Any, like: Array, /, *, xp: Any) -> Array:
+    """``alpha`` as an array of the compute dtype, broadcasting over ``(..., T, K)``."""
+    if isinstance(alpha, Real):
+        return xp.asarray(float(alpha), dtype=dtype, device=device_of(like))
+    array: Array = alpha
+    return xp.reshape(budget.cast(array, dtype, xp=xp), (*array.shape, 1, 1))

@@ -1,0 +1,171 @@
+"""The implementations behind the routing layer, each satisfying :mod:`.contract`.
+
+* ``"array-api"`` (:class:`ArrayAPI`): the array-API kernels of
+  :mod:`dnorm._kernels`, on every namespace, for every call.
+* ``"torch"`` (:class:`Torch`): :mod:`dnorm._fastpath.torch`, torch's fused
+  attention kernels with the per-key bias, for softmax, doubly and hybrid
+  without causal, softcap, dropout or ``block_size``: forward and backward on
+  the CPU, inference on CUDA.
+* ``"dask"`` (:class:`Dask`): :mod:`dnorm._fastpath.dask`, one task per chunk
+  of the leading axes, each running the array-API kernels of its chunk's
+  library, when the sequence and feature axes are one chunk each.
+
+Each method looks its module's function up when called, so that a test that
+replaces one (to see that it runs) sees it run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from .. import _validate as check
+from .._kernels import attention as kernels
+from .plan import kernel_options, task_lead
+
+Array = Any
+
+
+class ArrayAPI:
+    """The array-API kernels: every scheme, option and namespace; forward, backward and decoding."""
+
+    name = "array-api"
+
+    def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
+        return None
+
+    def options(self, call: Any, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> kernels.Options:
+        return kernel_options(call, query, key, mask, xp=xp)
+
+    def infer(self, *arrays: Array, options: Any, xp: Any) -> Array:
+        return kernels.infer(*arrays, options=options, xp=xp)
+
+    def forward(self, *arrays: Array, options: Any, xp: Any) -> tuple[Array, Any]:
+        return kernels.forward(*arrays, options=options, xp=xp)
+
+    def backward(self, *arrays: Any, options: Any, mask_grad: bool, xp: Any) -> Any:
+        return kernels.backward(*arrays, options=options, mask_grad=mask_grad, xp=xp)
+
+    def decode(self, *arrays: Any, options: Any, xp: Any) -> tuple[Array, Any]:
+        return kernels.decode(*arrays, options=options, xp=xp)
+
+
+class Torch:
+    """torch's fused attention kernels with the per-key bias (:mod:`dnorm._fastpath.torch`)."""
+
+    name = "torch"
+
+    def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
+        request = call.request
+        if call.library != "torch":
+            return f"it takes torch tensors, got {type(query).__module__}.{type(query).__name__}"
+        if call.entry != "attention":
+            return "torch's fused kernels have no strictly causal form, which decoding is"
+        if request.scheme == "sinkhorn":
+            return "it computes softmax, doubly and hybrid; sinkhorn's rounds take the array-API kernels"
+        if request.causal:
+            return "torch's fused kernels have no strictly causal form (causal=True needs the running statistic)"
+        if request.block_size is not None:
+            return "block_size asks for the array-API kernels' blocks; torch's fused kernels choose their own"
+        if request.softcap is not None:
+            return "torch's fused kernels take no softcap"
+        if call.seeded:
+            return "dropout's mask is a hash of dnorm's (spec DEF-DROPOUT), which torch's fused kernels do not draw"
+        from .._fastpath import torch as fused
+
+        return fused.refuses(query, key, value, mask, training=call.training)
+
+    def options(self, call: Any, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
+        from .._fastpath import torch as fused
+
+        return fused.Options(call.request.scheme, call.request.scale)
+
+    def infer(self, *arrays: Array, options: Any, xp: Any) -> Array:
+        from .._fastpath import torch as fused
+
+        return fused.infer(*arrays, options=options, xp=xp)
+
+    def forward(self, *arrays: Array, options: Any, xp: Any) -> tuple[Array, Any]:
+        from .._fastpath import torch as fused
+
+        return fused.forward(*arrays, options=options, xp=xp)
+
+    def backward(self, *arrays: Any, options: Any, mask_grad: bool, xp: Any) -> Any:
+        from .._fastpath import torch as fused
+
+        return fused.backward(*arrays, options=options, mask_grad=mask_grad, xp=xp)
+
+
+@dataclass(frozen=True)
+class ChunkOptions:
+    """What every chunk of a Dask call runs: the implementation, its options and its chunks' namespace."""
+
+    inner: ArrayAPI
+    options: Any
+    xp: Any
+
+
+class Dask:
+    """One ``blockwise`` task per chunk of the leading axes (:mod:`dnorm._fastpath.dask`)."""
+
+    name = "dask"
+
+    def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
+        if call.library != "dask":
+            return f"it takes Dask arrays, got {type(query).__module__}.{type(query).__name__}"
+        if call.entry != "attention":
+            return "it serves attention; decoding runs the array-API kernels on Dask arrays (kernel='array-api')"
+        if call.seeded:
+            return "dnorm draws no dropout seed for Dask arrays"
+        from .._fastpath import dask as chunkwise
+
+        return chunkwise.refuses(query, key, value, mask, groups=call.request.groups)
+
+    def options(self, call: Any, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> ChunkOptions:
+        q_meta, k_meta = query._meta, key._meta  # empty arrays of the chunks' library, dtype and dimensions
+        mask_meta = None if mask is None else mask._meta
+        chunk_xp = array_namespace(q_meta)
+        inner_call = replace(
+            call,
+            library=check.library(chunk_xp),
+            lead=task_lead(call.lead, query, key, mask, xp=xp),
+            accelerated="cupy" in getattr(chunk_xp, "__name__", ""),
+            training=False,
+        )
+        inner = ARRAY_API
+        return ChunkOptions(inner, inner.options(inner_call, q_meta, k_meta, mask_meta, xp=chunk_xp), chunk_xp)
+
+    def infer(
+        self,
+        query: Array,
+        key: Array,
+        value: Array,
+        mask: Array | None,
+        alpha: Array,
+        seed: Array | None,
+        /,
+        *,
+        options: ChunkOptions,
+        xp: Any,
+    ) -> Array:
+        from .._fastpath import dask as chunkwise
+
+        return chunkwise.attention(query, key, value, mask, alpha, chunk=_chunk_runner(options))
+
+
+def _chunk_runner(options: ChunkOptions) -> Callable[..., Array]:
+    def run(query: Array, key: Array, value: Array, mask: Array | None, alpha: Array) -> Array:
+        return options.inner.infer(query, key, value, mask, alpha, None, options=options.options, xp=options.xp)
+
+    return run
+
+
+ARRAY_API = ArrayAPI()
+TORCH = Torch()
+DASK = Dask()
+
+#: The implementations by their ``kernel=`` names, in the order ``"auto"`` offers a call to them (the kernels last).
+IMPLEMENTATIONS: dict[str, Any] = {"dask": DASK, "torch": TORCH, "array-api": ARRAY_API}

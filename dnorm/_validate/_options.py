@@ -1,0 +1,142 @@
+"""Checks of the options of the public functions: scheme, causal alignment, numbers and flags."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+SCHEMES = ("softmax", "doubly", "hybrid", "sinkhorn")
+
+
+def scheme(value: object, /) -> str:
+    if not isinstance(value, str):
+        msg = f"scheme must be a string, one of {SCHEMES}, got {type(value).__name__}"
+        raise TypeError(msg)
+    if value not in SCHEMES:
+        msg = f"scheme must be one of {SCHEMES}, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def flag(value: object, name: str, /) -> bool:
+    if not isinstance(value, bool):
+        msg = f"{name} must be True or False, got {value!r}"
+        raise TypeError(msg)
+    return value
+
+
+ALIGNMENTS = ("top-left", "bottom-right")
+
+
+def causal_offset(value: object, n_queries: int, n_keys: int, /) -> int | None:
+    """The causal mask's offset: query ``i`` sees the keys ``j <= i + offset`` (None: not causal).
+
+    ``"top-left"`` is offset 0 (torch's ``is_causal``); ``"bottom-right"`` is
+    ``K - T``, the queries being the last ``T`` positions (decoding). ``True``
+    is either when ``T == K`` and ambiguous otherwise: a single new query
+    under top-left alignment sees key 0 only.
+    """
+    if value is False:
+        return None
+    if value is True:
+        if n_queries == n_keys:
+            return 0
+        msg = (
+            f"causal=True is ambiguous with {n_queries} queries and {n_keys} keys: pass causal='top-left' "
+            "(query i sees keys j <= i, as torch's is_causal) or causal='bottom-right' (the queries are the last "
+            "positions, as in decoding)"
+        )
+        raise ValueError(msg)
+    msg = f"causal must be True, False, 'top-left' or 'bottom-right', got {value!r}"
+    if not isinstance(value, str):
+        raise TypeError(msg)
+    if value not in ALIGNMENTS:
+        raise ValueError(msg)
+    return 0 if value == "top-left" else n_keys - n_queries
+
+
+def positive_int(value: object, name: str, /) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{name} must be an integer >= 1, got {value!r}"
+        raise TypeError(msg)
+    if value < 1:
+        msg = f"{name} must be an integer >= 1, got {value}"
+        raise ValueError(msg)
+    return value
+
+
+def softcap(value: object, /) -> float | None:
+    """The softcap: None, or a positive finite real number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Real):
+        msg = f"softcap must be a positive real number or None, got {type(value).__name__}"
+        raise TypeError(msg)
+    cap = float(value)
+    if not (math.isfinite(cap) and cap > 0):
+        msg = f"softcap must be positive and finite, got {value}"
+        raise ValueError(msg)
+    return cap
+
+
+def probability(value: object, name: str, /) -> float:
+    """A dropout probability, in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        msg = f"{name} must be a number in [0, 1), got {type(value).__name__}"
+        raise TypeError(msg)
+    p = float(value)
+    if not 0.0 <= p < 1.0:
+        msg = f"{name} must be a number in [0, 1), got {value}"
+        raise ValueError(msg)
+    return p
+
+
+def scale(value: object, head_dim: int, /) -> float:
+    """The score scale; ``None`` means ``1 / sqrt(head_dim)``."""
+    if value is None:
+        return 1.0 / math.sqrt(head_dim)
+    if isinstance(value, bool) or not isinstance(value, Real):
+        msg = f"scale must be a real number or None, got {type(value).__name__}"
+        raise TypeError(msg)
+    if not math.isfinite(value):
+        msg = f"scale must be finite, got {value}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def scheme_and_offset(
+    scheme_name: object, /, *, causal: object, n_iter: object, shape: tuple[int, int]
+) -> tuple[str, int | None]:
+    """Check the options every scheme function takes; return the scheme and the causal offset (None: not causal)."""
+    name = scheme(scheme_name)
+    positive_int(n_iter, "n_iter")
+    if name == "sinkhorn" and causal is not False and isinstance(causal, bool | str):
+        msg = (
+            "scheme='sinkhorn' has no strictly causal definition: use causal=False with an "
+            "explicit triangular mask (bidirectional), or scheme='doubly' with causal=True"
+        )
+        raise NotImplementedError(msg)
+    offset = causal_offset(causal, *shape)
+    if offset is not None and offset > 0 and name in ("doubly", "hybrid"):
+        msg = (
+            f"causal='bottom-right' with {shape[0]} queries for {shape[1]} keys needs the running column statistic "
+            f"of the {offset} earlier queries, which scheme={name!r} cannot recover from the keys: use dnorm.decode "
+            "with the state of the earlier positions"
+        )
+        raise ValueError(msg)
+    return name, offset
+
+
+#: The implementations a call can ask for with ``kernel=`` (:mod:`dnorm._routing` holds them); ``"auto"`` chooses.
+KERNELS = ("auto", "array-api", "torch", "dask")
+
+
+def kernel(value: object, /) -> str:
+    """A ``kernel=`` name, one of :data:`KERNELS`."""
+    if not isinstance(value, str):
+        msg = f"kernel must be a string, one of {KERNELS}, got {type(value).__name__}"
+        raise TypeError(msg)
+    if value not in KERNELS:
+        msg = f"kernel must be one of {KERNELS}, got {value!r}"
+        raise ValueError(msg)
+    return value
