@@ -9,13 +9,13 @@ import numpy as np
 from array_api_compat import is_cupy_array, is_dask_array, is_dask_namespace, is_torch_array
 
 
-def to_xp(xp: ModuleType, a: Any, /, *, dtype: Any = None) -> Any:
-    """``a`` (NumPy or nested lists) as an array of ``xp``; Dask arrays get several chunks."""
+def to_xp(xp: ModuleType, a: Any, /, *, dtype: Any = None, chunked: bool = True) -> Any:
+    """``a`` (NumPy or nested lists) as an array of ``xp``; Dask arrays get several chunks (one unless ``chunked``)."""
     a = np.asarray(a)
     if is_dask_namespace(xp):
         import dask.array
 
-        chunks = tuple(max(1, (n + 1) // 2) for n in a.shape)
+        chunks = tuple(max(1, (n + 1) // 2) if chunked else n for n in a.shape)
         out = xp.asarray(dask.array.from_array(a, chunks=chunks))
     else:
         out = xp.asarray(a)

@@ -8,6 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from dnorm import SCHEMES
+
+#: Every scheme with and without ``causal``, but Sinkhorn, which has no causal form (it raises, tested apart).
+SCHEME_CAUSAL = [
+    (scheme, causal) for scheme in SCHEMES for causal in (False, True) if not (causal and scheme == "sinkhorn")
+]
 MAGNITUDE = 1e4
 # JAX compiles and Dask builds a graph for every example: fewer examples there
 LAZY_EXAMPLES = 6

@@ -1,17 +1,22 @@
 """The backend fixture and shared test settings.
 
-``xp`` runs a test once per array library: numpy, array_api_strict, torch,
-jax, dask and cupy, and the GPU backends torch-cuda and jax-gpu, skipping
-(with the reason) those that are not installed or have no device.  Functions
-tagged with ``lazy_xp_function`` in a test module are jitted under JAX and
-must not compute the graph under Dask.  On a GPU backend the namespace puts
-the arrays that ``asarray`` makes on the device.
+``xp`` runs a test once per array library that can run on this machine:
+numpy, array_api_strict, torch, jax and dask, and cupy, torch-cuda and
+jax-gpu where a GPU is there. The backends are chosen once, at collection:
+nothing is parametrized for a backend that cannot run here, and the run's
+header says which ones were left out and why. Functions tagged with
+``lazy_xp_function`` in a test module are jitted under JAX and must not
+compute the graph under Dask. On a GPU backend the namespace puts the arrays
+that ``asarray`` makes on the device.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from collections.abc import Iterator
+from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -32,28 +37,52 @@ BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "dask", "cupy", "torch-
 _MODULES = {"jax": "jax.numpy", "dask": "dask.array", "torch-cuda": "torch", "jax-gpu": "jax.numpy"}
 
 
-def _import_backend(name: str) -> tuple[ModuleType, Any]:
-    """The backend's module and the device its arrays go to (None: the library's default)."""
+@cache
+def _backend(name: str) -> tuple[ModuleType, Any] | str:
+    """The backend's module and the device its arrays go to (None: the library's default), or why it cannot run."""
+    module_name = _MODULES.get(name, name)
+    if importlib.util.find_spec(module_name.split(".")[0]) is None:
+        return f"{module_name.split('.')[0]} is not installed"
+    module = importlib.import_module(module_name)
     if name == "cupy":
-        cupy = pytest.importorskip("cupy", reason="cupy is not installed")
-        if not cupy.cuda.is_available():
-            pytest.skip("cupy: no CUDA device on this machine")
-        return cupy, None
-    module = pytest.importorskip(_MODULES.get(name, name), reason=f"{name} is not installed")
+        return (module, None) if module.cuda.is_available() else "no CUDA device on this machine"
     if name.startswith("jax"):
         import jax
 
         jax.config.update("jax_enable_x64", True)
         if name == "jax-gpu":
             gpus = [d for d in jax.devices() if d.platform == "gpu"]
-            if not gpus:
-                pytest.skip("jax: no GPU device on this machine")
-            return module, gpus[0]
+            return (module, gpus[0]) if gpus else "jax has no GPU device on this machine"
     if name == "torch-cuda":
-        if not module.cuda.is_available():
-            pytest.skip("torch: no CUDA device on this machine")
-        return module, module.device("cuda")
+        return (module, module.device("cuda")) if module.cuda.is_available() else "no CUDA device on this machine"
     return module, None
+
+
+def available() -> list[str]:
+    """The backends that run on this machine, in :data:`BACKENDS` order."""
+    return [name for name in BACKENDS if not isinstance(_backend(name), str)]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    left_out = [f"{name} ({why})" for name in BACKENDS if isinstance(why := _backend(name), str)]
+    return [f"backends: {', '.join(available())}", f"not collected: {', '.join(left_out) or 'none'}"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "xp" in metafunc.fixturenames:
+        metafunc.parametrize("xp", available(), indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out (deselect, not skip) the tests marked ``gpu(backend)`` whose backend cannot run here."""
+    runs = set(available())
+    kept, left_out = [], []
+    for item in items:
+        marker = item.get_closest_marker("gpu")
+        (left_out if marker is not None and marker.args[0] not in runs else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 class _OnDevice:
@@ -69,10 +98,27 @@ class _OnDevice:
         return self._namespace.asarray(obj, dtype=dtype, device=device or self._device, copy=copy)
 
 
-@pytest.fixture(params=BACKENDS)
-def xp(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The array-API namespace of the test, patched for lazy testing of tagged functions."""
-    module, device = _import_backend(request.param)
+def _namespace(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The namespace of the backend ``request.param``, patched for lazy testing of tagged functions."""
+    found = _backend(request.param)
+    assert not isinstance(found, str), found
+    module, device = found
     namespace = array_namespace(module.asarray([0.0]))
     with patch_lazy_xp_functions(request, xp=namespace):
         yield namespace if device is None else _OnDevice(namespace, device)
+
+
+@pytest.fixture
+def xp(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The array-API namespace of the test (parametrized over :func:`available` by ``pytest_generate_tests``)."""
+    yield from _namespace(request)
+
+
+#: The backends whose namespace has a fused log-cumsum-exp scan that the kernels delegate to (spec DEF-FUSED-SCAN).
+FUSED_SCANS = ("torch", "dask", "torch-cuda")
+
+
+@pytest.fixture(params=[name for name in FUSED_SCANS if name in available()])
+def fused_xp(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The namespace of a backend with a fused scan."""
+    yield from _namespace(request)

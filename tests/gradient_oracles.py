@@ -1,6 +1,6 @@
 """Reference gradients that share no code with dnorm: torch float64 autograd through the plain definitions.
 
-The definitions are written out as in shared/MISSION.md: softmax over the
+The definitions are written out as in spec/schemes.md: softmax over the
 allowed keys; DNAS as a column softmax then a row normalization; Sinkhorn as
 alternating column and row log-normalizations; strictly causal DNAS with the
 column log-sum-exp over the rows up to each row, one row at a time. Removed

@@ -1,5 +1,5 @@
 """Reference implementations that share no code with dnorm: plain loops over the
-definitions of shared/MISSION.md in float64, with ``scipy.special`` for the
+definitions of spec/schemes.md in float64, with ``scipy.special`` for the
 log-sum-exp.  Slow; for small sizes only.  Shapes: scores (T, K), allowed (T, K)
 boolean (default all True).  Disallowed entries get weight 0."""
 

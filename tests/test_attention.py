@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _arrays import to_np, to_xp
+from _strategies import SCHEME_CAUSAL
 from array_api_compat import array_namespace
 from array_api_extra.testing import lazy_xp_function
 from oracles import oracle
@@ -36,12 +37,9 @@ def test_scale_multiplies_scores(xp):
 
 
 @pytest.mark.theorem("THM-CHUNKED-EQUALS-DENSE")
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize(("scheme", "causal"), SCHEME_CAUSAL)
 @pytest.mark.parametrize("block_size", [1, 4, 100])
-@pytest.mark.parametrize("causal", [False, True])
 def test_chunked_equals_materialized(xp, scheme, block_size, causal):
-    if causal and scheme == "sinkhorn":
-        pytest.skip("sinkhorn has no causal form")
     q, k, v = _qkv(lead=(2, 3), t=10, k=10)
     allowed = RNG.random((2, 3, 10, 10)) < 0.7
     allowed[0, 0, 4] = False
@@ -90,12 +88,9 @@ def test_non_contiguous_inputs(xp):
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("scheme", "causal"), SCHEME_CAUSAL)
 def test_grouped_heads_equal_repeated_keys(xp, scheme, causal):
     """8 query heads over 2 key/value heads (and a per-query-head alpha and mask): the keys repeated 4 times."""
-    if causal and scheme == "sinkhorn":
-        pytest.skip("sinkhorn has no causal form")
     q, k, v = RNG.normal(size=(2, 8, 7, 4)), RNG.normal(size=(2, 2, 7, 4)), RNG.normal(size=(2, 2, 7, 3))
     mask = RNG.random((2, 8, 7, 7)) < 0.8
     alpha = np.linspace(0.1, 0.9, 8)

@@ -3,7 +3,7 @@
 Every operation on a block of rows of a Dask array is a task per chunk: blocks
 sized for a cache (about 1 MiB of the whole array's scores) made 17221 tasks
 of a (16, 512, 64) array chunked along the batch, 27 times the time of NumPy.
-The budgets now apply to one chunk (``dispatch.task_lead``), and a
+The budgets now apply to one chunk (``dnorm._routing.plan.task_lead``), and a
 materialized block holds ``TASK_BYTES`` of it.
 """
 
@@ -17,8 +17,12 @@ import pytest
 from array_api_compat import array_namespace
 
 from dnorm import SCHEMES, attention
-from dnorm import _dispatch as dispatch
+from dnorm import _validate as check
+from dnorm._kernels import attention as kernels
+from dnorm._kernels import budget
 from dnorm._kernels.scores import block_bounds
+from dnorm._routing.contract import Call
+from dnorm._routing.plan import kernel_options, task_lead
 
 da = pytest.importorskip("dask.array", reason="dask is not installed")
 dask = pytest.importorskip("dask")
@@ -26,8 +30,8 @@ dask = pytest.importorskip("dask")
 RNG = np.random.default_rng(5)
 
 #: At most this many tasks per chunk of the inputs (query, key, value, mask) and of the ``(..., T, K)`` scores
-#: (chunks along both T and K multiply), plus ``CONST``. One block of rows costs 7 (softmax) to 31 (sinkhorn); in
-#: the case of the issue, 17 for doubly per chunk of the inputs alone, where the blocks of 1 MiB cost 359.
+#: (chunks along both T and K multiply), plus ``CONST``. One block of rows costs 7 (softmax) to 31 (sinkhorn); for
+#: (16, 512, 64) chunked along the batch, 17 for doubly per chunk of the inputs alone (blocks of 1 MiB cost 359).
 PER_CHUNK = 40
 CONST = 100
 
@@ -41,6 +45,13 @@ def _qkv(shape, chunks, *, dv=None):
     if dv is not None:
         v = RNG.normal(size=(*shape[:-1], dv))
     return (q, k, v), _dask(q, k, v, chunks=chunks)
+
+
+def _options(scheme, offset, lead, n, block_size, q, k, *, xp):
+    """The kernels' options for (T = K = n) float64 attention over ``lead``, as the routing layer plans them."""
+    request = check.Request(scheme, offset, 1.0, lead, 1, block_size=block_size)
+    call = Call("attention", "dask", request, lead, n, n, xp.float64, False, False, False, False)
+    return kernel_options(call, q, k, None, xp=xp)
 
 
 def _tasks(x) -> int:
@@ -66,7 +77,7 @@ def _forbid_compute(dsk, keys, **kwargs):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_issue_case_tasks_grow_with_the_chunks(scheme):
+def test_tasks_grow_with_the_chunks_along_the_batch(scheme):
     """(16, 512, 64) chunked along the batch: a few tasks per chunk and operation (17221 before, for doubly)."""
     q, k, v = (da.random.random((16, 512, 64), chunks=(1, 512, 64)) for _ in range(3))
     with dask.config.set(scheduler=_forbid_compute):
@@ -88,7 +99,7 @@ def test_tasks_do_not_depend_on_the_number_of_rows(scheme):
 @pytest.mark.parametrize(
     ("shape", "chunks"),
     [
-        ((8, 96, 16), (1, 96, 16)),  # along the batch: the case of the issue
+        ((8, 96, 16), (1, 96, 16)),  # along the batch: one task per chunk
         ((8, 96, 16), (3, 40, 16)),  # along the queries (and keys) too: Dask reduces the column statistic
         ((8, 96, 16), (8, 96, 5)),  # along the features: Dask sums the products
         ((2, 4, 64, 8), (1, 2, 64, 8)),  # two leading axes
@@ -124,14 +135,13 @@ def test_masks_broadcast_keys_and_grouped_heads(scheme):
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_several_blocks_per_chunk(monkeypatch, scheme, materialize):
     """Chunks larger than the budgets: several blocks of rows per chunk, materialized or not, as NumPy."""
-    monkeypatch.setattr(dispatch, "TASK_BYTES", 16 * 40 * 8)  # blocks of 16 rows of one (40-key) chunk
+    monkeypatch.setattr(budget, "TASK_BYTES", 16 * 40 * 8)  # blocks of 16 rows of one (40-key) chunk
     if not materialize:
-        monkeypatch.setattr(dispatch, "MATERIALIZE_BYTES", 0)
-        monkeypatch.setattr(dispatch, "BLOCK_BYTES", 16 * 40 * 8)
+        monkeypatch.setattr(budget, "MATERIALIZE_BYTES", 0)
+        monkeypatch.setattr(budget, "BLOCK_BYTES", 16 * 40 * 8)
     (qn, kn, vn), (q, k, v) = _qkv((4, 40, 8), (1, 40, 8))
     xp = array_namespace(q)
-    lead = dispatch.task_lead((4,), q, k, None, xp=xp)
-    options = dispatch.kernel_options(scheme, None, 3, 1.0, lead, 40, 40, None, xp.float64, xp=xp)
+    options = _options(scheme, None, (4,), 40, None, q, k, xp=xp)
     assert (options.rows, options.materialize) == (block_bounds(40, 16), materialize)
     out = attention(q, k, v, scheme)
     np.testing.assert_allclose(out.compute(), attention(qn, kn, vn, scheme), rtol=1e-12, atol=1e-12)
@@ -140,22 +150,19 @@ def test_several_blocks_per_chunk(monkeypatch, scheme, materialize):
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_explicit_block_size_is_honored(scheme, monkeypatch):
     """On the kernels' path (queries chunked along T) it sets the blocks; chunk by chunk, each chunk's call gets it."""
-    import dnorm._api
-
     (qn, kn, vn), (q, k, v) = _qkv((4, 64, 8), (1, 64, 8))
     xp = array_namespace(q)
-    lead = dispatch.task_lead((4,), q, k, None, xp=xp)
-    options = dispatch.kernel_options(scheme, None, 3, 1.0, lead, 64, 64, 16, xp.float64, xp=xp)
+    options = _options(scheme, None, (4,), 64, 16, q, k, xp=xp)
     assert (options.rows, options.materialize) == (block_bounds(64, 16), False)
     along_t = q.rechunk((1, 32, 8))  # not one chunk along T: the kernels on Dask arrays
     blocked, whole = attention(along_t, k, v, scheme, block_size=16), attention(along_t, k, v, scheme)
     assert _tasks(blocked) > _tasks(whole)  # two blocks per chunk of 32 rows: the caller asked for them
     np.testing.assert_allclose(blocked.compute(), attention(qn, kn, vn, scheme), rtol=1e-12, atol=1e-12)
     seen = []
-    original = dnorm._api.attention
-    monkeypatch.setattr(dnorm._api, "attention", lambda *a, **kw: seen.append(kw["block_size"]) or original(*a, **kw))
+    original = kernels.infer
+    monkeypatch.setattr(kernels, "infer", lambda *a, **kw: seen.append(kw["options"].rows) or original(*a, **kw))
     np.testing.assert_allclose(attention(q, k, v, scheme, block_size=16).compute(), blocked.compute(), rtol=1e-12)
-    assert set(seen) == {16}
+    assert set(seen) == {block_bounds(64, 16)}  # every chunk's call
 
 
 @pytest.mark.parametrize(("scheme", "causal"), [("doubly", False), ("hybrid", True), ("softmax", True)])
@@ -175,8 +182,8 @@ def test_causal_blocks_stay_below_the_dask_warning():
     """Causal blocks grow with the chunk's budget up to DASK_CAUSAL_ROWS: one block of 512 rows made Dask warn."""
     q, k, v = (da.zeros((1, 512, 8), chunks=(1, 512, 8)) for _ in range(3))
     xp = array_namespace(q)
-    options = dispatch.kernel_options("doubly", 0, 3, 1.0, (1,), 512, 512, None, xp.float64, xp=xp)
-    assert options.rows == block_bounds(512, dispatch.DASK_CAUSAL_ROWS)
+    options = _options("doubly", 0, (1,), 512, None, q, k, xp=xp)
+    assert options.rows == block_bounds(512, budget.DASK_CAUSAL_ROWS)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         attention(q, k, v, "doubly", causal=True)
@@ -194,14 +201,14 @@ def test_task_lead_reads_the_chunks():
     xp = array_namespace(da.zeros(1))
     q = da.zeros((6, 4, 32, 8), chunks=(2, 4, 32, 8))
     k = da.zeros((4, 32, 8), chunks=(1, 32, 8))  # broadcast over axis 0: it does not bound that axis
-    assert dispatch.task_lead((6, 4), q, k, None, xp=xp) == (2, 1)
+    assert task_lead((6, 4), q, k, None, xp=xp) == (2, 1)
     mask = da.zeros((6, 1, 32, 32), chunks=(1, 1, 32, 32))  # extent 1 along axis 1: no bound there
-    assert dispatch.task_lead((6, 4), q, None, mask, xp=xp) == (1, 4)
+    assert task_lead((6, 4), q, None, mask, xp=xp) == (1, 4)
     unknown = q[da.from_array(np.arange(6) < 4)]  # boolean indexing: chunks of unknown size
     assert math.isnan(unknown.chunks[0][0])
-    assert dispatch.task_lead((6, 4), unknown, xp=xp) == (6, 4)
+    assert task_lead((6, 4), unknown, xp=xp) == (6, 4)
 
 
 def test_task_lead_leaves_other_libraries_alone():
     q = np.zeros((6, 4, 32, 8))
-    assert dispatch.task_lead((6, 4), q, q, None, xp=array_namespace(q)) == (6, 4)
+    assert task_lead((6, 4), q, q, None, xp=array_namespace(q)) == (6, 4)

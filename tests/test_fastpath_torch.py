@@ -9,6 +9,7 @@ from oracles import doubly_weights
 torch = pytest.importorskip("torch")
 import dnorm  # noqa: E402
 from dnorm._fastpath import torch as fastpath  # noqa: E402
+from dnorm._kernels import budget  # noqa: E402
 
 RNG = np.random.default_rng(11)
 SCALE = 0.4
@@ -81,7 +82,7 @@ def _close(actual: torch.Tensor, desired: np.ndarray, rtol: float) -> None:
 @pytest.mark.parametrize("keys_per_block", [1, 5, 1000])  # 5 does not divide K = 23
 def test_column_logsumexp_matches_reference(monkeypatch, shape, mask_kind, dtype, keys_per_block):
     q, k, _ = _qkv(*shape)
-    monkeypatch.setattr(fastpath, "_BLOCK_ELEMENTS", keys_per_block * 6 * shape[0])  # batch (2, 3): 6 * T rows
+    monkeypatch.setattr(budget, "KEY_BLOCK_BYTES", 4 * keys_per_block * 6 * shape[0])  # batch (2, 3): 6 * T rows
     mask = _masks(*shape)[mask_kind]
     c = fastpath.column_logsumexp(_t(q, dtype), _t(k, dtype), scale=SCALE, mask=_t(mask, dtype))
     expected = _logsumexp(_scores(q, k, mask), -2)
@@ -244,39 +245,41 @@ def test_half_precision_gradients_are_float32_gradients_rounded(dtype):
         torch.testing.assert_close(low, high, rtol=2e-2, atol=2e-2)
 
 
-def test_supported():
+def _refused(reason: str | None) -> bool:
+    """A refusal is a sentence that says why."""
+    return isinstance(reason, str) and len(reason) > 10
+
+
+def test_refuses_says_why_or_accepts():
     q, k, v = (_t(a, torch.float32) for a in _qkv(5, 4))
     mask = torch.ones(5, 4, dtype=torch.bool)
-    assert fastpath.supported(q, k, v, None)
-    assert fastpath.supported(q, k, v, mask)
-    assert fastpath.supported(q.detach().requires_grad_(), k, v, mask.double())
-    assert not fastpath.supported(q, k, v, mask.double().requires_grad_())  # its gradient is dS itself
-    assert fastpath.supported(q[0, 0], k[0, 0], v[0, 0], None)
-    assert not fastpath.supported(q.numpy(force=True), k, v, None)
-    assert not fastpath.supported(q, k.double(), v, None)
-    assert not fastpath.supported(q.int(), k.int(), v.int(), None)
-    assert not fastpath.supported(q, k, v, mask.int())
-    assert not fastpath.supported(q, k, v, torch.ones(5, 3, dtype=torch.bool))
-    assert not fastpath.supported(q, k, v, torch.ones(4, 5, 4, dtype=torch.bool))
-    assert fastpath.supported(q, k, v, torch.ones(7, 1, 1, 1, 4, dtype=torch.bool))
-    assert not fastpath.supported(q, k[..., :3, :], v, None)
-    assert not fastpath.supported(q, k[..., :3], v, None)
-    assert not fastpath.supported(q[..., :0, :], k, v, None)
-    assert not fastpath.supported(q, k[:1, :2], v[:1, :2], None)
-    assert not fastpath.supported(q, k, v, torch.ones(5, 4).to("meta"))
-    assert not fastpath.supported(q[0, 0, 0], k, v, None)
-    assert fastpath.supported(q, k, v, mask, training=True)
+    assert fastpath.refuses(q, k, v, None) is None
+    assert fastpath.refuses(q, k, v, mask) is None
+    assert fastpath.refuses(q.detach().requires_grad_(), k, v, mask.double()) is None
+    assert _refused(fastpath.refuses(q, k, v, mask.double().requires_grad_()))  # its gradient is dS itself
+    assert fastpath.refuses(q[0, 0], k[0, 0], v[0, 0], None) is None
+    assert _refused(fastpath.refuses(q.numpy(force=True), k, v, None))
+    assert _refused(fastpath.refuses(q, k.double(), v, None))
+    assert _refused(fastpath.refuses(q.int(), k.int(), v.int(), None))
+    assert _refused(fastpath.refuses(q, k, v, mask.int()))
+    assert _refused(fastpath.refuses(q, k, v, torch.ones(5, 3, dtype=torch.bool)))
+    assert _refused(fastpath.refuses(q, k, v, torch.ones(4, 5, 4, dtype=torch.bool)))
+    assert fastpath.refuses(q, k, v, torch.ones(7, 1, 1, 1, 4, dtype=torch.bool)) is None
+    assert _refused(fastpath.refuses(q, k[..., :3, :], v, None))
+    assert _refused(fastpath.refuses(q, k[..., :3], v, None))
+    assert _refused(fastpath.refuses(q[..., :0, :], k, v, None))
+    assert _refused(fastpath.refuses(q, k[:1, :2], v[:1, :2], None))
+    assert _refused(fastpath.refuses(q, k, v, torch.ones(5, 4).to("meta")))
+    assert _refused(fastpath.refuses(q[0, 0, 0], k, v, None))
+    assert fastpath.refuses(q, k, v, mask, training=True) is None
     on_meta = (t.to("meta") for t in (q, k, v))
-    assert not fastpath.supported(*on_meta, None)
+    assert _refused(fastpath.refuses(*on_meta, None))
 
 
-CUDA = pytest.param(
-    "cuda",
-    id="torch-cuda",  # the device check selects the GPU tests by this id
-    marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="torch: no CUDA device on this machine"),
-)
+CUDA = pytest.param("cuda", id="torch-cuda")  # the device check selects the GPU tests by this id
 
 
+@pytest.mark.gpu("torch-cuda")
 @pytest.mark.parametrize("device", [CUDA])
 @pytest.mark.parametrize("scheme", ["softmax", "doubly", "hybrid"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

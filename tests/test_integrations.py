@@ -1,9 +1,11 @@
-"""The drop-in integrations: transformers registration, the torch layer, the training example."""
+"""The drop-in integrations: transformers registration and decoding, and the training example.
+
+The torch layer (``dnorm.integrations.torch.MultiheadAttention``) has its own file, test_multihead.py.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -14,7 +16,6 @@ import pytest
 import dnorm
 
 torch = pytest.importorskip("torch", reason="the integrations need torch")
-from dnorm.integrations.torch import MultiheadAttention  # noqa: E402
 from dnorm.integrations.transformers import attention_forward  # noqa: E402
 
 SENTENCES = [
@@ -250,72 +251,6 @@ def test_cached_decoding_is_refused_where_it_cannot_be_causal() -> None:
         attention_forward(module, q, k, v, None, scheme="doubly")
     out, _ = attention_forward(module, q, k, v, None, scheme="softmax")
     torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2))
-
-
-# --- the torch layer -----------------------------------------------------------------------------
-
-
-def _layer(scheme: str = "hybrid", **kwargs: Any) -> MultiheadAttention:
-    torch.manual_seed(0)
-    return MultiheadAttention(16, 4, scheme=scheme, **kwargs).double()
-
-
-def _x(t: int = 7) -> Any:
-    return torch.randn(3, t, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-
-
-def test_layer_shape_and_learnable_alpha() -> None:
-    layer = _layer(alpha_init=0.3)
-    out, _ = layer(_x())
-    assert out.shape == (3, 7, 16)
-    torch.testing.assert_close(layer.alpha, torch.full((4,), 0.3, dtype=torch.float64))
-    out.square().sum().backward()
-    assert layer.alpha_logit.grad is not None
-    assert torch.all(layer.alpha_logit.grad != 0)
-    with torch.no_grad():
-        layer.alpha_logit.fill_(50.0)
-    assert torch.all((layer.alpha >= 0) & (layer.alpha <= 1))
-
-
-def test_frozen_alpha() -> None:
-    layer = _layer(alpha_init=1.0, learn_alpha=False)
-    assert not layer.alpha_logit.requires_grad
-    layer(_x())[0].sum().backward()
-    assert layer.alpha_logit.grad is None
-    doubly = _layer("doubly")
-    assert doubly.alpha is None
-    torch.testing.assert_close(layer(_x())[0], doubly(_x())[0])  # alpha = 1 is doubly
-    with pytest.raises(ValueError, match="inside"):
-        _layer(alpha_init=0.0)
-
-
-@pytest.mark.parametrize("scheme", dnorm.SCHEMES)
-def test_padded_positions_have_no_influence(scheme: str) -> None:
-    layer = _layer(scheme)
-    padding = torch.zeros(3, 7, dtype=torch.bool)
-    padding[0, 5:] = padding[2, 3:] = True
-    x = _x()
-    changed = x.masked_fill(padding[..., None], 100.0)
-    out, out_changed = layer(x, key_padding_mask=padding)[0], layer(changed, key_padding_mask=padding)[0]
-    torch.testing.assert_close(out[~padding], out_changed[~padding], rtol=0, atol=1e-12)
-
-
-@pytest.mark.parametrize("scheme", ["softmax", "doubly", "hybrid"])
-def test_causal_layer_is_strictly_causal(scheme: str) -> None:
-    layer = _layer(scheme, causal=True)
-    x = _x()
-    for i in range(6):
-        later = x.clone()
-        later[:, i + 1 :] = torch.randn(3, 6 - i, 16, dtype=torch.float64)
-        assert torch.equal(layer(x)[0][:, : i + 1], layer(later)[0][:, : i + 1])
-
-
-def test_attn_mask_true_means_masked() -> None:
-    layer = _layer("doubly")
-    blocked = torch.zeros(7, 7, dtype=torch.bool)
-    blocked[:, 2] = True
-    additive = torch.zeros(7, 7, dtype=torch.float64).masked_fill(blocked, -math.inf)
-    torch.testing.assert_close(layer(_x(), attn_mask=blocked)[0], layer(_x(), attn_mask=additive)[0])
 
 
 # --- the training example ------------------------------------------------------------------------

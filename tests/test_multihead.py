@@ -159,9 +159,10 @@ def test_self_attention_padding_rows(padding: str) -> None:
     torch.testing.assert_close(layer(x, key_padding_mask=mask)[0], out, **TIGHT)  # key omitted: self-attention
 
 
-@pytest.mark.parametrize("scheme", ["doubly", "hybrid", "sinkhorn"])
+@pytest.mark.parametrize("scheme", dnorm.SCHEMES)
 def test_float_padding_counts_as_padding(scheme: str) -> None:
-    """The float form (-inf at padding) that torch's TransformerEncoder passes on acts as the boolean form."""
+    """Padding positions change no real position's output, and the float form (-inf at padding), which torch's
+    TransformerEncoder passes on, acts as the boolean form (spec DEF-PADDING-QUERIES)."""
     layer = _randomized(MultiheadAttention(E, H, scheme=scheme))
     x = torch.randn(N, S, E, generator=_gen(2), dtype=torch.float64)
     padded, _ = _padding("bool")
@@ -332,18 +333,19 @@ def test_gradients_reach_alpha_and_projections(scheme: str, need_weights: bool) 
     assert (layer.alpha_logit is not None) == (scheme == "hybrid")
 
 
+@pytest.mark.parametrize("where", ["call", "layer"])
 @pytest.mark.parametrize("need_weights", [False, True])
 @pytest.mark.parametrize("scheme", ["softmax", "doubly", "hybrid"])
-def test_is_causal_is_strictly_causal(scheme: str, need_weights: bool) -> None:
-    layer = _randomized(MultiheadAttention(E, H, scheme=scheme))
+def test_is_causal_is_strictly_causal(scheme: str, need_weights: bool, where: str) -> None:
+    """``is_causal=True`` in the call, or ``causal=True`` for the layer: rows up to i bit for bit, whatever follows."""
+    layer = _randomized(MultiheadAttention(E, H, scheme=scheme, causal=where == "layer"))
+    flags = {"is_causal": where == "call", "need_weights": need_weights}
     x = torch.randn(N, L, E, generator=_gen(8), dtype=torch.float64)
-    out, _ = layer(x, is_causal=True, need_weights=need_weights)
+    out, _ = layer(x, **flags)
     for i in range(L - 1):
         later = x.clone()
         later[:, i + 1 :] = torch.randn(N, L - 1 - i, E, generator=_gen(i), dtype=torch.float64)
-        torch.testing.assert_close(
-            layer(later, is_causal=True, need_weights=need_weights)[0][:, : i + 1], out[:, : i + 1]
-        )
+        assert torch.equal(layer(later, **flags)[0][:, : i + 1], out[:, : i + 1])
 
 
 def test_causal_mask_alone_is_not_strictly_causal_for_doubly() -> None:
@@ -357,6 +359,27 @@ def test_causal_mask_alone_is_not_strictly_causal_for_doubly() -> None:
     torch.testing.assert_close(
         layer(x, attn_mask=blocked, is_causal=True)[0][:, 1], layer(later, attn_mask=blocked, is_causal=True)[0][:, 1]
     )
+
+
+def test_alpha_is_learned_in_zero_one_or_frozen() -> None:
+    with pytest.raises(ValueError, match="a learned alpha must start inside"):
+        MultiheadAttention(E, H, alpha_init=0.0)
+    torch.manual_seed(0)
+    layer = MultiheadAttention(E, H, alpha_init=0.3).double()
+    out, _ = layer(torch.randn(N, L, E, generator=_gen(1), dtype=torch.float64))
+    torch.testing.assert_close(layer.alpha, torch.full((H,), 0.3, dtype=torch.float64))
+    out.square().sum().backward()
+    assert torch.all(layer.alpha_logit.grad != 0)
+    with torch.no_grad():
+        layer.alpha_logit.fill_(50.0)
+    assert torch.all((layer.alpha >= 0) & (layer.alpha <= 1))
+    frozen = MultiheadAttention(E, H, alpha_init=1.0, learn_alpha=False).double()  # alpha_logit = +inf
+    assert not frozen.alpha_logit.requires_grad
+    doubly = _randomized(MultiheadAttention(E, H, scheme="doubly"))
+    assert doubly.alpha is None
+    x = torch.randn(N, L, E, generator=_gen(2), dtype=torch.float64)
+    frozen.load_state_dict({**doubly.state_dict(), "alpha_logit": frozen.alpha_logit})
+    torch.testing.assert_close(frozen(x)[0], doubly(x)[0], **TIGHT)  # alpha = 1 is doubly
 
 
 def test_dropout_in_training_only() -> None:

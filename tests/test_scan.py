@@ -1,4 +1,9 @@
-"""The two forms of the scan's second step (spec DEF-TWO-LEVEL-SCAN): the walk and the doubling scan agree."""
+"""The forms of the running statistic's scan: the two-level scan's walk and doubling, and the fused scan.
+
+spec DEF-TWO-LEVEL-SCAN, DEF-FUSED-SCAN and THM-SCAN-FORMS-AGREE: every form
+computes the running log-sum-exp (and its gradient's recurrence) to rounding,
+and row ``i`` reads no later row, bit for bit.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,13 @@ import numpy as np
 import pytest
 from _arrays import to_np, to_xp
 
+from dnorm._kernels import attention as kernels
 from dnorm._kernels import logsumexp as lse
-from dnorm._kernels.backward import _compose
-from dnorm._kernels.bias import _merge
+from dnorm._kernels._delegation import native_scan
+from dnorm._kernels.backward_causal import compose as _compose
+from dnorm._kernels.bias import _merge, running
 from dnorm._kernels.scan import scan
+from dnorm._kernels.scores import block_bounds
 
 RNG = np.random.default_rng(11)
 LENGTHS = [3, 45]
@@ -76,3 +84,100 @@ def test_doubling_rows_read_no_later_row_bit_for_bit(xp, reverse):
         out = to_np(scan(changed, _compose, identity=(1.0, 0.0), carry=carry, reverse=reverse, doubling=True, xp=xp)[1])
         kept = slice(i, None) if reverse else slice(None, i + 1)
         np.testing.assert_array_equal(out[..., kept, :], base[..., kept, :])
+
+
+def _running(xp, x, carry_rows, *, native):
+    """``Y = S - C`` and the carry after the rows, by one form of the running statistic."""
+    start = None if carry_rows is None else lse.reduce(to_xp(xp, carry_rows), axis=-2, xp=xp)
+    y, last = running(to_xp(xp, x), start, native=native, xp=xp)
+    return to_np(y), to_np(last.max) + np.log(to_np(last.sum))
+
+
+@pytest.mark.theorem("THM-SCAN-FORMS-AGREE")
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("with_carry", [False, True])
+def test_fused_scan_equals_the_two_level_scan_and_the_running_log_sum_exp(fused_xp, n, with_carry):
+    """Both forms of DEF-CAUSAL-STATISTIC, from a carry or not, against NumPy's own scan in float64."""
+    x = RNG.normal(size=(2, 3, n, 5)) * 4
+    x[0, 1, : n // 2, 2] = -np.inf  # a key unseen by the first rows
+    carry_rows = RNG.normal(size=(2, 3, 4, 5)) * 4 if with_carry else None
+    full = x if carry_rows is None else np.concatenate((carry_rows, x), axis=-2)
+    expected = np.logaddexp.accumulate(full, axis=-2)[..., full.shape[-2] - n :, :]
+    with np.errstate(invalid="ignore"):
+        y_expected = np.where(np.isneginf(x), -np.inf, x - expected)
+    for native in (False, True):
+        y, last = _running(fused_xp, x, carry_rows, native=native)
+        np.testing.assert_allclose(y, y_expected, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(last, expected[..., -1:, :], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.theorem("THM-STRICT-CAUSALITY")
+def test_fused_scan_rows_read_no_later_row_bit_for_bit(fused_xp):
+    n = 21
+    x = RNG.normal(size=(2, 3, n, 5)) * 4
+    base, _ = _running(fused_xp, x, None, native=True)
+    for i in (0, 5, 19):
+        changed = x.copy()
+        changed[..., i + 1 :, :] = RNG.normal(size=changed[..., i + 1 :, :].shape) * 7
+        out, _ = _running(fused_xp, changed, None, native=True)
+        np.testing.assert_array_equal(out[..., : i + 1, :], base[..., : i + 1, :])
+
+
+@pytest.mark.theorem("THM-SCAN-FORMS-AGREE")
+@pytest.mark.parametrize("scheme", ["doubly", "hybrid"])
+def test_attention_and_its_gradients_take_either_form(fused_xp, scheme):
+    """The kernels' forward and backward passes with the running statistic by either form, blocks and a mask.
+
+    (Dask, which records no gradients, runs the forward pass alone.)
+    """
+    t = 23
+    q, k, v, grad = (to_xp(fused_xp, RNG.normal(size=(2, 3, t, 4))) for _ in range(4))
+    mask = to_xp(fused_xp, RNG.random((1, 1, t, t)) < 0.8)
+    alpha = fused_xp.asarray(0.3, dtype=fused_xp.float64)
+    results = []
+    for native in (False, True):
+        rows = block_bounds(t, 7)
+        options = kernels.Options(scheme, True, 1, 0.5, rows, False, rows, native_scan=native)
+        out, residuals = kernels.forward(q, k, v, mask, alpha, None, options=options, xp=fused_xp)
+        results.append([to_np(out)])
+        if "dask" not in fused_xp.__name__:
+            grads = kernels.backward(
+                q, k, v, mask, alpha, None, out, residuals, grad, options=options, mask_grad=False, xp=fused_xp
+            )
+            results[-1] += [to_np(g) for g in grads if g is not None]
+    for two_level, fused in zip(*results, strict=True):
+        np.testing.assert_allclose(fused, two_level, rtol=1e-12, atol=1e-12)
+
+
+def test_the_kernels_delegate_where_the_fused_scan_pays():
+    """torch on CUDA and Dask of NumPy chunks take the fused scan; on the CPU the two-level scan is faster."""
+    import array_api_compat.numpy as np_xp
+
+    assert not native_scan(np.zeros((2, 2)), xp=np_xp)
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as torch_xp
+
+    assert not native_scan(torch.zeros(2, 2), xp=torch_xp)
+    da = pytest.importorskip("dask.array")
+    import array_api_compat.dask.array as dask_xp
+
+    assert native_scan(da.zeros((2, 2)), xp=dask_xp)
+
+
+def test_the_fused_scan_compiles_once_for_every_length():
+    """Under ``torch.compile(dynamic=True)`` the fused scan is one operation: one graph, whatever the length."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as torch_xp
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+
+    def biased(x):
+        return running(x, None, native=True, xp=torch_xp)[0]
+
+    compiled = torch.compile(biased, fullgraph=True, dynamic=True, backend="eager")
+    for n in (17, 42, 101):
+        x = torch.randn(2, n, 6, dtype=torch.float64)
+        torch.testing.assert_close(compiled(x), biased(x), rtol=0, atol=0)
+    assert counters["stats"]["unique_graphs"] == 1
