@@ -26,6 +26,18 @@ TARGETS = [
         ">=",
         2.5,
     ),
+    (
+        "causal doubly inference / SDPA is_causal, torch, 2048",
+        "causal.TorchInference.track_causal_doubly_over_sdpa_causal",
+        "<=",
+        3,
+    ),
+    (
+        "causal doubly forward / doubly forward, NumPy, 2048",
+        "causal.NumPyForward.track_causal_doubly_over_doubly",
+        "<=",
+        1.3,
+    ),
     ("doubly fwd+bwd peak RSS (MiB), torch, 16384", "training.track_torch_doubly_peak_rss", "<=", 1536),
     ("doubly / SDPA fwd+bwd peak RSS, torch, 16384", "training.track_torch_doubly_rss_over_sdpa", "<=", 1.5),
     ("causal doubly fwd+bwd peak RSS (MiB), torch, 8192", "training.track_torch_causal_peak_rss", "<=", 1536),

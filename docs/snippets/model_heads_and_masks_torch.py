@@ -22,4 +22,9 @@ padded = dnorm.attention(query, key, value, "doubly", mask=mask)
 alone = dnorm.attention(query[1:, :, :4], key[1:, :, :4], value[1:, :, :4], "doubly")
 torch.testing.assert_close(padded[1:, :, :4], alone)
 assert (padded[1, :, 4:] == 0).all()  # padding queries see nothing: zero rows
+
+# From a key-padding mask alone: the positions no query may attend are the padding, hidden as queries too.
+keys_only = real[:, None, None, :].expand(batch, 1, length, length)
+both = dnorm.masks.hide_queries(keys_only, dnorm.masks.unseen_keys(keys_only))
+torch.testing.assert_close(dnorm.attention(query, key, value, "doubly", mask=both), padded)
 print("grouped heads and padding: ok")
