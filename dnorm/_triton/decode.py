@@ -1,0 +1,195 @@
+"""Decoding: a few new queries against a long cache, split over the keys (FlashDecoding; spec DEF-DECODE-STATE).
+
+The ``T`` new queries are the last ``T`` of the ``K`` positions (bottom-right
+alignment). :func:`split_step` gives each program one stretch of the cache:
+for its keys it continues the running column pair of the state down the new
+queries (a scan of ``T`` rows from the state), writes the new state of those
+keys, and keeps per new query its share of the row softmax, ``(max, sum)``
+and the unnormalized output, for each component. :func:`combine` merges the
+shares of every stretch and normalizes the rows (and mixes the hybrid).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from . import launch
+from .layout import dense
+from .rows import running
+from .tiles import finite, load_rows, scores
+
+
+@triton.jit
+def split_step(
+    Q, K, V, MASK, STATE_M, STATE_S, NEW_M, NEW_S, PART_M, PART_L, PART_O,
+    q_off, k_off, v_off, mask_off, kstat_off, n_q_of, n_k_of,
+    stride_qt, stride_qd, stride_kt, stride_kd, stride_vt, stride_vd, stride_mm, stride_mn,
+    d, dv, scale, softcap, n_start, n_splits, keys_per_split,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, SOFTCAP: tl.constexpr, BIASED: tl.constexpr,
+    PLAIN: tl.constexpr, HAS_STATE: tl.constexpr, HALF: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    split, p = tl.program_id(0), tl.program_id(1)
+    n_q, n_k = tl.load(n_q_of + p), tl.load(n_k_of + p)
+    offset = n_k - n_q
+    offs_m = tl.arange(0, BQ)
+    offs_d, offs_dv = tl.arange(0, BD), tl.arange(0, BDV)
+    q = load_rows(Q + tl.load(q_off + p), offs_m, n_q, offs_d, d, stride_qt, stride_qd)
+    k_base, v_base, mask_base = K + tl.load(k_off + p), V + tl.load(v_off + p), MASK + tl.load(mask_off + p)
+    kstat = tl.load(kstat_off + p)
+    m_b = tl.full((BQ,), float("-inf"), dtype=ACC)
+    l_b = tl.zeros((BQ,), dtype=ACC)
+    acc_b = tl.zeros((BQ, BDV), dtype=ACC)
+    m_p, l_p, acc_p = m_b, l_b, acc_b
+    begin = split * keys_per_split
+    for kb in range(tl.cdiv(keys_per_split, BK)):
+        offs_n = begin + kb * BK + tl.arange(0, BK)
+        inside = (offs_n < n_k) & (offs_n < begin + keys_per_split)
+        k = load_rows(k_base, offs_n, n_k, offs_d, d, stride_kt, stride_kd)
+        v = load_rows(v_base, offs_n, n_k, offs_dv, dv, stride_vt, stride_vd)
+        s, _ = scores(
+            q, k, offs_m, offs_n, n_q, n_k, offset, mask_base, stride_mm, stride_mn, scale, softcap,
+            HAS_MASK, MASK_BOOL, True, SOFTCAP, HALF, PRECISION,
+        )  # fmt: skip
+        s = tl.where(inside[None, :], s, float("-inf"))
+        if BIASED:
+            c_m = tl.full((BK,), float("-inf"), dtype=ACC)
+            c_s = tl.zeros((BK,), dtype=ACC)
+            if HAS_STATE:
+                earlier = inside & (offs_n < n_start)
+                c_m = tl.load(STATE_M + p * n_start + offs_n, mask=earlier, other=float("-inf"))  # (P, K - T)
+                c_s = tl.load(STATE_S + p * n_start + offs_n, mask=earlier, other=0.0)
+            y, run_m, run_s = running(s, c_m, c_s)
+            last = (offs_m == n_q - 1)[:, None]  # the last new query sees every key of the cache
+            tl.store(NEW_M + kstat + offs_n, tl.sum(tl.where(last, run_m, 0.0), axis=0), mask=inside)
+            tl.store(NEW_S + kstat + offs_n, tl.sum(tl.where(last, run_s, 0.0), axis=0), mask=inside)
+            top = tl.maximum(m_b, tl.max(y, axis=1))
+            rescale = tl.exp(m_b - finite(top))
+            e = tl.exp(y - finite(top)[:, None])
+            l_b = l_b * rescale + tl.sum(e, axis=1)
+            acc_b = acc_b * rescale[:, None] + tl.dot(e.to(v.dtype), v, input_precision=PRECISION)
+            m_b = top
+        if PLAIN:
+            top = tl.maximum(m_p, tl.max(s, axis=1))
+            rescale = tl.exp(m_p - finite(top))
+            e = tl.exp(s - finite(top)[:, None])
+            l_p = l_p * rescale + tl.sum(e, axis=1)
+            acc_p = acc_p * rescale[:, None] + tl.dot(e.to(v.dtype), v, input_precision=PRECISION)
+            m_p = top
+    part = (p * n_splits + split) * BQ  # every row stored: those past the new queries as empty shares
+    if BIASED:
+        tl.store(PART_M + part + offs_m, m_b)
+        tl.store(PART_L + part + offs_m, l_b)
+        tl.store(PART_O + (part + offs_m[:, None]) * BDV + offs_dv[None, :], acc_b)
+    if PLAIN:
+        if BIASED:  # the hybrid's second component after the first, n_splits * P later
+            part = (tl.num_programs(1) * n_splits + p * n_splits + split) * BQ
+        tl.store(PART_M + part + offs_m, m_p)
+        tl.store(PART_L + part + offs_m, l_p)
+        tl.store(PART_O + (part + offs_m[:, None]) * BDV + offs_dv[None, :], acc_p)
+
+
+@triton.jit
+def combine(
+    PART_M, PART_L, PART_O, ALPHA, OUT, alpha_off, n_q_of, n_splits, dv, n_programs, stride_o,
+    BQ: tl.constexpr, BDV: tl.constexpr, MIXED: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    """The rows of every stretch merged and normalized: ``sum_s acc_s e^(m_s - m) / sum_s l_s e^(m_s - m)``."""
+    p = tl.program_id(0)
+    n_q = tl.load(n_q_of + p)
+    offs_m, offs_dv = tl.arange(0, BQ), tl.arange(0, BDV)
+    out = _merged(PART_M, PART_L, PART_O, p * n_splits * BQ, offs_m, offs_dv, n_splits, BQ, BDV, ACC)
+    if MIXED:
+        second = _merged(
+            PART_M, PART_L, PART_O, (n_programs + p) * n_splits * BQ, offs_m, offs_dv, n_splits, BQ, BDV, ACC
+        )
+        alpha = tl.load(ALPHA + tl.load(alpha_off + p))
+        out = alpha * out + (1 - alpha) * second
+    rows = offs_m < n_q
+    tl.store(
+        OUT + (p * stride_o) + offs_m[:, None] * dv + offs_dv[None, :],
+        out,
+        mask=rows[:, None] & (offs_dv < dv)[None, :],
+    )
+
+
+@triton.jit
+def _merged(
+    PART_M, PART_L, PART_O, first, offs_m, offs_dv, n_splits, BQ: tl.constexpr, BDV: tl.constexpr, ACC: tl.constexpr
+):
+    m = tl.full((BQ,), float("-inf"), dtype=ACC)
+    for s in range(n_splits):
+        m = tl.maximum(m, tl.load(PART_M + first + s * BQ + offs_m))
+    total = tl.zeros((BQ,), dtype=ACC)
+    acc = tl.zeros((BQ, BDV), dtype=ACC)
+    for s in range(n_splits):
+        w = tl.exp(tl.load(PART_M + first + s * BQ + offs_m) - finite(m))
+        total += w * tl.load(PART_L + first + s * BQ + offs_m)
+        acc += w[:, None] * tl.load(PART_O + (first + s * BQ + offs_m[:, None]) * BDV + offs_dv[None, :])
+    return acc / tl.where(total == 0, 1.0, total)[:, None]
+
+
+def decode(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, alpha: Tensor, carry: Any, /, *, options: launch.Options
+) -> tuple[Tensor, Any]:
+    """The new queries' output ``(*lead, T, Dv)`` and the state after them (``(*lead, 1, K)`` pairs; None for softmax).
+
+    More new queries than one block of rows take the forward pass from the state instead (chunked prefill).
+    """
+    lead = options.lead
+    acc_t, _ = launch.accumulator(q.dtype)
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    biased = options.scheme != "softmax"
+    start = None
+    if carry is not None:
+        start = tuple(x.expand(*lead, 1, x.shape[-1]).reshape(-1, x.shape[-1]).to(acc_t).contiguous() for x in carry)
+    if n_q > 16 or (launch.interpreted() and n_q > options.blocks[0]):
+        out, residuals = launch.forward(q, k, v, mask, alpha, None, lead, options=options, start=start)
+        state = None
+        if biased and residuals.carries is not None:
+            state = _state(residuals.carries[2], residuals.carries[3], lead, n_k)
+        return out.reshape(*lead, n_q, v.shape[-1]), state
+    layout = dense(q, k, v, mask, alpha, None, lead)
+    flags = launch.tile_flags(q, mask, options)
+    programs, dev = layout.programs, q.device
+    block_q = max(16, triton.next_power_of_2(n_q))
+    block_k = options.blocks[1]
+    per_split = block_k * max(1, math.ceil(n_k / (block_k * 64)))  # at most 64 stretches per head
+    n_splits = triton.cdiv(max(n_k, 1), per_split)
+    bdv = max(16, triton.next_power_of_2(v.shape[-1]))
+    parts = 2 if options.scheme == "hybrid" else 1
+    part_m = torch.empty(parts * programs * n_splits * block_q, dtype=acc_t, device=dev)
+    part_l, part_o = torch.empty_like(part_m), torch.empty(part_m.numel(), bdv, dtype=acc_t, device=dev)
+    new_m, new_s = (torch.empty(layout.k_rows, dtype=acc_t, device=dev) for _ in range(2))
+    empty = torch.empty(1, dtype=acc_t, device=dev)
+    state_m, state_s = start if start is not None else (empty, empty)
+    mm, mn = launch.mask_strides(mask, lead, n_q, n_k)
+    split_step[(n_splits, programs)](
+        q, k, v, empty if mask is None else mask, state_m, state_s, new_m, new_s, part_m, part_l, part_o,
+        layout.q, layout.k, layout.v, layout.mask, layout.kstat, layout.len_q, layout.len_k,
+        q.stride(-2), q.stride(-1), k.stride(-2), k.stride(-1), v.stride(-2), v.stride(-1), mm, mn,
+        q.shape[-1], v.shape[-1], options.scale, options.softcap or 1.0,
+        0 if start is None else start[0].shape[-1], n_splits, per_split,
+        BQ=block_q, BK=block_k, BD=max(16, triton.next_power_of_2(q.shape[-1])), BDV=bdv,
+        BIASED=biased, PLAIN=options.scheme in ("softmax", "hybrid"), HAS_STATE=start is not None, **flags,
+    )  # fmt: skip
+    out = torch.empty(programs, n_q, v.shape[-1], dtype=acc_t, device=dev)
+    combine[(programs,)](
+        part_m, part_l, part_o, alpha if alpha.ndim else alpha.reshape(1), out, layout.alpha, layout.len_q,
+        n_splits, v.shape[-1], programs, n_q * v.shape[-1],
+        BQ=block_q, BDV=bdv, MIXED=options.scheme == "hybrid", ACC=flags["ACC"],
+    )  # fmt: skip
+    state = _state(new_m, new_s, lead, n_k) if biased else None
+    return out.reshape(*lead, n_q, v.shape[-1]), state
+
+
+def _state(m: Tensor, s: Tensor, lead: tuple[int, ...], n_k: int, /) -> Any:
+    from .._kernels.logsumexp import LogSumExp
+
+    return LogSumExp(m.reshape(*lead, 1, n_k), s.reshape(*lead, 1, n_k))
