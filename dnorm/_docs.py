@@ -60,16 +60,20 @@ _SECTIONS = {
     "n_iter_param": """n_iter : int, default 3
         Column normalizations of ``"sinkhorn"``, at least 1. Ignored by the
         other schemes.""",
-    "kernel_param": """kernel : {"auto", "array-api", "torch", "dask"}, default "auto"
+    "kernel_param": """kernel : {"auto", "array-api", "torch", "dask", "triton"}, default "auto"
         The implementation that computes the call. ``"auto"`` chooses: Dask
         arrays whose sequence and feature axes are one chunk each run one
-        task per chunk (``"dask"``); CPU torch tensors with ``"softmax"``,
-        ``"doubly"`` or ``"hybrid"`` and no ``causal``, ``block_size``,
-        ``softcap`` or dropout go through torch's fused attention kernels
-        (``"torch"``, also CUDA inference); every other call takes the
-        array-API kernels (``"array-api"``), which serve every call. A named
-        implementation that cannot serve the call raises ``ValueError``
-        saying why; it never falls back to another.""",
+        task per chunk (``"dask"``); CUDA torch tensors (and CuPy arrays,
+        through DLPack) take dnorm's fused Triton kernels when ``triton``
+        imports (``"triton"``: every scheme and option, forward, backward
+        and decoding; on CPU tensors they run through Triton's interpreter
+        when ``TRITON_INTERPRET=1`` is set and ``"triton"`` is asked for);
+        CPU torch tensors with ``"softmax"``, ``"doubly"`` or ``"hybrid"``
+        and no ``causal``, ``block_size``, ``softcap`` or dropout go
+        through torch's fused attention kernels (``"torch"``); every other
+        call takes the array-API kernels (``"array-api"``), which serve every
+        call. A named implementation that cannot serve the call raises
+        ``ValueError`` saying why; it never falls back to another.""",
     "raises": """Raises
     ------
     TypeError

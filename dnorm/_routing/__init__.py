@@ -15,6 +15,7 @@ fallback), and runs it, through the framework's autodiff adapter
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from numbers import Real
 from typing import Any, cast
 
@@ -49,13 +50,14 @@ def attention(
 ) -> Array:
     """The output of :func:`dnorm.attention` for checked arguments, by the implementation the call is routed to."""
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
-    q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
-    per_query_head = (q, _mask(mask, work, xp=xp), _alpha(alpha, work, query, xp=xp))
-    (q, m, a), (k, v) = heads.split(per_query_head, (k, v), request.groups, xp=xp)
+    per_query_head = (query, _mask(mask, work, xp=xp), _alpha(alpha, work, query, xp=xp))
+    (q, m, a), (k, v) = heads.split(per_query_head, (key, value), request.groups, xp=xp)
     call = _call(
         "attention", request, q, k, work, training=_training(xp, q, k, v, m, a), seeded=seed is not None, xp=xp
     )
     impl = choose(call, q, k, v, m)
+    if impl.upcasts:  # half precision computes in float32 (the Triton kernels read it as it is)
+        q, k, v = (budget.cast(x, work, xp=xp) for x in (q, k, v))
     options = impl.options(call, q, k, m, xp=xp)
     if call.training:
         out = _differentiable(cast(Trainable, impl), q, k, v, m, a, seed, options=options, xp=xp)
@@ -77,8 +79,15 @@ def packed(
 ) -> Array:
     """:func:`dnorm.varlen_attention`: each sequence ``(q0, q1, k0, k1, request, seed)`` of the packed arrays alone.
 
-    A sequence without keys (``request`` None) gets zero rows.
+    A sequence without keys (``request`` None) gets zero rows. An implementation that ``packs`` computes every
+    sequence in one launch over the packed arrays; the others, one sequence at a time.
     """
+    requests = [request for *_, request, _ in sequences if request is not None]
+    if requests:
+        whole = replace(requests[0], offset=max(r.offset or 0 for r in requests) if requests[0].causal else None)
+        call = _call("attention", whole, query, key, query.dtype, training=False, seeded=False, xp=xp)
+        if choose(call, query, key, value, None).packs:
+            return _packed_at_once(query, key, value, alpha, sequences, whole, xp=xp)
     outputs = []
     for q0, q1, k0, k1, request, seed in sequences:
         if q1 == q0:
@@ -92,6 +101,36 @@ def packed(
     if not outputs:
         return xp.zeros((*lead, 0, value.shape[-1]), dtype=query.dtype, device=device_of(query))
     return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=-2)
+
+
+def _packed_at_once(
+    query: Array,
+    key: Array,
+    value: Array,
+    alpha: float | Array,
+    sequences: Sequence[tuple[int, int, int, int, check.Request | None, Array | None]],
+    request: check.Request,
+    /,
+    *,
+    xp: Any,
+) -> Array:
+    """Every sequence of a packed batch in one launch (an implementation that ``packs``)."""
+    work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
+    (q, a), (k, v) = heads.split((query, _alpha(alpha, work, query, xp=xp)), (key, value), request.groups, xp=xp)
+    seed = None
+    if request.dropout_p > 0:  # a sequence without queries or keys drew no seed, and needs none
+        zero = xp.zeros((), dtype=xp.int32, device=device_of(query))
+        seed = xp.stack([zero if s is None else xp.reshape(s, ()) for *_, s in sequences])
+    call = _call("attention", request, q, k, work, training=_training(xp, q, k, v, a), seeded=seed is not None, xp=xp)
+    impl = choose(call, q, k, v, None)
+    starts_q = (*(s[0] for s in sequences), sequences[-1][1])
+    starts_k = (*(s[2] for s in sequences), sequences[-1][3])
+    options = impl.packed_options(impl.options(call, q, k, None, xp=xp), starts_q, starts_k)  # type: ignore[attr-defined]
+    if call.training:
+        out = _differentiable(cast(Trainable, impl), q, k, v, None, a, seed, options=options, xp=xp)
+    else:
+        out = impl.infer(q, k, v, None, a, seed, options=options, xp=xp)
+    return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
 
 
 def decode(

@@ -49,9 +49,16 @@ class Call:
 
 
 class Implementation(Protocol):
-    """An implementation of attention: what it serves, its options, and the forward pass without autodiff."""
+    """An implementation of attention: what it serves, its options, and the forward pass without autodiff.
+
+    ``upcasts``: it takes half precision already in float32 (the routing layer casts); else in its own dtype.
+    ``packs``: it computes a packed batch in one launch (``packed_options``); else the routing layer runs the
+    sequences one by one.
+    """
 
     name: str
+    upcasts: bool
+    packs: bool
 
     def refuses(self, call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
         """Why it cannot serve ``call`` on these arrays (a sentence naming what to change), or None when it can."""

@@ -9,6 +9,10 @@
 * ``"dask"`` (:class:`Dask`): :mod:`dnorm._fastpath.dask`, one task per chunk
   of the leading axes, each running the array-API kernels of its chunk's
   library, when the sequence and feature axes are one chunk each.
+* ``"triton"`` (:class:`.triton.Triton`): dnorm's fused Triton kernels
+  (:mod:`dnorm._triton`), every scheme, forward, backward and decoding, on
+  CUDA torch tensors (``"auto"`` offers them CUDA tensors only; the
+  interpreter, ``TRITON_INTERPRET=1``, runs them on the CPU when asked for).
 
 Each method looks its module's function up when called, so that a test that
 replaces one (to see that it runs) sees it run.
@@ -25,6 +29,7 @@ from array_api_compat import array_namespace
 from .. import _validate as check
 from .._kernels import attention as kernels
 from .plan import kernel_options, task_lead
+from .triton import Triton
 
 Array = Any
 
@@ -33,6 +38,8 @@ class ArrayAPI:
     """The array-API kernels: every scheme, option and namespace; forward, backward and decoding."""
 
     name = "array-api"
+    upcasts = True
+    packs = False
 
     def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
         return None
@@ -57,6 +64,8 @@ class Torch:
     """torch's fused attention kernels with the per-key bias (:mod:`dnorm._fastpath.torch`)."""
 
     name = "torch"
+    upcasts = True
+    packs = False
 
     def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
         request = call.request
@@ -112,6 +121,8 @@ class Dask:
     """One ``blockwise`` task per chunk of the leading axes (:mod:`dnorm._fastpath.dask`)."""
 
     name = "dask"
+    upcasts = True
+    packs = False
 
     def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
         if call.library != "dask":
@@ -166,6 +177,7 @@ def _chunk_runner(options: ChunkOptions) -> Callable[..., Array]:
 ARRAY_API = ArrayAPI()
 TORCH = Torch()
 DASK = Dask()
+TRITON = Triton()
 
 #: The implementations by their ``kernel=`` names, in the order ``"auto"`` offers a call to them (the kernels last).
-IMPLEMENTATIONS: dict[str, Any] = {"dask": DASK, "torch": TORCH, "array-api": ARRAY_API}
+IMPLEMENTATIONS: dict[str, Any] = {"dask": DASK, "triton": TRITON, "torch": TORCH, "array-api": ARRAY_API}

@@ -48,7 +48,7 @@ def _namespace_of(x: Array) -> Any:
 
 
 def library(xp: Any, /) -> str:
-    """``"torch"``, ``"jax"``, ``"numpy"``, ``"dask"`` or ``"other"``: adapters, block sizes and generators.
+    """``"torch"``, ``"jax"``, ``"numpy"``, ``"dask"``, ``"cupy"`` or ``"other"``: adapters, blocks, generators.
 
     Read from the namespace's name, not with array-API-compat's cached predicates (``torch.compile`` warns on those).
     """
@@ -61,6 +61,7 @@ _LIBRARIES = {
     "jax.numpy": "jax",
     "array_api_compat.numpy": "numpy",
     "array_api_compat.dask.array": "dask",
+    "array_api_compat.cupy": "cupy",
 }
 
 

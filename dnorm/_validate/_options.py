@@ -128,7 +128,7 @@ def scheme_and_offset(
 
 
 #: The implementations a call can ask for with ``kernel=`` (:mod:`dnorm._routing` holds them); ``"auto"`` chooses.
-KERNELS = ("auto", "array-api", "torch", "dask")
+KERNELS = ("auto", "array-api", "torch", "dask", "triton")
 
 
 def kernel(value: object, /) -> str:
