@@ -34,6 +34,20 @@ settings.register_profile(
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "dask", "cupy", "torch-cuda", "jax-gpu")
+
+
+def _cuda() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+# Without a GPU the Triton kernels run through Triton's interpreter, on CPU tensors, when a test asks for them
+# (kernel="triton"; "auto" never takes the interpreter). It must be set before their module is imported.
+if "TRITON_INTERPRET" not in os.environ and not _cuda():
+    os.environ["TRITON_INTERPRET"] = "1"
 _MODULES = {"jax": "jax.numpy", "dask": "dask.array", "torch-cuda": "torch", "jax-gpu": "jax.numpy"}
 
 

@@ -147,6 +147,7 @@ def test_jax_second_derivatives_are_exact(scheme, causal):
     jnp = jax.numpy
     q, k, v = (jnp.asarray(RNG.normal(size=(4, 2))) for _ in range(3))
 
+    @jax.jit  # compiled once: check_grads evaluates it many times
     def loss(q):
         return jnp.sum(jnp.sin(dnorm.attention(jnp.asarray(q), k, v, scheme, causal=causal, block_size=2)))
 

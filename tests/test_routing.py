@@ -138,7 +138,8 @@ def test_every_entry_point_takes_the_keyword(entry):
         "decode": lambda name: dnorm.decode(q, k, v, kernel=name)[0],
     }
     np.testing.assert_array_equal(calls[entry]("auto"), calls[entry]("array-api"))
-    with pytest.raises(ValueError, match=r"kernel must be one of \('auto', 'array-api', 'torch', 'dask'\), got 'cuda'"):
+    names = r"\('auto', 'array-api', 'torch', 'dask', 'triton'\)"
+    with pytest.raises(ValueError, match=rf"kernel must be one of {names}, got 'cuda'"):
         calls[entry]("cuda")
     with pytest.raises(TypeError, match="kernel must be a string"):
         calls[entry](None)
