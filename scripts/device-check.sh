@@ -2,8 +2,10 @@
 # The device check, for a machine with an NVIDIA GPU and no network (torch, CuPy, JAX and Triton with CUDA there):
 #   bash scripts/device-check.sh --download   # here, once: the pure-Python dependencies as wheels in .whl/ (git ignores it)
 #   bash scripts/device-check.sh              # there (carry .whl), or here (GPU parts skipped): tests, then one table
-# The tests run on the GPU backends of the fixture (torch-cuda, jax-gpu, cupy); scripts/device_bench.py prints the
-# table. Everything stays well inside 8 minutes; logs and the table also go to $OUT (or /tmp/device-check).
+# The tests run on the GPU backends of the fixture (torch-cuda, jax-gpu, cupy) and tests/test_triton.py compiled on
+# CUDA (bfloat16 included); scripts/device_bench.py prints the tables of the Triton kernels against SDPA and
+# FlexAttention with the targets. Everything stays inside 9 minutes; logs and the tables also go to $OUT (or
+# /tmp/device-check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=(array-api-compat==1.16.0 array-api-extra==0.11.5 array-api-strict==2.6.1)
@@ -25,13 +27,17 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" CI=true PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 python3 -c "import torch, dnorm; print('dnorm', dnorm.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
+echo "== the Triton kernels on the GPU (compiled; TRITON_INTERPRET unset there)"
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_triton.py 2>&1 | tee "$out/triton.log" | tail -n 15
+triton=${PIPESTATUS[0]}
+
 echo "== tests on the GPU backends"
-timeout 240 python3 -m pytest -q -p no:cacheprovider -x -k "torch-cuda or jax-gpu or cupy" tests \
-    --deselect tests/test_real_model.py 2>&1 | tee "$out/tests.log" | tail -n 15
+timeout 150 python3 -m pytest -q -p no:cacheprovider -x -k "torch-cuda or jax-gpu or cupy" tests \
+    --deselect tests/test_real_model.py --deselect tests/test_triton.py 2>&1 | tee "$out/tests.log" | tail -n 15
 tests=${PIPESTATUS[0]}
 
 echo "== benchmarks"
-timeout 300 python3 scripts/device_bench.py 2>&1 | tee "$out/table.md"
+timeout 240 python3 scripts/device_bench.py 2>&1 | tee "$out/table.md"
 bench=${PIPESTATUS[0]}
-echo "device check: tests exit $tests, benchmarks exit $bench"
-[ "$tests" -le 5 ] && [ "$bench" -eq 0 ]  # pytest 5: nothing selected (no GPU backend here)
+echo "device check: triton tests exit $triton, tests exit $tests, benchmarks exit $bench"
+[ "$triton" -eq 0 ] && [ "$tests" -le 5 ] && [ "$bench" -eq 0 ]  # pytest 5: nothing selected (no GPU backend here)

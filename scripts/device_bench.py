@@ -1,132 +1,210 @@
-"""The device check's benchmarks: dnorm against torch's scaled_dot_product_attention on the same CUDA tensors.
+"""The device check's benchmarks: dnorm's Triton kernels against torch's SDPA (flash) and FlexAttention, on CUDA.
 
-Prints one Markdown table: forward, forward and backward, and peak GPU memory of doubly, causal doubly and
-softmax at T = K = 8192 and 32768 (batch 1, 16 heads, D = 128; bf16 and fp32), one decoding step against a cache
-of the same length (8 query heads over 2 key heads, D = 64), and CuPy's doubly (the array-API kernels) against
-torch's on the same data. Without a CUDA device it runs every row once at T = K = 256 on the CPU (a smoke run of
-this script, no figures) and says so. Medians of a few timed calls after a warm-up, events synchronized.
+Prints Markdown tables with the targets of the GPU issue beside the figures: bf16, batch times length 32k tokens,
+16 heads, D = 128, T = K from 1k to 32k; the forward, forward and backward, causal; FlexAttention composing doubly
+as a swapped call whose log-sum-exp is ``c`` and a ``score_mod`` adding ``-c``; the peak GPU memory of a training
+step at T = 32k; decoding steps (one query, 8 query heads over 2, D = 128) against caches of up to 128k keys; and
+CuPy arrays through DLPack against torch tensors. Medians of a few timed calls after a warm-up, synchronized.
+Without a CUDA device it runs every row once at tiny sizes on the CPU, the Triton kernels through Triton's
+interpreter (a smoke run of this script: no figures), and says so.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
-
-import dnorm
 
 CUDA = torch.cuda.is_available()
+if not CUDA:  # the smoke run: the same kernels through Triton's interpreter, set before they are imported
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch.nn.functional as F  # noqa: E402
+
+import dnorm  # noqa: E402
+
 DEVICE = torch.device("cuda" if CUDA else "cpu")
-SIZES = (8192, 32768) if CUDA else (256,)
-HEADS, DIM = (16, 128) if CUDA else (2, 16)
+DTYPE = torch.bfloat16 if CUDA else torch.float32
+TOKENS, HEADS, DIM = (32768, 16, 128) if CUDA else (64, 2, 16)
+LENGTHS = (1024, 4096, 8192, 32768) if CUDA else (32,)
+FLEX_LENGTH = 8192 if CUDA else 32
+CACHES = (8192, 32768, 131072) if CUDA else (48,)
 REPEATS = 5 if CUDA else 1
 
+TARGETS = {
+    "fwd": ("doubly forward / SDPA flash forward, T = 8192", "<= 1.6"),
+    "train": ("doubly fwd+bwd / SDPA flash fwd+bwd", "<= 1.8"),
+    "causal": ("causal doubly fwd+bwd / SDPA causal fwd+bwd", "<= 2.0"),
+    "decode": ("decode step doubly / SDPA decode step, K = 32k", "<= 1.2"),
+    "flex": ("doubly / FlexAttention-composed doubly, fwd+bwd", "<= 0.8"),
+    "memory": ("peak memory, doubly fwd+bwd / SDPA's, T = 32k", "<= 1.2"),
+}
 
-def _time(step) -> float:
+
+def _sync() -> None:
+    if CUDA:
+        torch.cuda.synchronize()
+
+
+def _time(step: Callable[[], object]) -> float:
     """Median seconds of ``step()`` after one warm-up call."""
     step()
     times = []
     for _ in range(REPEATS):
-        if CUDA:
-            torch.cuda.synchronize()
+        _sync()
         start = time.perf_counter()
         step()
-        if CUDA:
-            torch.cuda.synchronize()
+        _sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def _peak(step) -> float:
+def _peak(step: Callable[[], object]) -> float:
     """Peak GPU memory (GiB) of one ``step()``; NaN without CUDA."""
     if not CUDA:
         step()
         return float("nan")
-    torch.cuda.synchronize()
+    _sync()
     torch.cuda.reset_peak_memory_stats()
     step()
-    torch.cuda.synchronize()
+    _sync()
     return torch.cuda.max_memory_allocated() / 2**30
 
 
-def _inputs(size: int, dtype: torch.dtype, grad: bool):
+def _inputs(batch: int, length: int, grad: bool, *, kv_heads: int = HEADS, queries: int | None = None) -> list:
     gen = torch.Generator(device=DEVICE).manual_seed(0)
-    shape = (1, HEADS, size, DIM)
-    return [torch.randn(shape, generator=gen, device=DEVICE, dtype=dtype).requires_grad_(grad) for _ in range(3)]
+    shapes = ((batch, HEADS, queries or length, DIM), (batch, kv_heads, length, DIM), (batch, kv_heads, length, DIM))
+    return [torch.randn(s, generator=gen, device=DEVICE, dtype=DTYPE).requires_grad_(grad) for s in shapes]
+
+
+def _flex() -> Callable[..., object] | None:
+    """FlexAttention, compiled on CUDA (eager on the CPU); None where torch has none."""
+    try:
+        from torch.nn.attention.flex_attention import flex_attention
+    except ImportError:
+        return None
+    return torch.compile(flex_attention, dynamic=False) if CUDA else flex_attention
+
+
+def _flex_doubly(flex: Callable[..., object]) -> Callable[..., object]:
+    """Doubly as FlexAttention composes it: ``c`` the swapped call's log-sum-exp, then a ``score_mod`` adding ``-c``."""
+
+    def doubly(q, k, v):
+        _, c = flex(k, q, q, return_lse=True)
+
+        def minus_c(score, b, h, q_idx, kv_idx):
+            return score - c[b, h, kv_idx]
+
+        return flex(q, k, v, score_mod=minus_c)
+
+    return doubly
+
+
+def _step(attend: Callable[..., object], args: list, grad: bool) -> Callable[[], object]:
+    if grad:
+        return lambda: attend(*args).float().sum().backward()
+
+    def forward() -> object:
+        with torch.no_grad():
+            return attend(*args)
+
+    return forward
 
 
 def attention_rows():
-    for size in SIZES:
-        for dtype in (torch.bfloat16, torch.float32):
-            for name, scheme, causal in (("doubly", "doubly", False), ("causal doubly", "doubly", True),
-                                         ("softmax", "softmax", False)):  # fmt: skip
+    """(case, triton s, sdpa s) for the forward, the training step and causal training at every length."""
+    for length in LENGTHS:
+        batch = max(1, TOKENS // length)
+        for case, causal, grad in (("fwd", False, False), ("train", False, True), ("causal", True, True)):
+            args = _inputs(batch, length, grad)
 
-                def ours(q, k, v, scheme=scheme, causal=causal):
-                    return dnorm.attention(q, k, v, scheme, causal=causal)
+            def ours(q, k, v, causal=causal):
+                return dnorm.attention(q, k, v, "doubly", causal=causal, kernel="triton")
 
-                def theirs(q, k, v, causal=causal):
-                    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            def theirs(q, k, v, causal=causal):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
-                with torch.no_grad():
-                    args = _inputs(size, dtype, False)
-                    fwd = [_time(lambda f=f, a=args: f(*a)) for f in (ours, theirs)]
-                args = _inputs(size, dtype, True)
-                steps = [lambda f=f, a=args: f(*a).float().sum().backward() for f in (ours, theirs)]
-                train = [_time(s) for s in steps]
-                memory = [_peak(s) for s in steps]
-                yield (f"{name} T=K={size} {str(dtype)[6:]}", *fwd, *train, *memory)
-                del args, steps
+            times = [_time(_step(f, args, grad)) for f in (ours, theirs)]
+            yield case, f"T = K = {length}, B = {batch}", *times
+            del args
+
+
+def memory_row():
+    length = LENGTHS[-1]
+    args = _inputs(max(1, TOKENS // length), length, True)
+    ours = _peak(_step(lambda q, k, v: dnorm.attention(q, k, v, "doubly", kernel="triton"), args, True))
+    theirs = _peak(_step(lambda q, k, v: F.scaled_dot_product_attention(q, k, v), args, True))
+    return f"T = K = {length}", ours, theirs
+
+
+def flex_row():
+    flex = _flex()
+    if flex is None:
+        return None
+    args = _inputs(max(1, TOKENS // FLEX_LENGTH), FLEX_LENGTH, True)
+    try:
+        theirs = _time(_step(_flex_doubly(flex), args, True))
+    except Exception as error:  # FlexAttention missing a feature on this build: said, not fatal
+        return f"T = K = {FLEX_LENGTH}: FlexAttention failed ({type(error).__name__})", float("nan"), float("nan")
+    ours = _time(_step(lambda q, k, v: dnorm.attention(q, k, v, "doubly", kernel="triton"), args, True))
+    return f"T = K = {FLEX_LENGTH}", ours, theirs
 
 
 def decode_rows():
-    for size in SIZES:
-        gen = torch.Generator(device=DEVICE).manual_seed(0)
-        q = torch.randn(1, 8, 1, 64, generator=gen, device=DEVICE)
-        k, v = (torch.randn(1, 2, size, 64, generator=gen, device=DEVICE) for _ in range(2))
-        state = dnorm.DecodeState(torch.zeros(1, 8, size - 1, device=DEVICE), torch.ones(1, 8, size - 1, device=DEVICE))
+    for size in CACHES:
+        q, k, v = _inputs(1, size, False, kv_heads=2, queries=1)
+        state = dnorm.DecodeState(*(torch.zeros(1, HEADS, size - 1, device=DEVICE) for _ in range(2)))
+        state = dnorm.DecodeState(state.max, state.sum + 1)
         with torch.no_grad():
-            ours = _time(lambda q=q, k=k, v=v, s=state: dnorm.decode(q, k, v, s))
+            ours = _time(lambda q=q, k=k, v=v, s=state: dnorm.decode(q, k, v, s, kernel="triton"))
             theirs = _time(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
-        yield f"decode step, doubly, K={size}", ours, theirs
+        yield f"K = {size}", ours, theirs
 
 
-def cupy_rows():
+def cupy_row():
     try:
         import cupy
     except ImportError:
-        yield "cupy", "not installed"
-        return
-    if not CUDA or not cupy.cuda.is_available():
-        yield "cupy", "no CUDA device"
-        return
-    for size in SIZES:
-        args = _inputs(size, torch.float32, False)
-        arrays = [cupy.from_dlpack(x.detach()) for x in args]
-        with torch.no_grad():
-            ours = _time(lambda a=arrays: (dnorm.attention(*a, "doubly"), cupy.cuda.Device().synchronize()))
-            torch_doubly = _time(lambda a=args: dnorm.attention(*a, "doubly"))
-        yield f"cupy doubly / torch doubly, fp32, T=K={size}", ours, torch_doubly
+        return "cupy not installed", None, None
+    if not CUDA:
+        return "no CUDA device", None, None
+    args = _inputs(max(1, TOKENS // 8192), 8192, False)
+    arrays = [cupy.from_dlpack(x.detach()) for x in args]
+    ours = _time(lambda a=arrays: (dnorm.attention(*a, "doubly"), cupy.cuda.Device().synchronize()))
+    theirs = _time(_step(lambda q, k, v: dnorm.attention(q, k, v, "doubly"), args, False))
+    return "T = K = 8192", ours, theirs
+
+
+def _ratio_row(target: str, case: str, ours: float, theirs: float) -> str:
+    what, bound = TARGETS[target]
+    return f"| {what} | {case} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} | {ours / theirs:.2f} | {bound} |"
 
 
 def main() -> None:
-    where = torch.cuda.get_device_name() if CUDA else "no CUDA device: a smoke run on the CPU at T = K = 256"
-    print(f"# dnorm device check: {where}; torch {torch.__version__}\n")
-    print("| case | dnorm fwd (ms) | SDPA fwd (ms) | ratio | dnorm fwd+bwd (ms) | SDPA fwd+bwd (ms) | ratio "
-          "| dnorm peak (GiB) | SDPA peak (GiB) | ratio |")  # fmt: skip
-    print("| --- |" + " --- |" * 9)
-    for case, f1, f2, t1, t2, m1, m2 in attention_rows():
-        print(f"| {case} | {f1 * 1e3:.2f} | {f2 * 1e3:.2f} | {f1 / f2:.2f} | {t1 * 1e3:.2f} | {t2 * 1e3:.2f} "
-              f"| {t1 / t2:.2f} | {m1:.2f} | {m2:.2f} | {m1 / m2:.2f} |")  # fmt: skip
+    where = torch.cuda.get_device_name() if CUDA else "no CUDA device: a smoke run on the CPU (interpreter), no figures"
+    print(f"# dnorm device check: {where}; torch {torch.__version__}; {str(DTYPE)[6:]}, {HEADS} heads, D = {DIM}\n")
+    print("| figure | case | dnorm triton (ms) | anchor (ms) | ratio | target |\n| --- | --- | --- | --- | --- | --- |")
+    for case, label, ours, theirs in attention_rows():
+        print(_ratio_row(case, label, ours, theirs))
         sys.stdout.flush()
-    print("\n| case | dnorm (ms) | anchor (ms) | ratio |\n| --- | --- | --- | --- |")
-    for row in (*decode_rows(), *cupy_rows()):
-        if len(row) == 2:
-            print(f"| {row[0]} | {row[1]} | | |")
-        else:
-            print(f"| {row[0]} | {row[1] * 1e3:.3f} | {row[2] * 1e3:.3f} | {row[1] / row[2]:.2f} |")
+    flex = flex_row()
+    if flex is not None:
+        print(_ratio_row("flex", *flex))
+    for label, ours, theirs in decode_rows():
+        print(_ratio_row("decode", label, ours, theirs))
+    label, ours, theirs = memory_row()
+    what, bound = TARGETS["memory"]
+    print(f"| {what} | {label} | {ours:.2f} GiB | {theirs:.2f} GiB | {ours / theirs:.2f} | {bound} |")
+    label, ours, theirs = cupy_row()
+    if ours is None:
+        print(f"| CuPy doubly / torch doubly (DLPack) | {label} | | | | |")
+    else:
+        print(f"| CuPy doubly / torch doubly (DLPack) | {label} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} "
+              f"| {ours / theirs:.2f} | |")  # fmt: skip
 
 
 if __name__ == "__main__":
