@@ -20,8 +20,13 @@ __all__ = ["attention"]
 
 
 def attention(query: Any, key: Any, value: Any, mask: Any, alpha: Any, seed: Any, /, *, impl: Any, options: Any) -> Any:
-    """``impl``'s attention output, with its backward pass as the VJP rule."""
-    return _attention(query, key, value, mask, alpha, seed, impl, options)
+    """``impl``'s attention output, with its backward pass as the VJP rule.
+
+    Compiled as one XLA program (``jax.jit``, the implementation and its options static): called eagerly, a
+    block loop would otherwise dispatch, and compile, each of its many small operations on its own; under an
+    enclosing ``jit`` it is inlined.
+    """
+    return _compiled(query, key, value, mask, alpha, seed, impl, options)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(6, 7))
@@ -52,3 +57,4 @@ def _no_cotangent(x: Any, /) -> Any:
 
 
 _attention.defvjp(_forward, _backward)
+_compiled = jax.jit(_attention, static_argnums=(6, 7))

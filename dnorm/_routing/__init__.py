@@ -152,12 +152,13 @@ def decode(
     the offset ``K - T``.
     """
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
-    q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
     earlier = () if state is None else tuple(xp.expand_dims(budget.cast(x, work, xp=xp), axis=-2) for x in state)
-    per_query_head = (q, _mask(mask, work, xp=xp), _alpha(alpha, work, query, xp=xp), *earlier)
-    (q, m, a, *carried), (k, v) = heads.split(per_query_head, (k, v), request.groups, xp=xp)
+    per_query_head = (query, _mask(mask, work, xp=xp), _alpha(alpha, work, query, xp=xp), *earlier)
+    (q, m, a, *carried), (k, v) = heads.split(per_query_head, (key, value), request.groups, xp=xp)
     call = _call("decode", request, q, k, work, training=False, seeded=False, xp=xp)
     impl = cast(Decoding, choose(call, q, k, v, m))
+    if impl.upcasts:
+        q, k, v = (budget.cast(x, work, xp=xp) for x in (q, k, v))
     carry = lse.LogSumExp(*carried) if carried else None
     out, last = impl.decode(q, k, v, m, a, carry, options=impl.options(call, q, k, m, xp=xp), xp=xp)
     new_state = None
