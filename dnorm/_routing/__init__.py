@@ -59,10 +59,7 @@ def attention(
     if impl.upcasts:  # half precision computes in float32 (the Triton kernels read it as it is)
         q, k, v = (budget.cast(x, work, xp=xp) for x in (q, k, v))
     options = impl.options(call, q, k, m, xp=xp)
-    if call.training:
-        out = _differentiable(cast(Trainable, impl), q, k, v, m, a, seed, options=options, xp=xp)
-    else:
-        out = impl.infer(q, k, v, m, a, seed, options=options, xp=xp)
+    out = _run(impl, call, q, k, v, m, a, seed, options=options, xp=xp)
     return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
 
 
@@ -126,10 +123,7 @@ def _packed_at_once(
     starts_q = (*(s[0] for s in sequences), sequences[-1][1])
     starts_k = (*(s[2] for s in sequences), sequences[-1][3])
     options = impl.packed_options(impl.options(call, q, k, None, xp=xp), starts_q, starts_k)  # type: ignore[attr-defined]
-    if call.training:
-        out = _differentiable(cast(Trainable, impl), q, k, v, None, a, seed, options=options, xp=xp)
-    else:
-        out = impl.infer(q, k, v, None, a, seed, options=options, xp=xp)
+    out = _run(impl, call, q, k, v, None, a, seed, options=options, xp=xp)
     return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
 
 
@@ -214,13 +208,16 @@ def choose(call: Call, query: Array, key: Array, value: Array, mask: Array | Non
     raise AssertionError(msg)
 
 
-def _differentiable(impl: Trainable, *arrays: Array | None, options: Any, xp: Any) -> Array:
-    """``impl``'s output through the framework's autodiff adapter (torch autograd, a JAX custom VJP)."""
+def _run(impl: Implementation, call: Call, *arrays: Array | None, options: Any, xp: Any) -> Array:
+    """``impl``'s output: through the framework's autodiff adapter when gradients may be asked for."""
+    if not call.training:
+        return impl.infer(*arrays, options=options, xp=xp)
+    trainable = cast(Trainable, impl)  # refuses() turned down training for implementations without a backward pass
     if check.library(xp) == "jax":
         from .._autodiff import jax as adapter
     else:
         from .._autodiff import torch as adapter  # type: ignore[no-redef]
-    return adapter.attention(*arrays, impl=impl, options=options)
+    return adapter.attention(*arrays, impl=trainable, options=options)
 
 
 def _call(

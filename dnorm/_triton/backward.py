@@ -67,6 +67,35 @@ def _rounds(
 
 
 @triton.jit
+def _biased(s, offs_n, inside_k, CARRY_M, CARRY_S, carry_at, COLS, col_round, kstat,
+            RUNNING: tl.constexpr, ROUNDS: tl.constexpr):  # fmt: skip
+    """``Y = S - c`` of a tile: from the causal carry at its query block (``RUNNING``), else the last round's pair."""
+    if RUNNING:
+        c_m = tl.load(CARRY_M + carry_at + offs_n, mask=inside_k, other=float("-inf"))
+        c_s = tl.load(CARRY_S + carry_at + offs_n, mask=inside_k, other=0.0)
+        y, _, _ = running(s, c_m, c_s)
+    else:
+        last = COLS + (ROUNDS - 1) * 3 * col_round + kstat
+        shift = tl.load(last + offs_n, mask=inside_k, other=0.0)
+        col_m = tl.load(last + col_round + offs_n, mask=inside_k, other=0.0)
+        col_s = tl.load(last + 2 * col_round + offs_n, mask=inside_k, other=1.0)
+        y = biased_tile(s, shift, col_m, col_s, ROUNDS > 1)
+    return y
+
+
+@triton.jit
+def _d_weights(do, v, s, offs_m, offs_n, seed, head, threshold, factor,
+               DROPOUT: tl.constexpr, HAS_LEAD: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """``R * dP = R * dO V^T`` of a tile, and dropout's mask ``R != 0`` (every entry kept without dropout)."""
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION).to(ACC)
+    kept = s == s
+    if DROPOUT:
+        kept = keep(offs_m, offs_n, seed, head, threshold, HAS_LEAD)
+        dp = tl.where(kept, dp * factor, 0.0)
+    return dp, kept
+
+
+@triton.jit
 def _shift_up(g, carry, BQ: tl.constexpr):
     """Each row of ``g`` replaced by the next one's, the last by ``carry``: a product with the shift matrix."""
     i = tl.arange(0, BQ)
@@ -126,13 +155,6 @@ def keys(
     zq = tl.zeros((BK, BD), dtype=ACC)
     bq = tl.zeros((BK, BD), dtype=ACC)
     g_below = tl.zeros((BK,), dtype=ACC)
-    shift = tl.zeros((BK,), dtype=ACC)
-    col_m, col_s = shift, shift + 1.0
-    if BIASED and not RUNNING:
-        last = COLS + (ROUNDS - 1) * 3 * col_round + kstat
-        shift = tl.load(last + offs_n, mask=inside_k, other=0.0)
-        col_m = tl.load(last + col_round + offs_n, mask=inside_k, other=0.0)
-        col_s = tl.load(last + 2 * col_round + offs_n, mask=inside_k, other=1.0)
     n_blocks = tl.cdiv(n_q, BQ)
     first = 0
     if CAUSAL:  # the first query block that sees this key block
@@ -148,19 +170,13 @@ def keys(
             HAS_MASK, MASK_BOOL, CAUSAL, SOFTCAP, HALF, PRECISION,
         )  # fmt: skip
         slope = 1.0 - t * t if SOFTCAP else t + 1.0
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION).to(ACC)
-        kept = s != s
-        if DROPOUT:
-            kept = keep(offs_m, offs_n, seed, head, threshold, HAS_LEAD)
-            dp = tl.where(kept, dp * factor, 0.0)
+        dp, kept = _d_weights(
+            do, v, s, offs_m, offs_n, seed, head, threshold, factor, DROPOUT, HAS_LEAD, ACC, PRECISION
+        )
         ds = tl.zeros_like(s)
         if BIASED:
-            if RUNNING:
-                c_m = tl.load(CARRY_M + carry + qb * stride_cb + offs_n, mask=inside_k, other=float("-inf"))
-                c_s = tl.load(CARRY_S + carry + qb * stride_cb + offs_n, mask=inside_k, other=0.0)
-                y, _, _ = running(s, c_m, c_s)
-            else:
-                y = biased_tile(s, shift, col_m, col_s, ROUNDS > 1)
+            y = _biased(s, offs_n, inside_k, CARRY_M, CARRY_S, carry + qb * stride_cb, COLS, col_round, kstat,
+                        RUNNING, ROUNDS)  # fmt: skip
             a = weights(y, tl.load(ROW_B + qstat + offs_m, mask=inside_q, other=0.0),
                         tl.load(ROW_B + row_round + qstat + offs_m, mask=inside_q, other=1.0))  # fmt: skip
             delta = tl.load(DELTA_B + qstat + offs_m, mask=inside_q, other=0.0)
@@ -253,23 +269,11 @@ def queries(
             q, k, offs_m, offs_n, n_q, n_k, offset, mask_base, stride_mm, stride_mn, scale, softcap,
             HAS_MASK, MASK_BOOL, CAUSAL, SOFTCAP, HALF, PRECISION,
         )  # fmt: skip
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION).to(ACC)
-        kept = s != s
-        if DROPOUT:
-            kept = keep(offs_m, offs_n, seed, head, threshold, HAS_LEAD)
-            dp = tl.where(kept, dp * factor, 0.0)
+        dp, _ = _d_weights(do, v, s, offs_m, offs_n, seed, head, threshold, factor, DROPOUT, HAS_LEAD, ACC, PRECISION)
         ds = tl.zeros_like(s)
         if BIASED:
-            if RUNNING:
-                c_m = tl.load(CARRY_M + carry + qb * stride_cb + offs_n, mask=inside_k, other=float("-inf"))
-                c_s = tl.load(CARRY_S + carry + qb * stride_cb + offs_n, mask=inside_k, other=0.0)
-                y, _, _ = running(s, c_m, c_s)
-            else:
-                last = COLS + (ROUNDS - 1) * 3 * col_round + kstat
-                shift = tl.load(last + offs_n, mask=inside_k, other=0.0)
-                col_m = tl.load(last + col_round + offs_n, mask=inside_k, other=0.0)
-                col_s = tl.load(last + 2 * col_round + offs_n, mask=inside_k, other=1.0)
-                y = biased_tile(s, shift, col_m, col_s, ROUNDS > 1)
+            y = _biased(s, offs_n, inside_k, CARRY_M, CARRY_S, carry + qb * stride_cb, COLS, col_round, kstat,
+                        RUNNING, ROUNDS)  # fmt: skip
             dz = weights(y, row_b_m, row_b_s) * (w_b * dp - delta_b[:, None])
             if RUNNING:
                 g_below = tl.zeros((BK,), dtype=ACC)

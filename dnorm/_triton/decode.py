@@ -21,7 +21,7 @@ from torch import Tensor
 
 from . import launch
 from .layout import dense
-from .rows import running
+from .rows import online, running
 from .tiles import finite, load_rows, scores
 
 
@@ -69,19 +69,9 @@ def split_step(
             last = (offs_m == n_q - 1)[:, None]  # the last new query sees every key of the cache
             tl.store(NEW_M + kstat + offs_n, tl.sum(tl.where(last, run_m, 0.0), axis=0), mask=inside)
             tl.store(NEW_S + kstat + offs_n, tl.sum(tl.where(last, run_s, 0.0), axis=0), mask=inside)
-            top = tl.maximum(m_b, tl.max(y, axis=1))
-            rescale = tl.exp(m_b - finite(top))
-            e = tl.exp(y - finite(top)[:, None])
-            l_b = l_b * rescale + tl.sum(e, axis=1)
-            acc_b = acc_b * rescale[:, None] + tl.dot(e.to(v.dtype), v, input_precision=PRECISION)
-            m_b = top
+            m_b, l_b, acc_b = online(m_b, l_b, acc_b, y, v, s, 1.0, True, False, PRECISION)
         if PLAIN:
-            top = tl.maximum(m_p, tl.max(s, axis=1))
-            rescale = tl.exp(m_p - finite(top))
-            e = tl.exp(s - finite(top)[:, None])
-            l_p = l_p * rescale + tl.sum(e, axis=1)
-            acc_p = acc_p * rescale[:, None] + tl.dot(e.to(v.dtype), v, input_precision=PRECISION)
-            m_p = top
+            m_p, l_p, acc_p = online(m_p, l_p, acc_p, s, v, s, 1.0, True, False, PRECISION)
     part = (p * n_splits + split) * BQ  # every row stored: those past the new queries as empty shares
     if BIASED:
         tl.store(PART_M + part + offs_m, m_b)

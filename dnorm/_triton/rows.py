@@ -38,8 +38,8 @@ def biased_tile(s, shift, col_m, col_s, ROUND: tl.constexpr):
 
 
 @triton.jit
-def _online(m, total, acc, y, v, kept, factor, VALUES: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
-    """One online-softmax step of rows ``y`` against values ``v``."""
+def online(m, total, acc, y, v, kept, factor, VALUES: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+    """One online-softmax step of rows ``y`` against values ``v``: the row pair ``(m, total)`` and ``acc`` updated."""
     top = tl.maximum(m, tl.max(y, axis=1))
     rescale = tl.exp(m - finite(top))
     e = tl.exp(y - finite(top)[:, None])
@@ -105,9 +105,9 @@ def row_pass(
                 col_m = tl.load(COL_M + kstat + offs_n, mask=inside, other=0.0)
                 col_s = tl.load(COL_S + kstat + offs_n, mask=inside, other=1.0)
                 y = biased_tile(s, shift, col_m, col_s, ROUND)
-            m_b, l_b, acc_b = _online(m_b, l_b, acc_b, y, v, kept, factor, VALUES, DROPOUT, PRECISION)
+            m_b, l_b, acc_b = online(m_b, l_b, acc_b, y, v, kept, factor, VALUES, DROPOUT, PRECISION)
         if PLAIN:
-            m_p, l_p, acc_p = _online(m_p, l_p, acc_p, s, v, kept, factor, VALUES, DROPOUT, PRECISION)
+            m_p, l_p, acc_p = online(m_p, l_p, acc_p, s, v, kept, factor, VALUES, DROPOUT, PRECISION)
     rows = offs_m < n_q
     o_ptrs = offs_m[:, None] * stride_ot + offs_dv[None, :] * stride_od
     o_mask = rows[:, None] & (offs_dv[None, :] < dv)

@@ -9,11 +9,17 @@ SCHEMES = ("softmax", "doubly", "hybrid", "sinkhorn")
 
 
 def scheme(value: object, /) -> str:
+    """A scheme name, one of :data:`SCHEMES`."""
+    return _choice(value, "scheme", SCHEMES)
+
+
+def _choice(value: object, name: str, choices: tuple[str, ...], /) -> str:
+    """``value`` if it is one of the names ``choices``; else the error that names the argument and the choices."""
     if not isinstance(value, str):
-        msg = f"scheme must be a string, one of {SCHEMES}, got {type(value).__name__}"
+        msg = f"{name} must be a string, one of {choices}, got {type(value).__name__}"
         raise TypeError(msg)
-    if value not in SCHEMES:
-        msg = f"scheme must be one of {SCHEMES}, got {value!r}"
+    if value not in choices:
+        msg = f"{name} must be one of {choices}, got {value!r}"
         raise ValueError(msg)
     return value
 
@@ -133,10 +139,4 @@ KERNELS = ("auto", "array-api", "torch", "dask", "triton")
 
 def kernel(value: object, /) -> str:
     """A ``kernel=`` name, one of :data:`KERNELS`."""
-    if not isinstance(value, str):
-        msg = f"kernel must be a string, one of {KERNELS}, got {type(value).__name__}"
-        raise TypeError(msg)
-    if value not in KERNELS:
-        msg = f"kernel must be one of {KERNELS}, got {value!r}"
-        raise ValueError(msg)
-    return value
+    return _choice(value, "kernel", KERNELS)
