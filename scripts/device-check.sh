@@ -3,7 +3,7 @@
 #   bash scripts/device-check.sh --download   # here, once: the pure-Python dependencies as wheels in .whl/ (git ignores it)
 #   bash scripts/device-check.sh              # there (carry .whl), or here (GPU parts skipped): tests, then one table
 # The tests run on the GPU backends of the fixture (torch-cuda, jax-gpu, cupy) and tests/test_triton.py compiled on
-# CUDA (bfloat16 included); scripts/device_bench.py prints the tables of the Triton kernels against SDPA and
+# CUDA (bfloat16 included; without autotuning, but for the test that checks it); scripts/device_bench.py prints the tables of the Triton kernels against SDPA and
 # FlexAttention with the targets. Everything stays inside 9 minutes; logs and the tables also go to $OUT (or
 # /tmp/device-check).
 set -uo pipefail
@@ -27,12 +27,12 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" CI=true PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 python3 -c "import torch, dnorm; print('dnorm', dnorm.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
-echo "== the Triton kernels on the GPU (compiled; TRITON_INTERPRET unset there)"
-timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_triton.py 2>&1 | tee "$out/triton.log" | tail -n 15
+echo "== the Triton kernels on the GPU (compiled; TRITON_INTERPRET unset there; one test autotunes, the rest do not)"
+DNORM_TRITON_AUTOTUNE=0 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_triton.py 2>&1 | tee "$out/triton.log" | tail -n 15
 triton=${PIPESTATUS[0]}
 
 echo "== tests on the GPU backends"
-timeout 150 python3 -m pytest -q -p no:cacheprovider -x -k "torch-cuda or jax-gpu or cupy" tests \
+DNORM_TRITON_AUTOTUNE=0 timeout 150 python3 -m pytest -q -p no:cacheprovider -x -k "torch-cuda or jax-gpu or cupy" tests \
     --deselect tests/test_real_model.py --deselect tests/test_triton.py 2>&1 | tee "$out/tests.log" | tail -n 15
 tests=${PIPESTATUS[0]}
 

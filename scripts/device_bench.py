@@ -4,7 +4,8 @@ Prints Markdown tables with the targets of the GPU issue beside the figures: bf1
 16 heads, D = 128, T = K from 1k to 32k; the forward, forward and backward, causal; FlexAttention composing doubly
 as a swapped call whose log-sum-exp is ``c`` and a ``score_mod`` adding ``-c``; the peak GPU memory of a training
 step at T = 32k; decoding steps (one query, 8 query heads over 2, D = 128) against caches of up to 128k keys; and
-CuPy arrays through DLPack against torch tensors. Medians of a few timed calls after a warm-up, synchronized.
+CuPy arrays through DLPack against torch tensors. Medians of a few timed calls after a warm-up, synchronized;
+the Triton kernels autotune (dnorm._triton.configs) in the first warm-up of each kind, at its smallest T.
 Without a CUDA device it runs every row once at tiny sizes on the CPU, the Triton kernels through Triton's
 interpreter (a smoke run of this script: no figures), and says so.
 """

@@ -23,9 +23,9 @@ torch = pytest.importorskip("torch", reason="the Triton kernels take torch tenso
 pytest.importorskip("triton", reason="triton is not installed: pip install -e '.[triton]'")
 
 from dnorm._routing import triton as implementation  # noqa: E402
-from dnorm._triton import launch  # noqa: E402
+from dnorm._triton import configs, launch  # noqa: E402
 
-DEVICE = "cpu" if launch.interpreted() else "cuda"
+DEVICE = "cpu" if configs.interpreted() else "cuda"
 CASES = [(s, c) for s in dnorm.SCHEMES for c in (False, True) if not (c and s == "sinkhorn")]
 GEN = torch.Generator().manual_seed(17)
 
@@ -212,7 +212,7 @@ def test_the_implementation_says_when_it_cannot_serve(monkeypatch):
         dnorm.attention(q.numpy(), q.numpy(), q.numpy(), kernel="triton")
     with pytest.raises(ValueError, match="head sizes up to 256"):
         dnorm.attention(*(torch.zeros(1, 2, 300, dtype=torch.float64, device=DEVICE),) * 3, kernel="triton")
-    if launch.interpreted():
+    if configs.interpreted():
         with pytest.raises(ValueError, match="interpreter has no bfloat16"):
             dnorm.attention(*(q.bfloat16(),) * 3, kernel="triton")
         monkeypatch.setattr(implementation, "interpreted", lambda: False)
@@ -220,7 +220,7 @@ def test_the_implementation_says_when_it_cannot_serve(monkeypatch):
             dnorm.attention(q, q, q, kernel="triton")
 
 
-@pytest.mark.skipif(not launch.interpreted(), reason="on a GPU machine 'auto' takes the compiled kernels")
+@pytest.mark.skipif(not configs.interpreted(), reason="on a GPU machine 'auto' takes the compiled kernels")
 def test_auto_never_takes_the_interpreter(monkeypatch):
     calls = []
     original = launch.forward
@@ -245,7 +245,7 @@ def test_cupy_arrays_reach_the_kernels_through_dlpack(monkeypatch):
     monkeypatch.setattr(implementation.importlib.util, "find_spec", lambda name: None)
     assert "torch.from_dlpack, and torch is not installed" in TRITON.refuses(call, None, None, None, None)
     monkeypatch.undo()
-    if not launch.interpreted():
+    if not configs.interpreted():
         return
     rng = np.random.default_rng(3)
     q, k, v = (rng.normal(size=(2, 7, 4)) for _ in range(3))
@@ -254,6 +254,44 @@ def test_cupy_arrays_reach_the_kernels_through_dlpack(monkeypatch):
     out = TRITON.infer(q, k, v, None, alpha, None, options=options, xp=np_xp)
     assert isinstance(out, np.ndarray)
     np.testing.assert_allclose(out, dnorm.attention(q, k, v, scale=0.5), rtol=1e-12, atol=1e-12)
+
+
+LAUNCHED = ("backward.keys", "backward.queries", "columns.column_stats", "columns.carries", "decode.split_step",
+            "decode.combine", "potentials.potentials", "rows.row_pass")  # fmt: skip
+
+_COMPILED_LAUNCHERS = f"""
+import importlib, os, triton
+from dnorm._triton import configs
+for name in {LAUNCHED!r}:
+    module, kernel = name.split(".")
+    launcher = getattr(importlib.import_module("dnorm._triton." + module), kernel)
+    switches = {{p.name for p in launcher.fixed.params if p.is_constexpr}}
+    assert isinstance(launcher.tuned, triton.runtime.Autotuner), name
+    assert switches <= set(launcher.tuned.keys), name  # one tuning per compiled variant
+    assert ("d" in launcher.fixed.arg_names) == ("d" in launcher.tuned.keys), name  # and per head size
+    assert [(c.num_warps, c.num_stages) for c in launcher.tuned.configs] == [(4, 2), (4, 3), (8, 2), (8, 3)], name
+assert configs.autotuning()
+os.environ["DNORM_TRITON_AUTOTUNE"] = "0"
+assert not configs.autotuning()
+"""
+
+
+def test_every_launched_kernel_is_autotuned_when_compiled_and_fixed_under_the_interpreter():
+    """Compiled, each launch goes through an autotuner over warps and stages; interpreted, the kernel itself."""
+    import importlib
+    import os
+    import subprocess
+    import sys
+
+    launchers = [getattr(importlib.import_module(f"dnorm._triton.{name.split('.')[0]}"), name.split(".")[1])
+                 for name in LAUNCHED]  # fmt: skip
+    assert all(isinstance(launcher, configs.Tunable) for launcher in launchers)
+    if not configs.interpreted():
+        return
+    assert not configs.autotuning()
+    assert all(launcher.tuned is None for launcher in launchers)  # the interpreter launches the kernel itself
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, "-c", _COMPILED_LAUNCHERS], env=env, check=True, timeout=300)
 
 
 @pytest.mark.gpu("torch-cuda")
@@ -270,6 +308,22 @@ def test_bfloat16_keeps_flash_attention_tolerance(scheme, causal):
     err_ours = (ours.double() - exact).abs().max().item()
     err_torch = (theirs.double() - exact).abs().max().item()
     assert err_ours <= 2 * err_torch + 1e-6, (err_ours, err_torch)
+
+
+@pytest.mark.gpu("torch-cuda")
+@pytest.mark.parametrize(("scheme", "causal"), [("doubly", True), ("hybrid", False), ("sinkhorn", False)])
+def test_autotuned_launches_compute_what_the_default_configuration_does(monkeypatch, scheme, causal):
+    """On a GPU: forward, gradients and a decode step agree with and without the autotuner, to float64 rounding."""
+    inputs = _problem(causal, float_mask=True, t=150, k=130, d=64, dv=64, kv_heads=3)
+    results = []
+    for autotune in ("0", "1"):
+        monkeypatch.setenv("DNORM_TRITON_AUTOTUNE", autotune)
+        results.append(_both(inputs, scheme, causal, grad=True)[0])
+        if causal:
+            q, k, v = inputs[:3]
+            results[-1].append(dnorm.decode(q[..., -3:, :], k, v, None, scheme, alpha=inputs[4], kernel="triton")[0])
+    for fixed, tuned in zip(*results, strict=True):
+        torch.testing.assert_close(tuned, fixed, rtol=1e-12, atol=1e-12)
 
 
 def _torch_reference(q, k, v, mask, alpha, scheme, causal):

@@ -66,7 +66,7 @@ class Triton:
         return None
 
     def options(self, call: Any, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
-        from .._triton import launch
+        from .._triton import configs, launch
 
         request = call.request
         return launch.Options(
@@ -77,7 +77,7 @@ class Triton:
             request.softcap,
             request.dropout_p,
             align_end=bool(request.offset),
-            blocks=launch.blocks_for(call.n_queries, call.n_keys, query.shape[-1]),
+            blocks=configs.blocks_for(call.n_queries, call.n_keys, query.shape[-1]),
             lead=call.lead,
         )
 

@@ -7,7 +7,7 @@
   :mod:`.potentials` Sinkhorn's way back through its rounds;
 * :mod:`.decode`: a few new queries against a long cache, split over the keys;
 * :mod:`.layout`, :mod:`.launch` and :mod:`.gradients`: where each program finds its sequence, and the
-  launches of the forward and of the backward passes.
+  launches of the forward and of the backward passes; :mod:`.configs` their block sizes and autotuning.
 
 They compute exactly the array-API kernels' definitions (:mod:`dnorm._kernels`), and tests/test_triton.py
 checks them against those in float64, through Triton's interpreter (``TRITON_INTERPRET=1``) on the CPU. The

@@ -23,6 +23,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .configs import tunable
 from .rows import biased_tile, running
 from .tiles import compose, finite, keep, load_rows, log_sum, scores
 
@@ -113,6 +114,7 @@ def _causal_ds(dz, b, g_below, BQ: tl.constexpr):
     return a * dz - b * _shift_up(g, g_below, BQ), g
 
 
+@tunable
 @triton.jit
 def keys(
     Q, K, V, MASK, DO, DELTA_B, DELTA_P, ALPHA, COLS, ROWS, DC, DR, ROW_B, ROW_P, CARRY_M, CARRY_S,
@@ -218,6 +220,7 @@ def keys(
     tl.store(DV + kstat * BDV + offs_n[:, None] * BDV + offs_dv[None, :], d_v, mask=rows_k)
 
 
+@tunable
 @triton.jit
 def queries(
     Q, K, V, MASK, DO, DELTA_B, DELTA_P, ALPHA, COLS, ROWS, DC, DR, ROW_B, ROW_P, CARRY_M, CARRY_S,

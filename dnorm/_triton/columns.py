@@ -16,9 +16,11 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .configs import tunable
 from .tiles import finite, load_rows, merge, scores
 
 
+@tunable
 @triton.jit
 def column_stats(
     Q, K, MASK, SHIFT, ROWS_M, ROWS_S, OUT_M, OUT_S,
@@ -62,6 +64,7 @@ def column_stats(
     tl.store(OUT_S + kstat + offs_n, s_acc, mask=offs_n < n_k)
 
 
+@tunable
 @triton.jit
 def carries(
     Q, K, MASK, START_M, START_S, CARRY_M, CARRY_S, LAST_M, LAST_S,

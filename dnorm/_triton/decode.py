@@ -20,11 +20,13 @@ import triton.language as tl
 from torch import Tensor
 
 from . import launch
+from .configs import interpreted, tunable
 from .layout import dense
 from .rows import online, running
 from .tiles import finite, load_rows, scores
 
 
+@tunable
 @triton.jit
 def split_step(
     Q, K, V, MASK, STATE_M, STATE_S, NEW_M, NEW_S, PART_M, PART_L, PART_O,
@@ -85,6 +87,7 @@ def split_step(
         tl.store(PART_O + (part + offs_m[:, None]) * BDV + offs_dv[None, :], acc_p)
 
 
+@tunable
 @triton.jit
 def combine(
     PART_M, PART_L, PART_O, ALPHA, OUT, alpha_off, n_q_of, n_splits, dv, n_programs, stride_o,
@@ -139,7 +142,7 @@ def decode(
     start = None
     if carry is not None:
         start = tuple(x.expand(*lead, 1, x.shape[-1]).reshape(-1, x.shape[-1]).to(acc_t).contiguous() for x in carry)
-    if n_q > 16 or (launch.interpreted() and n_q > options.blocks[0]):
+    if n_q > 16 or (interpreted() and n_q > options.blocks[0]):
         out, residuals = launch.forward(q, k, v, mask, alpha, None, lead, options=options, start=start)
         state = None
         if biased and residuals.carries is not None:

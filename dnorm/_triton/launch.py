@@ -11,7 +11,6 @@ the carries at each query block's start (spec DEF-BLOCKED-BACKWARD).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -45,18 +44,6 @@ class Options:
     blocks: tuple[int, int] = (16, 16)
     lead: tuple[int, ...] = ()
     packed: tuple[tuple[int, ...], tuple[int, ...]] | None = None
-
-
-def interpreted() -> bool:
-    """Whether Triton runs its interpreter on CPU tensors (``TRITON_INTERPRET=1``), not compiled GPU code."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def blocks_for(n_q: int, n_k: int, head_dim: int, /) -> tuple[int, int]:
-    """Query and key block sizes: one small fixed pair under the interpreter, FlashAttention's on a GPU."""
-    if interpreted():
-        return 16, 16
-    return (128, 64) if head_dim <= 64 else (64, 64)
 
 
 class Residuals(NamedTuple):

@@ -11,10 +11,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .configs import tunable
 from .rows import biased_tile
 from .tiles import finite, load_rows, log_sum, scores
 
 
+@tunable
 @triton.jit
 def potentials(
     Q, K, MASK, COLS, ROWS, D_IN, D_OUT,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .configs import tunable
 from .tiles import finite, keep, load_rows, log_sum, merge, scores
 
 
@@ -51,6 +52,7 @@ def online(m, total, acc, y, v, kept, factor, VALUES: tl.constexpr, DROPOUT: tl.
     return top, total, acc
 
 
+@tunable
 @triton.jit
 def row_pass(
     Q, K, V, MASK, SHIFT, COL_M, COL_S, CARRY_M, CARRY_S, ALPHA,
