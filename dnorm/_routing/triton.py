@@ -21,6 +21,7 @@ _FLOATS = ("torch.float16", "torch.bfloat16", "torch.float32", "torch.float64")
 
 
 def interpreted() -> bool:
+    """``dnorm._triton.configs.interpreted``, read here without importing triton (routing must not need it)."""
     import os
 
     return os.environ.get("TRITON_INTERPRET") == "1"
