@@ -86,14 +86,14 @@ def attend_backward(
     shared = (
         key.ndim == query.ndim >= 3 and key.shape[-3] == 1 < query.shape[-3]
     )  # grouped heads (dnorm._routing.heads)
-    d_value = _PerKey()
+    d_value = PerKey()
     d_columns: list[Array] = []
     d_rows: list[list[Array]] = []
     if how.rounds:
         shares, gamma = gamma_pass(scores, value, bounds, residuals.rounds[-1], grads[0], deltas[0], drop, xp=xp)
         d_value.add(xp.sum(shares, axis=-3, keepdims=True) if shared else shares, xp=xp)  # gamma stays per head
         d_columns, d_rows = potentials(scores, bounds, residuals.rounds, -gamma, xp=xp)
-    d_key = _PerKey()
+    d_key = PerKey()
     d_query: list[Array] = []
     d_mask: list[Array] = []
     after = None  # under causal: the reverse scan's carry from the block after
@@ -148,7 +148,7 @@ def attend_backward(
     )
 
 
-class _PerKey:
+class PerKey:
     """The sum of per-key gradient shares ``(..., width, D)`` from blocks whose widths never grow.
 
     Causal blocks see only the keys up to their last row, and the causal

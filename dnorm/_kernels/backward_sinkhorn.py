@@ -95,11 +95,14 @@ def round_terms(
     /,
     *,
     xp: Any,
+    row_stats: Sequence[lse.LogSumExp] | None = None,
 ) -> Array:
     """``sum_t P^t * dc^t + sum_(t < n) R^t * dr^t``: what the potentials add to ``dS`` in one block.
 
     ``last`` is the block's ``S - c^n``, already at hand; for doubly the sum is
-    ``exp(S - c) * dc = -B * gamma``.
+    ``exp(S - c) * dc = -B * gamma``. The row potentials ``r^t`` are those of
+    the block's rows, unless ``row_stats`` gives them (the block then holds
+    some of the keys: a sharded sequence, spec DEF-SHARDED-ATTENTION).
     """
     total = None
     row = None
@@ -108,7 +111,7 @@ def round_terms(
         p = xp.exp(biased if row is None else lse.subtract(biased, row, xp=xp))
         term = p * d_columns[t]
         if t < len(rounds) - 1:
-            row = lse.reduce(biased, axis=-1, xp=xp)
+            row = lse.reduce(biased, axis=-1, xp=xp) if row_stats is None else row_stats[t]
             term = term + xp.exp(lse.subtract(biased, row, xp=xp)) * d_rows[t]
         total = term if total is None else total + term
     return total

@@ -54,7 +54,7 @@ def per_key(stat: ColumnStat, /, *, xp: Any) -> tuple[Array, Array]:
     rounding error ``lo`` is exact and becomes the factor ``w = exp(-lo)``,
     which can ride on the values.
     """
-    top = _zero_if_empty(stat.stats.max, xp=xp)
+    top = zero_if_empty(stat.stats.max, xp=xp)
     log_sum = lse.log_sum(stat.stats.sum, xp=xp)
     big, small = (top, log_sum) if stat.shift is None else (stat.shift, top + log_sum)
     hi = big + small
@@ -81,7 +81,7 @@ def sinkhorn(scores: Scores, bounds: Bounds, /, *, n_iter: int, xp: Any) -> tupl
     share of the next ``colLSE(D - r)`` is merged in at once.
     """
     rounds = [columns(scores, bounds, xp=xp)]
-    shift = _zero_if_empty(rounds[0].stats.max, xp=xp)
+    shift = zero_if_empty(rounds[0].stats.max, xp=xp)
     for _ in range(n_iter - 1):
         shares = []
         for start, stop in bounds:
@@ -166,7 +166,7 @@ def widen(stats: lse.LogSumExp, width: int, /, *, xp: Any) -> lse.LogSumExp:
     return lse.LogSumExp(pad(stats.max, width, -xp.inf, axis=-1, xp=xp), pad(stats.sum, width, 0.0, axis=-1, xp=xp))
 
 
-def _zero_if_empty(m: Array, /, *, xp: Any) -> Array:
+def zero_if_empty(m: Array, /, *, xp: Any) -> Array:
     """A per-key shift: the column maximum, 0 for a key no query sees (so sums of shifts never overflow)."""
     return xp.where(m == -xp.inf, 0.0, m)
 

@@ -95,6 +95,8 @@ def normalized_product(y: Array, values: Array, /, *, xp: Any, ones: bool = True
     factor ``keep``, ``(softmax(y) * keep) @ V``: the denominator is that of
     the weights before dropout.
     """
+    if keep is None and ones:
+        return partial_product(y, values, xp=xp)[0]
     e = xp.exp(y - lse.finite(xp.max(y, axis=-1, keepdims=True), xp=xp))
     del y  # at most two block-sized temporaries alive: the allocator keeps reusing them
     if keep is not None:
@@ -102,11 +104,41 @@ def normalized_product(y: Array, values: Array, /, *, xp: Any, ones: bool = True
         both = products.matmul(e * keep, values[..., :-1] if ones else values, xp=xp)
         return both / xp.where(total == 0, 1.0, total)
     both = products.matmul(e, values, xp=xp)
-    if ones:
-        both, total = both[..., :-1], both[..., -1:]
-    else:
-        total = xp.sum(e, axis=-1, keepdims=True)
+    total = xp.sum(e, axis=-1, keepdims=True)
     return both / xp.where(total == 0, 1.0, total)
+
+
+def partial_product(y: Array, values: Array, /, *, xp: Any) -> tuple[Array, lse.LogSumExp]:
+    """``softmax(y) @ V`` over the keys of ``y`` alone, and the rows' statistic ``(max, sum)`` of ``y``.
+
+    ``values`` is ``[V, 1]``; one product gives the numerator and the
+    denominator. An all ``-inf`` row gives a zero output and the empty
+    statistic. Outputs over disjoint sets of keys combine with
+    :func:`merge_partial` (spec DEF-ONLINE-MERGE).
+    """
+    top = xp.max(y, axis=-1, keepdims=True)
+    e = xp.exp(y - lse.finite(top, xp=xp))
+    del y  # at most two block-sized temporaries alive: the allocator keeps reusing them
+    both = products.matmul(e, values, xp=xp)
+    both, total = both[..., :-1], both[..., -1:]
+    return both / xp.where(total == 0, 1.0, total), lse.LogSumExp(top, total)
+
+
+def merge_partial(
+    a: tuple[Array, lse.LogSumExp], b: tuple[Array, lse.LogSumExp], /, *, xp: Any
+) -> tuple[Array, lse.LogSumExp]:
+    """The output and row statistic over the union of two disjoint sets of keys, from each one's.
+
+    Each output is weighted by its share of the merged denominator; a set
+    that a row cannot see (the empty statistic) weighs nothing.
+    """
+    (out_a, st_a), (out_b, st_b) = a, b
+    shift = lse.finite(xp.maximum(st_a.max, st_b.max), xp=xp)
+    w_a = st_a.sum * xp.exp(st_a.max - shift)
+    w_b = st_b.sum * xp.exp(st_b.max - shift)
+    total = w_a + w_b
+    out = (out_a * w_a + out_b * w_b) / xp.where(total == 0, 1.0, total)
+    return out, lse.LogSumExp(xp.maximum(st_a.max, st_b.max), total)
 
 
 def softmax(y: Array, /, *, xp: Any) -> Array:

@@ -1,0 +1,93 @@
+"""Key blocks passed around the participants of a sharded sequence (spec DEF-SHARDED-ATTENTION).
+
+``P`` participants hold consecutive shards of one sequence, participant ``r``
+the ``r``-th. A *sweep* brings every key block to every participant once:
+at each stop a participant's queries meet the block it holds (:class:`Stop`),
+then every participant hands its block to a neighbour. What travels with a
+block is of two kinds: what a stop only reads (the keys, values, key mask and
+finished per-key statistics) and what stops add to (a statistic being
+collected, gradients of the keys). A forward sweep visits a block's owner
+first and then the participants after it, in order; a backward one visits the
+participants from the last to the owner. Either way what was added to comes
+back to the block's owner at the end.
+
+The collective itself is a :class:`Ring` (``torch.distributed`` or a JAX mesh
+axis, :mod:`dnorm._distributed`): the kernels only ask it to shift arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Array = Any
+Arrays = tuple[Array, ...]
+
+
+class Ring(Protocol):
+    """The participants of a sharded sequence, in the order of their shards (hashable: a static option)."""
+
+    @property
+    def size(self) -> int:
+        """The number of participants ``P``."""
+        ...
+
+    def rank(self) -> Any:
+        """This participant's place, ``0 <= r < P``: a number, or an integer array where it is traced (JAX)."""
+        ...
+
+    def shift(self, arrays: Arrays, by: int, /) -> Arrays:
+        """Every participant sends ``arrays`` to the one ``by`` places after it (cyclically) and gets the ones of
+        the participant ``by`` places before it."""
+        ...
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where a sweep stands at one participant: the key block it holds.
+
+    ``own``: the participant's own block (the diagonal one under causal).
+    ``earlier``: the block's positions come before the participant's: True,
+    False, or a boolean array where the participant's place is traced.
+    ``step``: how many stops the sweep made here before this one.
+    """
+
+    own: bool
+    earlier: Any
+    step: int
+
+
+Visit = Callable[[Stop, Arrays, Arrays], Arrays]
+
+
+def sweep(ring: Ring, read: Arrays, added: Arrays, visit: Visit, /, *, backwards: bool = False) -> Arrays:
+    """Bring every key block here once; return ``added`` for this participant's own block, back home.
+
+    ``read`` is what the block carries for the stops to read, ``added`` what
+    each stop's ``visit(stop, read, added)`` returns with its share added.
+    Forwards, a block visits its owner first, then the participants after it
+    in order; ``backwards``, the participants from the last to the owner
+    (those before the owner first, where a causal block is not seen).
+    """
+    size = ring.size
+    rank = ring.rank()
+    by = -1 if backwards else 1
+    if backwards:
+        read = _shift(ring, read, by)
+    for step in range(size):
+        held = step + 1 if backwards else -step  # this participant holds block rank + held
+        stop = Stop(held % size == 0, (rank + held) % size < rank, step)
+        added = visit(stop, read, added)
+        if step < size - 1:
+            read, added = _shift(ring, read, by), _shift(ring, added, by)
+    return added if backwards else _shift(ring, added, by)
+
+
+def _shift(ring: Ring, arrays: Arrays, by: int, /) -> Arrays:
+    """``arrays`` shifted ``by`` places; None entries (an absent mask) stay None."""
+    present = tuple(x for x in arrays if x is not None)
+    if ring.size == 1 or not present:
+        return arrays
+    moved = iter(ring.shift(present, by))
+    return tuple(None if x is None else next(moved) for x in arrays)

@@ -1,0 +1,236 @@
+"""Attention over a sequence sharded along its positions, every scheme (spec DEF-SHARDED-ATTENTION).
+
+Each participant holds one shard of the queries, keys and values; key blocks
+travel around the participants (:mod:`.ring`) and the statistics travel with
+them, so that every participant computes its rows of the whole sequence's
+attention (spec THM-SHARDED-EQUALS-FULL):
+
+* a statistic of the key alone (doubly, each Sinkhorn round) is collected by
+  its key block as the block visits every participant, and comes home
+  complete: one sweep of keys per round, and one more for each of Sinkhorn's
+  row potentials;
+* the running statistic (causal) visits the participants in position order,
+  so the carry a block brings to a participant is the statistic of every
+  earlier participant's queries (an exclusive scan over the participants):
+  causal attention takes the one sweep of ring softmax;
+* the row pass merges the partial output of each block by its rows' statistic
+  (spec DEF-ONLINE-MERGE), and keeps that statistic for the backward pass.
+
+Inside a stop the queries are processed in blocks of rows (``Options.rows``);
+nothing of size ``(T, K)`` of the whole sequence exists anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from . import bias, blocked, rows
+from . import logsumexp as lse
+from .ring import Ring, Stop, sweep
+from .scores import Scores, from_projections
+
+Array = Any
+Bounds = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything about a sharded call that is not an array (hashable: a static argument under JAX).
+
+    ``rows`` are the blocks of this participant's queries; ``causal`` is the
+    top-left triangle of the whole sequence (query and key shards of one length).
+    """
+
+    scheme: str
+    causal: bool
+    n_iter: int
+    scale: float
+    rows: Bounds
+    ring: Ring
+    softcap: float | None = None
+
+
+class Residuals(NamedTuple):
+    """What the backward pass needs, O(local T + local K) numbers per head and stop.
+
+    ``rounds``: every round's column statistic of this participant's keys (doubly, Sinkhorn);
+    ``potentials``: the rows' statistic of ``S - c`` after every round but the last (Sinkhorn's row potentials);
+    ``rows``: each component's row statistic over all keys (biased first), per block of rows;
+    ``carries``: under causal, per stop, the running statistic before each block of rows;
+    ``outputs``: each component's output when the scheme mixes two.
+    """
+
+    rounds: tuple[bias.ColumnStat, ...]
+    potentials: tuple[tuple[lse.LogSumExp, ...], ...]
+    rows: tuple[tuple[lse.LogSumExp, ...], ...]
+    carries: tuple[tuple[lse.LogSumExp | None, ...], ...]
+    outputs: tuple[Array, ...]
+
+
+def forward(
+    query: Array, key: Array, value: Array, key_mask: Array | None, alpha: Array, /, *, options: Options, xp: Any
+) -> tuple[Array, Residuals]:
+    """This participant's rows of attention over the whole sequence, and the residuals of the backward pass.
+
+    ``key_mask`` is a boolean ``(..., 1, K_local)`` mask of the participant's keys (True: may be attended).
+    """
+    q = query * options.scale
+    how = blocked.plan(options.scheme, causal=options.causal, n_iter=options.n_iter)
+    rounds, potentials = statistics(q, key, key_mask, how, options=options, xp=xp)
+    n_parts = 1 + how.plain if how.biased else 1
+    merged: list[list[Any]] = [[None] * len(options.rows) for _ in range(n_parts)]
+    carries: list[tuple[lse.LogSumExp | None, ...]] = []
+
+    def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+        k, v, m, *per_key = read
+        scores = tile(q, k, m, stop, options, xp=xp)
+        if scores is None:
+            carries.append(())
+            return added
+        values = rows.with_ones(v, None, xp=xp)
+        carry = lse.LogSumExp(*added) if how.running and not stop.own else None
+        before = []
+        for index, (start, stop_row) in enumerate(options.rows):
+            block = scores.rows(start, stop_row, xp=xp)
+            before.append(carry)
+            if how.running:
+                biased, carry = bias.running(block, carry, xp=xp)
+            elif how.rounds:
+                biased = bias.subtract(per_key_stat(rounds[-1], per_key), block, xp=xp)
+            else:
+                biased = None
+            parts = [biased] if biased is not None else []
+            parts += [block] if how.plain else []
+            width = block.shape[-1]
+            for n, y in enumerate(parts):
+                part = rows.partial_product(y, values[..., :width, :], xp=xp)
+                kept = merged[n][index]
+                merged[n][index] = part if kept is None else rows.merge_partial(kept, part, xp=xp)
+        carries.append(tuple(before))
+        return tuple(carry) if how.running else added
+
+    read = (key, value, key_mask, *per_key_arrays(rounds[-1] if rounds else None))
+    empty = bias.widen(_empty(q, key, xp=xp), key.shape[-2], xp=xp) if how.running else None
+    sweep(options.ring, read, () if empty is None else tuple(empty), visit)
+    outputs = tuple(blocked.concat_rows([part[0] for part in component], xp=xp) for component in merged)
+    out = rows.mix(outputs[0], outputs[1], alpha) if how.mixed else outputs[0]
+    row_stats = tuple(tuple(part[1] for part in component) for component in merged)
+    return out, Residuals(rounds, potentials, row_stats, tuple(carries), outputs if how.mixed else ())
+
+
+def statistics(
+    q: Array, key: Array, key_mask: Array | None, how: blocked.Plan, /, *, options: Options, xp: Any
+) -> tuple[tuple[bias.ColumnStat, ...], tuple[tuple[lse.LogSumExp, ...], ...]]:
+    """The column statistic of every round for this participant's keys, and Sinkhorn's row potentials.
+
+    Round one is the log-sum-exp of each key's column over every participant's queries, collected by the key
+    block as it travels (:func:`.bias.columns` over the whole sequence). A later Sinkhorn round takes a sweep for
+    the row potentials ``r = LSE_j (S - c)`` of this participant's queries, then one for the next ``LSE_i (S -
+    r)``, on the column-centred scores of :func:`.bias.sinkhorn`.
+    """
+    if not how.rounds:
+        return (), ()
+    rounds = [bias.ColumnStat(None, column_pass(q, key, key_mask, None, None, options=options, xp=xp))]
+    shift = bias.zero_if_empty(rounds[0].stats.max, xp=xp)
+    potentials = []
+    for _ in range(how.rounds - 1):
+        potential = row_pass(q, key, key_mask, rounds[-1], options=options, xp=xp)
+        potentials.append(potential)
+        rounds.append(bias.ColumnStat(shift, column_pass(q, key, key_mask, shift, potential, options=options, xp=xp)))
+    return tuple(rounds), tuple(potentials)
+
+
+def column_pass(
+    q: Array,
+    key: Array,
+    key_mask: Array | None,
+    shift: Array | None,
+    potential: tuple[lse.LogSumExp, ...] | None,
+    /,
+    *,
+    options: Options,
+    xp: Any,
+) -> lse.LogSumExp:
+    """``LSE_i`` of each of this participant's keys over every participant's queries: of ``S``, or of ``S - shift -
+    r`` with the row potentials ``r`` of this participant's queries."""
+
+    def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+        k, m, *centre = read
+        scores = tile(q, k, m, stop, options, xp=xp)
+        total = lse.LogSumExp(*added)
+        for index, (start, stop_row) in enumerate(options.rows):
+            block = scores.rows(start, stop_row, xp=xp)
+            if potential is not None:
+                block = lse.subtract(block - centre[0], potential[index], xp=xp)
+            total = lse.merge(total, lse.reduce(block, axis=-2, xp=xp), xp=xp)
+        return tuple(total)
+
+    read = (key, key_mask) if shift is None else (key, key_mask, shift)
+    return lse.LogSumExp(*sweep(options.ring, read, tuple(_empty(q, key, xp=xp)), visit))
+
+
+def row_pass(
+    q: Array, key: Array, key_mask: Array | None, stat: bias.ColumnStat, /, *, options: Options, xp: Any
+) -> tuple[lse.LogSumExp, ...]:
+    """``LSE_j (S - c)`` of this participant's queries over every key, per block of rows."""
+    totals: list[Any] = [None] * len(options.rows)
+
+    def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+        k, m, *per_key = read
+        scores = tile(q, k, m, stop, options, xp=xp)
+        for index, (start, stop_row) in enumerate(options.rows):
+            biased = bias.subtract(per_key_stat(stat, per_key), scores.rows(start, stop_row, xp=xp), xp=xp)
+            share = lse.reduce(biased, axis=-1, xp=xp)
+            totals[index] = share if totals[index] is None else lse.merge(totals[index], share, xp=xp)
+        return added
+
+    sweep(options.ring, (key, key_mask, *per_key_arrays(stat)), (), visit)
+    return tuple(totals)
+
+
+def tile(q: Array, key: Array, key_mask: Array | None, stop: Stop, options: Options, /, *, xp: Any) -> Scores | None:
+    """The scores of this participant's queries against the key block it holds; None where none may see it.
+
+    Under causal the own block is the diagonal one (the top-left triangle), an earlier block is seen whole and a
+    later one not at all; where the participant's place is traced, a later block is hidden by its mask.
+    """
+    visible = True if not options.causal or stop.own else stop.earlier
+    if visible is False:
+        return None
+    mask = key_mask
+    if visible is not True:
+        hidden = xp.reshape(visible, (1, 1))
+        mask = hidden if mask is None else mask & hidden
+    return from_projections(q, key, mask=mask, causal=options.causal and stop.own, softcap=options.softcap)
+
+
+def lead(q: Array, key: Array, /) -> tuple[int, ...]:
+    """The leading shape of the scores of ``q`` against ``key`` (their leading shapes broadcast)."""
+    a, b = tuple(q.shape[:-2]), tuple(key.shape[:-2])
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    return tuple(max(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _empty(q: Array, key: Array, /, *, xp: Any) -> lse.LogSumExp:
+    """The empty per-key statistic ``(..., 1, K_local)`` in the scores' leading shape."""
+    shape = (*lead(q, key), 1, key.shape[-2])
+    device = getattr(q, "device", None)
+    return lse.LogSumExp(
+        xp.full(shape, -xp.inf, dtype=q.dtype, device=device), xp.zeros(shape, dtype=q.dtype, device=device)
+    )
+
+
+def per_key_arrays(stat: bias.ColumnStat | None, /) -> tuple[Array, ...]:
+    """A column statistic as the arrays that travel with its key block."""
+    if stat is None:
+        return ()
+    return tuple(stat.stats) if stat.shift is None else (stat.shift, *stat.stats)
+
+
+def per_key_stat(like: bias.ColumnStat, arrays: list[Array], /) -> bias.ColumnStat:
+    """The column statistic of the block at hand, from the arrays it travelled with (:func:`_arrays`)."""
+    if like.shift is None:
+        return bias.ColumnStat(None, lse.LogSumExp(*arrays))
+    return bias.ColumnStat(arrays[0], lse.LogSumExp(*arrays[1:]))
