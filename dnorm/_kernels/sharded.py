@@ -108,11 +108,10 @@ def forward(
                 kept = merged[n][index]
                 merged[n][index] = part if kept is None else rows.merge_partial(kept, part, xp=xp)
         carries.append(tuple(before))
-        return tuple(carry) if how.running else added
+        return added if carry is None else tuple(carry)  # the running statistic after these queries travels on
 
     read = (key, value, key_mask, *per_key_arrays(rounds[-1] if rounds else None))
-    empty = bias.widen(_empty(q, key, xp=xp), key.shape[-2], xp=xp) if how.running else None
-    sweep(options.ring, read, () if empty is None else tuple(empty), visit)
+    sweep(options.ring, read, tuple(_empty(q, key, xp=xp)) if how.running else (), visit)
     outputs = tuple(blocked.concat_rows([part[0] for part in component], xp=xp) for component in merged)
     out = rows.mix(outputs[0], outputs[1], alpha) if how.mixed else outputs[0]
     row_stats = tuple(tuple(part[1] for part in component) for component in merged)
@@ -157,7 +156,7 @@ def column_pass(
 
     def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
         k, m, *centre = read
-        scores = tile(q, k, m, stop, options, xp=xp)
+        scores = whole(q, k, m, options)
         total = lse.LogSumExp(*added)
         for index, (start, stop_row) in enumerate(options.rows):
             block = scores.rows(start, stop_row, xp=xp)
@@ -178,7 +177,7 @@ def row_pass(
 
     def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
         k, m, *per_key = read
-        scores = tile(q, k, m, stop, options, xp=xp)
+        scores = whole(q, k, m, options)
         for index, (start, stop_row) in enumerate(options.rows):
             biased = bias.subtract(per_key_stat(stat, per_key), scores.rows(start, stop_row, xp=xp), xp=xp)
             share = lse.reduce(biased, axis=-1, xp=xp)
@@ -187,6 +186,12 @@ def row_pass(
 
     sweep(options.ring, (key, key_mask, *per_key_arrays(stat)), (), visit)
     return tuple(totals)
+
+
+def whole(q: Array, key: Array, key_mask: Array | None, options: Options, /) -> Scores:
+    """The scores of this participant's queries against a key block, all seen (the passes of a statistic of the
+    key alone: doubly and Sinkhorn have no causal form there)."""
+    return from_projections(q, key, mask=key_mask, causal=False, softcap=options.softcap)
 
 
 def tile(q: Array, key: Array, key_mask: Array | None, stop: Stop, options: Options, /, *, xp: Any) -> Scores | None:

@@ -27,7 +27,7 @@ from .backward_causal import reverse_scan
 from .backward_sinkhorn import round_terms
 from .ring import Stop, sweep
 from .shapes import sum_to
-from .sharded import Options, Residuals, lead, per_key_arrays, per_key_stat, tile
+from .sharded import Options, Residuals, lead, per_key_arrays, per_key_stat, tile, whole
 
 Array = Any
 
@@ -126,7 +126,7 @@ class _Work:
 
         def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
             k, m, *per_key = read
-            scores = tile(self.q, k, m, stop, self.options, xp=xp)
+            scores = whole(self.q, k, m, self.options)
             (both,) = added
             for index, (start, stop_row) in enumerate(self.rows):
                 biased = bias.subtract(per_key_stat(stat, per_key), scores.rows(start, stop_row, xp=xp), xp=xp)
@@ -162,7 +162,7 @@ class _Work:
         def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
             k, m, *per_key = read
             stat = per_key_stat(later, per_key[:-1])
-            scores = tile(self.q, k, m, stop, self.options, xp=xp)
+            scores = whole(self.q, k, m, self.options)
             for index, (start, stop_row) in enumerate(self.rows):
                 block = scores.rows(start, stop_row, xp=xp)
                 p = xp.exp(lse.subtract(bias.subtract(stat, block, xp=xp), row[index], xp=xp))
@@ -180,7 +180,7 @@ class _Work:
         def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
             k, m, *per_key = read
             stat = per_key_stat(earlier, per_key)
-            scores = tile(self.q, k, m, stop, self.options, xp=xp)
+            scores = whole(self.q, k, m, self.options)
             (total,) = added
             for index, (start, stop_row) in enumerate(self.rows):
                 biased = bias.subtract(stat, scores.rows(start, stop_row, xp=xp), xp=xp)
@@ -261,7 +261,7 @@ class _Work:
                 d_query[index] = share if d_query[index] is None else d_query[index] + share
                 key_share.add(self._t(ds, self.q[..., start:stop_row, :]), xp=xp)
             n_keys = k.shape[-2]
-            sums = (d_key + key_share.total(n_keys, xp=xp),)
+            sums: tuple[Array, ...] = (d_key + key_share.total(n_keys, xp=xp),)
             if values_grad:
                 sums += (added[-1] + value_share.total(n_keys, xp=xp),)
             return (after, *sums) if how.running else sums
