@@ -5,7 +5,7 @@ its inputs (Ding et al. 2020), their hybrid and Sinkhorn attention, from one
 log-domain implementation that runs on NumPy, CuPy, torch, JAX and Dask.
 """
 
-from . import masks
+from . import distributed, masks
 from ._api import attention, normalize, received_mass
 from ._decode import DecodeState, decode
 from ._packed import varlen_attention
@@ -17,6 +17,7 @@ __all__ = [
     "DecodeState",
     "attention",
     "decode",
+    "distributed",
     "masks",
     "normalize",
     "received_mass",

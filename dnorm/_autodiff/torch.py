@@ -89,4 +89,17 @@ class _Attention(torch.autograd.Function):
             mask_grad=needs[3],
             xp=xp,
         )
-        return (*(g if need else None for g, need in zip(grads, needs[:5], strict=True)), None, None, None)
+        inputs = (query, key, value, mask, alpha)
+        laid_out = (_like(g, x) if need else None for g, x, need in zip(grads, inputs, needs[:5], strict=True))
+        return (*laid_out, None, None, None)
+
+
+def _like(grad: torch.Tensor | None, x: torch.Tensor, /) -> torch.Tensor | None:
+    """``grad`` in the layout of its input ``x`` (contiguous for a contiguous ``x``).
+
+    A slice or a transpose would otherwise reach the caller's graph, where a collective that reads the storage
+    (``torch.distributed.nn.functional.all_gather``'s backward on gloo) sums the wrong numbers.
+    """
+    if grad is None or grad.stride() == x.stride():
+        return grad
+    return torch.empty_like(x, dtype=grad.dtype).copy_(grad)

@@ -42,6 +42,10 @@ class Ring(Protocol):
         the participant ``by`` places before it."""
         ...
 
+    def shared_gradient(self, grad: Array, primal: Array, /) -> Array:
+        """The gradient to return for an input every participant holds (``alpha``), from this participant's share."""
+        ...
+
 
 @dataclass(frozen=True)
 class Stop:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from numbers import Real
 from typing import Any, cast
 
 from .. import _validate as check
@@ -26,8 +25,8 @@ from .._kernels import budget
 from .._kernels import logsumexp as lse
 from .._kernels._device import device_of
 from .._kernels.scores import block_bounds
-from . import heads
-from .contract import Call, Decoding, Implementation, Trainable
+from . import adapt, arrays, heads
+from .contract import Call, Decoding, Implementation
 from .implementations import IMPLEMENTATIONS
 from .plan import symbolic_lengths
 
@@ -50,16 +49,16 @@ def attention(
 ) -> Array:
     """The output of :func:`dnorm.attention` for checked arguments, by the implementation the call is routed to."""
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
-    per_query_head = (query, _mask(mask, work, xp=xp), _alpha(alpha, work, query, xp=xp))
+    per_query_head = (query, arrays.mask(mask, work, xp=xp), arrays.alpha(alpha, work, query, xp=xp))
     (q, m, a), (k, v) = heads.split(per_query_head, (key, value), request.groups, xp=xp)
     call = _call(
-        "attention", request, q, k, work, training=_training(xp, q, k, v, m, a), seeded=seed is not None, xp=xp
+        "attention", request, q, k, work, training=adapt.training(xp, q, k, v, m, a), seeded=seed is not None, xp=xp
     )
     impl = choose(call, q, k, v, m)
     if impl.upcasts:  # half precision computes in float32 (the Triton kernels read it as it is)
         q, k, v = (budget.cast(x, work, xp=xp) for x in (q, k, v))
     options = impl.options(call, q, k, m, xp=xp)
-    out = _run(impl, call, q, k, v, m, a, seed, options=options, xp=xp)
+    out = adapt.run(impl, call.training, q, k, v, m, a, seed, options=options, xp=xp)
     return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
 
 
@@ -113,17 +112,19 @@ def _packed_at_once(
 ) -> Array:
     """Every sequence of a packed batch in one launch (an implementation that ``packs``)."""
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
-    (q, a), (k, v) = heads.split((query, _alpha(alpha, work, query, xp=xp)), (key, value), request.groups, xp=xp)
+    (q, a), (k, v) = heads.split((query, arrays.alpha(alpha, work, query, xp=xp)), (key, value), request.groups, xp=xp)
     seed = None
     if request.dropout_p > 0:  # a sequence without queries or keys drew no seed, and needs none
         zero = xp.zeros((), dtype=xp.int32, device=device_of(query))
         seed = xp.stack([zero if s is None else xp.reshape(s, ()) for *_, s in sequences])
-    call = _call("attention", request, q, k, work, training=_training(xp, q, k, v, a), seeded=seed is not None, xp=xp)
+    call = _call(
+        "attention", request, q, k, work, training=adapt.training(xp, q, k, v, a), seeded=seed is not None, xp=xp
+    )
     impl = choose(call, q, k, v, None)
     starts_q = (*(s[0] for s in sequences), sequences[-1][1])
     starts_k = (*(s[2] for s in sequences), sequences[-1][3])
     options = impl.packed_options(impl.options(call, q, k, None, xp=xp), starts_q, starts_k)  # type: ignore[attr-defined]
-    out = _run(impl, call, q, k, v, None, a, seed, options=options, xp=xp)
+    out = adapt.run(impl, call.training, q, k, v, None, a, seed, options=options, xp=xp)
     return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
 
 
@@ -147,7 +148,7 @@ def decode(
     """
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
     earlier = () if state is None else tuple(xp.expand_dims(budget.cast(x, work, xp=xp), axis=-2) for x in state)
-    per_query_head = (query, _mask(mask, work, xp=xp), _alpha(alpha, work, query, xp=xp), *earlier)
+    per_query_head = (query, arrays.mask(mask, work, xp=xp), arrays.alpha(alpha, work, query, xp=xp), *earlier)
     (q, m, a, *carried), (k, v) = heads.split(per_query_head, (key, value), request.groups, xp=xp)
     call = _call("decode", request, q, k, work, training=False, seeded=False, xp=xp)
     impl = cast(Decoding, choose(call, q, k, v, m))
@@ -183,7 +184,7 @@ def weights(
         native_scan=delegation.native_scan(s, xp=xp),
     )
     w = kernels.weights(
-        s, _mask(mask, work, xp=xp), _alpha(alpha, work, scores, xp=xp), options=options, log=log, xp=xp
+        s, arrays.mask(mask, work, xp=xp), arrays.alpha(alpha, work, scores, xp=xp), options=options, log=log, xp=xp
     )
     return budget.cast(w, out_dtype, xp=xp)
 
@@ -208,18 +209,6 @@ def choose(call: Call, query: Array, key: Array, value: Array, mask: Array | Non
     raise AssertionError(msg)
 
 
-def _run(impl: Implementation, call: Call, *arrays: Array | None, options: Any, xp: Any) -> Array:
-    """``impl``'s output: through the framework's autodiff adapter when gradients may be asked for."""
-    if not call.training:
-        return impl.infer(*arrays, options=options, xp=xp)
-    trainable = cast(Trainable, impl)  # refuses() turned down training for implementations without a backward pass
-    if check.library(xp) == "jax":
-        from .._autodiff import jax as adapter
-    else:
-        from .._autodiff import torch as adapter  # type: ignore[no-redef]
-    return adapter.attention(*arrays, impl=trainable, options=options)
-
-
 def _call(
     entry: str, request: check.Request, q: Array, k: Array, work: Any, /, *, training: bool, seeded: bool, xp: Any
 ) -> Call:
@@ -239,32 +228,3 @@ def _call(
         accelerated=check.accelerated(q, xp),
         seeded=seeded,
     )
-
-
-def _training(xp: Any, /, *arrays: Array | None) -> bool:
-    """Whether autodiff may ask for gradients: always under JAX, when a tensor requires one under torch."""
-    library = check.library(xp)
-    if library == "jax":
-        return True
-    if library == "torch":
-        from .._autodiff.torch import needs_grad
-
-        return needs_grad(*arrays)
-    return False
-
-
-def _mask(mask: Array | None, dtype: Any, /, *, xp: Any) -> Array | None:
-    """The mask with at least two dimensions, floating masks in the compute dtype."""
-    if mask is None:
-        return None
-    if mask.ndim < 2:
-        mask = xp.reshape(mask, (1,) * (2 - mask.ndim) + tuple(mask.shape))
-    return mask if xp.isdtype(mask.dtype, "bool") else budget.cast(mask, dtype, xp=xp)
-
-
-def _alpha(alpha: float | Array, dtype: Any, like: Array, /, *, xp: Any) -> Array:
-    """``alpha`` as an array of the compute dtype, broadcasting over ``(..., T, K)``."""
-    if isinstance(alpha, Real):
-        return xp.asarray(float(alpha), dtype=dtype, device=device_of(like))
-    array: Array = alpha
-    return xp.reshape(budget.cast(array, dtype, xp=xp), (*array.shape, 1, 1))

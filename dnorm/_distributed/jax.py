@@ -1,0 +1,35 @@
+"""A ring over the devices of a mesh axis, inside ``jax.shard_map`` (under ``jit`` and ``grad``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+
+@dataclass(frozen=True)
+class AxisRing:
+    """The devices along the mesh axis ``axis_name``, in the order of their index on it."""
+
+    axis_name: str
+    size: int
+
+    def rank(self) -> Any:
+        return jax.lax.axis_index(self.axis_name)
+
+    def shift(self, arrays: tuple[Any, ...], by: int, /) -> tuple[Any, ...]:
+        pairs = [(i, (i + by) % self.size) for i in range(self.size)]
+        return tuple(jax.lax.ppermute(x, self.axis_name, pairs) for x in arrays)
+
+    def shared_gradient(self, grad: Any, primal: Any, /) -> Any:
+        """The gradient of an input the devices share (``alpha``, unvarying along the axis): the sum of their shares,
+        which ``shard_map`` requires of the cotangent of an unvarying input."""
+        if self.axis_name in jax.typeof(primal).manual_axis_type.varying:
+            return grad
+        return jax.lax.psum(grad, self.axis_name)
+
+
+def ring(axis_name: str, /) -> AxisRing:
+    """The ring of the enclosing ``shard_map``'s axis ``axis_name``; ``NameError`` where there is none."""
+    return AxisRing(axis_name, int(jax.lax.axis_size(axis_name)))

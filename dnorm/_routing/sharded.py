@@ -1,0 +1,127 @@
+"""Routing of :func:`dnorm.distributed.attention`: the sharded kernels, through the framework's autodiff adapter.
+
+The sharded call has one implementation, :class:`Sharded` (the array-API kernels of
+:mod:`dnorm._kernels.sharded`, whose collectives are the ring the public layer built); it satisfies
+:class:`.contract.Trainable`, so the autodiff adapters wrap it as they wrap the others.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import _validate as check
+from .._kernels import budget, sharded, sharded_backward
+from .._kernels.ring import Ring
+from .._kernels.scores import block_bounds
+from . import adapt, arrays, heads
+from .contract import Call
+
+Array = Any
+
+#: The ``kernel=`` names a sharded call takes: the array-API kernels compute every participant's blocks.
+KERNELS = ("auto", "array-api")
+
+
+class Sharded:
+    """The sharded kernels: every scheme, forward and backward, over the participants of a :class:`Ring`."""
+
+    name = "array-api"
+    upcasts = True
+    packs = False
+
+    def refuses(self, call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
+        return None
+
+    def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
+        msg = "a sharded call's options are built by dnorm._routing.sharded.attention"
+        raise NotImplementedError(msg)
+
+    def infer(self, *arrays: Array, options: sharded.Options, xp: Any) -> Array:
+        return self.forward(*arrays, options=options, xp=xp)[0]
+
+    def forward(
+        self,
+        query: Array,
+        key: Array,
+        value: Array,
+        key_mask: Array | None,
+        alpha: Array,
+        seed: None,
+        /,
+        *,
+        options: sharded.Options,
+        xp: Any,
+    ) -> tuple[Array, sharded.Residuals]:
+        return sharded.forward(query, key, value, key_mask, alpha, options=options, xp=xp)
+
+    def backward(
+        self,
+        query: Array,
+        key: Array,
+        value: Array,
+        key_mask: Array | None,
+        alpha: Array,
+        seed: None,
+        out: Array,
+        residuals: sharded.Residuals,
+        grad: Array,
+        /,
+        *,
+        options: sharded.Options,
+        mask_grad: bool,
+        xp: Any,
+    ) -> tuple[Array, Array, Array, None, Array | None]:
+        d_query, d_key, d_value, d_alpha = sharded_backward.backward(
+            query, key, value, key_mask, alpha, out, residuals, grad, options=options, xp=xp
+        )
+        if d_alpha is not None:
+            d_alpha = options.ring.shared_gradient(d_alpha, alpha)
+        return d_query, d_key, d_value, None, d_alpha
+
+
+SHARDED = Sharded()
+
+
+def attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    key_mask: Array | None,
+    alpha: float | Array,
+    request: check.Request,
+    ring: Ring,
+    /,
+    *,
+    xp: Any,
+) -> Array:
+    """This participant's shard of the output of :func:`dnorm.distributed.attention`, for checked arguments.
+
+    ``key_mask`` is boolean, ``(..., 1, 1, K_local)`` with the key heads' axis of size 1, or None.
+    """
+    work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
+    q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
+    (q, a), (k, v, m) = heads.split(
+        (q, arrays.alpha(alpha, work, query, xp=xp)), (k, v, key_mask), request.groups, xp=xp
+    )
+    options = sharded.Options(
+        request.scheme,
+        request.causal,
+        request.n_iter,
+        request.scale,
+        block_bounds(q.shape[-2], _rows(q, k, work, causal=request.causal, xp=xp)),
+        ring,
+        request.softcap,
+    )
+    out = adapt.run(SHARDED, adapt.training(xp, q, k, v, a), q, k, v, m, a, None, options=options, xp=xp)
+    return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
+
+
+def _rows(q: Array, k: Array, dtype: Any, /, *, causal: bool, xp: Any) -> int:
+    """Query rows per block of one participant's scores against one key block (the budgets of :mod:`.plan`)."""
+    lead = sharded.lead(q, k)
+    scale_up = budget.ACCELERATOR_SCALE if check.accelerated(q, xp) else 1
+    row_bytes = math.prod(lead) * k.shape[-2] * (xp.finfo(dtype).bits // 8) // scale_up
+    if check.library(xp) == "jax":  # XLA fuses a block's elementwise work
+        return budget.rows_within(budget.BLOCK_BYTES, row_bytes)
+    return max(budget.MIN_ROWS, budget.rows_within(budget.CAUSAL_BYTES if causal else budget.BLOCK_BYTES, row_bytes))
