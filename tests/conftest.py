@@ -136,3 +136,14 @@ FUSED_SCANS = ("torch", "dask", "torch-cuda")
 def fused_xp(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The namespace of a backend with a fused scan."""
     yield from _namespace(request)
+
+
+#: The backends the sharded kernels run on with threads as the participants (tests/_ring.py). JAX runs them under
+#: ``shard_map`` and torch in processes (tests/test_distributed.py); Dask arrays have no collective to travel by.
+RING_BACKENDS = ("numpy", "array_api_strict", "torch", "cupy", "torch-cuda")
+
+
+@pytest.fixture(params=[name for name in RING_BACKENDS if name in available()])
+def ring_xp(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The namespace of a backend whose arrays the thread participants of tests/_ring.py pass around."""
+    yield from _namespace(request)

@@ -1,0 +1,70 @@
+"""Participants of a sharded sequence as threads of one process: the sharded kernels on any backend, no collective.
+
+:func:`run` starts one thread per participant; each gets a :class:`ThreadRing`, whose ``shift`` hands arrays over
+through a shared box between barriers. ``traced=True`` gives each participant its place as a 0-d array of the
+backend instead of a number, as a JAX mesh axis does under ``shard_map``: the kernels then hide later causal
+blocks by a mask instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+class _Box:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.barrier = threading.Barrier(size)
+        self.slots: list[Any] = [None] * size
+
+
+@dataclass(frozen=True, eq=False)
+class ThreadRing:
+    box: _Box
+    place: int
+    traced: Any = None  # a namespace: the place as its 0-d integer array
+
+    @property
+    def size(self) -> int:
+        return self.box.size
+
+    def rank(self) -> Any:
+        return self.place if self.traced is None else self.traced.asarray(self.place)
+
+    def shift(self, arrays: tuple[Any, ...], by: int, /) -> tuple[Any, ...]:
+        box = self.box
+        box.barrier.wait()
+        box.slots[(self.place + by) % box.size] = arrays
+        box.barrier.wait()
+        received = box.slots[self.place]
+        box.barrier.wait()
+        return received
+
+    def shared_gradient(self, grad: Any, primal: Any, /) -> Any:
+        return grad
+
+
+def run(size: int, work: Callable[[ThreadRing], Any], /, *, traced: Any = None) -> list[Any]:
+    """``work(ring)`` for each of ``size`` participants, in threads; their results in the order of their places."""
+    box = _Box(size)
+    results: list[Any] = [None] * size
+    errors: list[BaseException] = []
+
+    def participant(place: int) -> None:
+        try:
+            results[place] = work(ThreadRing(box, place, traced))
+        except BaseException as error:  # noqa: BLE001 - re-raised below, after every thread has stopped
+            errors.append(error)
+            box.barrier.abort()
+
+    threads = [threading.Thread(target=participant, args=(place,)) for place in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return results
