@@ -56,7 +56,7 @@ def run(size: int, work: Callable[[ThreadRing], Any], /, *, traced: Any = None) 
     def participant(place: int) -> None:
         try:
             results[place] = work(ThreadRing(box, place, traced))
-        except BaseException as error:  # noqa: BLE001 - re-raised below, after every thread has stopped
+        except BaseException as error:
             errors.append(error)
             box.barrier.abort()
 

@@ -27,15 +27,15 @@ class GroupRing:
         """
         to, source = (self.place + by) % self.size, (self.place - by) % self.size
         ops, received = [], []
-        for x in arrays:
+        for tag, x in enumerate(arrays):  # a tag each: gloo may match messages between two processes in any order
             wire = (x.to(torch.uint8) if x.dtype == torch.bool else x).contiguous()
             buffer = torch.empty_like(wire)
-            ops.append(dist.P2POp(dist.isend, wire, group=self.group, group_peer=to))
-            ops.append(dist.P2POp(dist.irecv, buffer, group=self.group, group_peer=source))
-            received.append(buffer.to(torch.bool) if x.dtype == torch.bool else buffer)
+            ops.append(dist.P2POp(dist.isend, wire, group=self.group, group_peer=to, tag=tag))
+            ops.append(dist.P2POp(dist.irecv, buffer, group=self.group, group_peer=source, tag=tag))
+            received.append(buffer)
         for work in dist.batch_isend_irecv(ops):
             work.wait()
-        return tuple(received)
+        return tuple(b.to(torch.bool) if x.dtype == torch.bool else b for b, x in zip(received, arrays, strict=True))
 
     def shared_gradient(self, grad: torch.Tensor, primal: torch.Tensor, /) -> torch.Tensor:
         """The gradient of an input every process holds (``alpha``): this process's share, as for any parameter."""

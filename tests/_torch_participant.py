@@ -1,0 +1,94 @@
+"""One process of a torch.distributed (gloo) group for tests/test_distributed.py: ``python _torch_participant.py OUT``.
+
+The environment gives ``RANK``, ``WORLD_SIZE`` and ``INIT`` (a ``file://`` rendezvous). Every case runs
+:func:`dnorm.distributed.attention` on this process's shard and :func:`dnorm.attention` on the whole sequence
+(every process draws the same inputs), and records the largest differences of the output and the gradients; the
+results go to ``OUT`` as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as collective
+
+import dnorm
+
+CASES = [
+    (s, c) for s in ("softmax", "doubly", "hybrid", "sinkhorn") for c in (False, True) if (s, c) != ("sinkhorn", True)
+]
+
+
+def main(out_path: str) -> None:
+    torch.set_num_threads(1)
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    dist.init_process_group("gloo", init_method=os.environ["INIT"], rank=rank, world_size=size)
+    results: dict[str, object] = {}
+    generator = torch.Generator().manual_seed(2009)
+    n = 5
+    for scheme, causal in CASES:
+        results[f"{scheme}-{causal}"] = compare(scheme, causal, generator, rank, size, n, gather=False)
+    results["gathered"] = compare("doubly", True, generator, rank, size, n, gather=True)
+    results["unequal"] = unequal_shards(rank, n)
+    with open(out_path, "w") as f:
+        json.dump(results, f)
+    dist.destroy_process_group()
+
+
+def compare(scheme, causal, generator, rank, size, n, *, gather):
+    """Largest differences (output, d_query, d_key, d_value, d_alpha) and whether every gradient is contiguous.
+
+    Grouped heads (4 query heads over 2), padded keys, a softcap and one hybrid weight per head. With ``gather``
+    the outputs are gathered by ``torch.distributed.nn.functional.all_gather`` and every process takes the
+    gradient of the whole sequence's loss (divided by the processes, whose gradients the gather's backward sums).
+    """
+    length = n * size
+    q = torch.randn(2, 4, length, 3, generator=generator, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, length, 3, generator=generator, dtype=torch.float64) for _ in range(2))
+    d_out = torch.randn(2, 4, length, 3, generator=generator, dtype=torch.float64)
+    keep = torch.rand(2, length, generator=generator) < 0.8
+    keep[1, 0] = False
+    alpha = torch.tensor([0.2, 0.4, 0.6, 0.9], dtype=torch.float64)
+    options = {"causal": causal, "softcap": 2.0, "scale": 0.5}
+    whole = [x.clone().requires_grad_() for x in (q, k, v, alpha)]
+    want = dnorm.attention(
+        *whole[:3], scheme, mask=keep[:, None, None, :], alpha=whole[3], **options, kernel="array-api"
+    )
+    want.backward(d_out)
+    mine = slice(rank * n, (rank + 1) * n)
+    ours = [x[..., mine, :].clone().requires_grad_() for x in (q, k, v)] + [alpha.clone().requires_grad_()]
+    got = dnorm.distributed.attention(*ours[:3], scheme, key_padding_mask=keep[:, mine], alpha=ours[3], **options)
+    if gather:
+        with warnings.catch_warnings():  # deprecated for a private module, but it is the collective users call
+            warnings.simplefilter("ignore", FutureWarning)
+            everything = torch.cat(collective.all_gather(got), dim=-2)
+        ((everything * d_out).sum() / size).backward()
+        got = everything[..., mine, :]
+    else:
+        got.backward(d_out[..., mine, :])
+    d_alpha = ours[3].grad.clone() if scheme == "hybrid" else torch.zeros(())
+    if not gather:  # each process holds its rows' share of alpha's gradient
+        dist.all_reduce(d_alpha)
+    errors = [(got - want[..., mine, :]).abs().max().item()]
+    errors += [(a.grad - b.grad[..., mine, :]).abs().max().item() for a, b in zip(ours[:3], whole[:3], strict=True)]
+    errors.append((d_alpha - whole[3].grad).abs().max().item() if scheme == "hybrid" else 0.0)
+    return {"errors": errors, "contiguous": all(x.grad.is_contiguous() for x in ours[:3])}
+
+
+def unequal_shards(rank, n):
+    """Shards of different lengths: every process raises the same ValueError (none waits for the others)."""
+    q = torch.randn(1, 2, n + rank, 3, dtype=torch.float64)
+    try:
+        dnorm.distributed.attention(q, q, q)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
