@@ -65,14 +65,17 @@ class Stop:
 Visit = Callable[[Stop, Arrays, Arrays], Arrays]
 
 
-def sweep(ring: Ring, read: Arrays, added: Arrays, visit: Visit, /, *, backwards: bool = False) -> Arrays:
+def sweep(
+    ring: Ring, read: Arrays, added: Arrays, visit: Visit, /, *, backwards: bool = False, home: bool = True
+) -> Arrays:
     """Bring every key block here once; return ``added`` for this participant's own block, back home.
 
     ``read`` is what the block carries for the stops to read, ``added`` what
     each stop's ``visit(stop, read, added)`` returns with its share added.
     Forwards, a block visits its owner first, then the participants after it
     in order; ``backwards``, the participants from the last to the owner
-    (those before the owner first, where a causal block is not seen).
+    (those before the owner first, where a causal block is not seen). A forward sweep whose ``added`` nobody
+    reads afterwards (the running statistic after the last participant) leaves it where it is (``home=False``).
     """
     size = ring.size
     rank = ring.rank()
@@ -85,7 +88,7 @@ def sweep(ring: Ring, read: Arrays, added: Arrays, visit: Visit, /, *, backwards
         added = visit(stop, read, added)
         if step < size - 1:
             read, added = _shift(ring, read, by), _shift(ring, added, by)
-    return added if backwards else _shift(ring, added, by)
+    return added if backwards or not home else _shift(ring, added, by)
 
 
 def _shift(ring: Ring, arrays: Arrays, by: int, /) -> Arrays:

@@ -111,7 +111,7 @@ def forward(
         return added if carry is None else tuple(carry)  # the running statistic after these queries travels on
 
     read = (key, value, key_mask, *per_key_arrays(rounds[-1] if rounds else None))
-    sweep(options.ring, read, tuple(_empty(q, key, xp=xp)) if how.running else (), visit)
+    sweep(options.ring, read, tuple(_empty(q, key, xp=xp)) if how.running else (), visit, home=False)
     outputs = tuple(blocked.concat_rows([part[0] for part in component], xp=xp) for component in merged)
     out = rows.mix(outputs[0], outputs[1], alpha) if how.mixed else outputs[0]
     row_stats = tuple(tuple(part[1] for part in component) for component in merged)
