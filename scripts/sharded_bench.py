@@ -98,7 +98,8 @@ def launch(processes: int, length: int, repeat: int, only: str | None = None) ->
         ]
         for p in running:
             if p.wait() != 0:
-                raise SystemExit(f"a participant failed with exit status {p.returncode}")
+                msg = f"a participant failed with exit status {p.returncode}"
+                raise SystemExit(msg)
         everyone = [json.loads(Path(tmp, f"{r}.json").read_text()) for r in range(processes)]
     return {case: {k: max(one[case][k] for one in everyone) for k in everyone[0][case]} for case in everyone[0]}
 
@@ -131,7 +132,8 @@ def main() -> None:
     processes, length = args.processes or 2, args.length or 8192
     figures = launch(processes, length, args.repeat)
     print(
-        f"{processes} gloo processes, L = {length}, H = {HEADS}, D = {D}, float32; slowest process, medians of {args.repeat}"
+        f"{processes} gloo processes, L = {length}, H = {HEADS}, D = {D}, float32; "
+        f"slowest process, medians of {args.repeat}"
     )
     print(
         "| pass | causal | ring softmax (s) | doubly (s) | time ratio | MiB sent, softmax | MiB sent, doubly | "
