@@ -29,7 +29,7 @@ def sharded_loss(q, k, v):
 def main():
     mesh = jax.make_mesh((jax.device_count(),), ("seq",))
     on_devices = jax.sharding.NamedSharding(mesh, jax.P(None, None, "seq", None))
-    q, k, v = (jax.device_put(jax.random.normal(jax.random.key(i), (2, 8, 1024, 64)), on_devices) for i in range(3))
+    q, k, v = (jax.device_put(jax.random.normal(jax.random.key(i), (1, 4, 512, 32)), on_devices) for i in range(3))
     loss, grads = jax.jit(jax.value_and_grad(sharded_loss, argnums=(0, 1, 2)))(q, k, v)
     print(f"{jax.device_count()} devices: loss {float(loss):.6f}, gradient shapes {[g.shape for g in grads]}")
 
