@@ -32,20 +32,25 @@ def main(out_path: str) -> None:
     generator = torch.Generator().manual_seed(2009)
     n = 5
     for scheme, causal in CASES:
-        results[f"{scheme}-{causal}"] = compare(scheme, causal, generator, rank, size, n, gather=False)
+        results[f"{scheme}-{causal}"] = compare(scheme, causal, generator, rank, size, n)
     results["gathered"] = compare("doubly", True, generator, rank, size, n, gather=True)
+    odd = [r for r in range(size) if r % 2]  # a group of its own: the odd ranks share another sequence
+    group = dist.new_group(odd)
+    if rank in odd:
+        results["group"] = compare("hybrid", True, generator, odd.index(rank), len(odd), n, group=group)
     results["unequal"] = unequal_shards(rank, n)
     with open(out_path, "w") as f:
         json.dump(results, f)
     dist.destroy_process_group()
 
 
-def compare(scheme, causal, generator, rank, size, n, *, gather):
+def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=None):
     """Largest differences (output, d_query, d_key, d_value, d_alpha) and whether every gradient is contiguous.
 
     Grouped heads (4 query heads over 2), padded keys, a softcap and one hybrid weight per head. With ``gather``
     the outputs are gathered by ``torch.distributed.nn.functional.all_gather`` and every process takes the
     gradient of the whole sequence's loss (divided by the processes, whose gradients the gather's backward sums).
+    ``rank`` and ``size`` are those in ``group`` (None: the default group).
     """
     length = n * size
     q = torch.randn(2, 4, length, 3, generator=generator, dtype=torch.float64)
@@ -62,7 +67,9 @@ def compare(scheme, causal, generator, rank, size, n, *, gather):
     want.backward(d_out)
     mine = slice(rank * n, (rank + 1) * n)
     ours = [x[..., mine, :].clone().requires_grad_() for x in (q, k, v)] + [alpha.clone().requires_grad_()]
-    got = dnorm.distributed.attention(*ours[:3], scheme, key_padding_mask=keep[:, mine], alpha=ours[3], **options)
+    got = dnorm.distributed.attention(
+        *ours[:3], scheme, key_padding_mask=keep[:, mine], alpha=ours[3], group=group, **options
+    )
     if gather:
         with warnings.catch_warnings():  # deprecated for a private module, but it is the collective users call
             warnings.simplefilter("ignore", FutureWarning)
@@ -73,7 +80,7 @@ def compare(scheme, causal, generator, rank, size, n, *, gather):
         got.backward(d_out[..., mine, :])
     d_alpha = ours[3].grad.clone() if scheme == "hybrid" else torch.zeros(())
     if not gather:  # each process holds its rows' share of alpha's gradient
-        dist.all_reduce(d_alpha)
+        dist.all_reduce(d_alpha, group=group)
     errors = [(got - want[..., mine, :]).abs().max().item()]
     errors += [(a.grad - b.grad[..., mine, :]).abs().max().item() for a, b in zip(ours[:3], whole[:3], strict=True)]
     errors.append((d_alpha - whole[3].grad).abs().max().item() if scheme == "hybrid" else 0.0)

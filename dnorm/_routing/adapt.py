@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from .. import _validate as check
-from .contract import Implementation, Trainable
+from .contract import Computes, Differentiable
 
 Array = Any
 
@@ -22,11 +22,11 @@ def training(xp: Any, /, *arrays: Array | None) -> bool:
     return False
 
 
-def run(impl: Implementation, training: bool, /, *inputs: Array | None, options: Any, xp: Any) -> Array:
+def run(impl: Computes, training: bool, /, *inputs: Array | None, options: Any, xp: Any) -> Array:
     """``impl``'s output: its forward pass alone, or wrapped by the autodiff adapter (``training``)."""
     if not training:
         return impl.infer(*inputs, options=options, xp=xp)
-    trainable = cast(Trainable, impl)  # refuses() turned down training for implementations without a backward pass
+    trainable = cast(Differentiable, impl)  # refuses() turned down training for implementations without one
     if check.library(xp) == "jax":
         from .._autodiff import jax as adapter
     else:

@@ -2,9 +2,11 @@
 
 An implementation says whether it can serve a :class:`Call` (and why not),
 what static options it runs with, and computes: :class:`Implementation` is
-what every one of them provides (the forward pass without autodiff);
-:class:`Trainable` adds the forward pass with its residuals and the backward
-pass that the autodiff adapters (:mod:`dnorm._autodiff`) wrap; :class:`Decoding`
+what every one of them provides (the forward pass without autodiff,
+:class:`Computes`); :class:`Trainable` adds the forward pass with its
+residuals and the backward pass that the autodiff adapters
+(:mod:`dnorm._autodiff`) wrap (:class:`Differentiable`, which the sharded
+computation of :mod:`.sharded` also is); :class:`Decoding`
 adds the strictly causal continuation from a carry (:func:`dnorm.decode`).
 The arrays a method receives are checked, in the compute dtype, grouped-query
 heads split (:mod:`dnorm._routing.heads`), the mask at least two-dimensional and
@@ -48,25 +50,8 @@ class Call:
     seeded: bool
 
 
-class Implementation(Protocol):
-    """An implementation of attention: what it serves, its options, and the forward pass without autodiff.
-
-    ``upcasts``: it takes half precision already in float32 (the routing layer casts); else in its own dtype.
-    ``packs``: it computes a packed batch in one launch (``packed_options``); else the routing layer runs the
-    sequences one by one.
-    """
-
-    name: str
-    upcasts: bool
-    packs: bool
-
-    def refuses(self, call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
-        """Why it cannot serve ``call`` on these arrays (a sentence naming what to change), or None when it can."""
-        ...
-
-    def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Hashable:
-        """The static options of its passes for ``call`` (hashable: a static argument under JAX)."""
-        ...
+class Computes(Protocol):
+    """What the routing layer runs: the forward pass without autodiff (every implementation, and the sharded one)."""
 
     def infer(
         self,
@@ -85,8 +70,8 @@ class Implementation(Protocol):
         ...
 
 
-class Trainable(Implementation, Protocol):
-    """An implementation with a backward pass: the autodiff adapters wrap :meth:`forward` and :meth:`backward`."""
+class Differentiable(Computes, Protocol):
+    """A computation with a backward pass: the autodiff adapters wrap :meth:`forward` and :meth:`backward`."""
 
     def forward(
         self,
@@ -123,6 +108,31 @@ class Trainable(Implementation, Protocol):
     ) -> tuple[Array, Array, Array, Array | None, Array | None]:
         """Gradients of query, key, value, a floating mask (if ``mask_grad``) and ``alpha``, in their shapes."""
         ...
+
+
+class Implementation(Computes, Protocol):
+    """An implementation of attention: what it serves, its options, and the forward pass without autodiff.
+
+    ``upcasts``: it takes half precision already in float32 (the routing layer casts); else in its own dtype.
+    ``packs``: it computes a packed batch in one launch (``packed_options``); else the routing layer runs the
+    sequences one by one.
+    """
+
+    name: str
+    upcasts: bool
+    packs: bool
+
+    def refuses(self, call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
+        """Why it cannot serve ``call`` on these arrays (a sentence naming what to change), or None when it can."""
+        ...
+
+    def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Hashable:
+        """The static options of its passes for ``call`` (hashable: a static argument under JAX)."""
+        ...
+
+
+class Trainable(Implementation, Differentiable, Protocol):
+    """An implementation with a backward pass (:class:`Differentiable`)."""
 
 
 class Decoding(Implementation, Protocol):

@@ -2,7 +2,8 @@
 
 The sharded call has one implementation, :class:`Sharded` (the array-API kernels of
 :mod:`dnorm._kernels.sharded`, whose collectives are the ring the public layer built); it satisfies
-:class:`.contract.Trainable`, so the autodiff adapters wrap it as they wrap the others.
+:class:`.contract.Differentiable`, so the autodiff adapters wrap it as they wrap the implementations of
+:mod:`.implementations` (it is no :class:`.contract.Implementation`: ``kernel=`` does not choose it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from .._kernels import budget, sharded, sharded_backward
 from .._kernels.ring import Ring
 from .._kernels.scores import block_bounds
 from . import adapt, arrays, heads
-from .contract import Call
 
 Array = Any
 
@@ -26,19 +26,8 @@ KERNELS = ("auto", "array-api")
 class Sharded:
     """The sharded kernels: every scheme, forward and backward, over the participants of a :class:`Ring`."""
 
-    name = "array-api"
-    upcasts = True
-    packs = False
-
-    def refuses(self, call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
-        return None
-
-    def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
-        msg = "a sharded call's options are built by dnorm._routing.sharded.attention"
-        raise NotImplementedError(msg)
-
-    def infer(self, *arrays: Array, options: sharded.Options, xp: Any) -> Array:
-        return self.forward(*arrays, options=options, xp=xp)[0]
+    def infer(self, *inputs: Array, options: sharded.Options, xp: Any) -> Array:
+        return self.forward(*inputs, options=options, xp=xp)[0]
 
     def forward(
         self,
