@@ -38,6 +38,7 @@ def main(out_path: str) -> None:
     group = dist.new_group(odd)
     if rank in odd:
         results["group"] = compare("hybrid", True, generator, odd.index(rank), len(odd), n, group=group)
+    results["half"] = half_precision(generator, rank, size, n)
     results["unequal"] = unequal_shards(rank, n)
     with open(out_path, "w") as f:
         json.dump(results, f)
@@ -45,7 +46,8 @@ def main(out_path: str) -> None:
 
 
 def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=None):
-    """Largest differences (output, d_query, d_key, d_value, d_alpha) and whether every gradient is contiguous.
+    """Largest differences (output, d_query, d_key, d_value, d_alpha), and whether every gradient is laid out as
+    its input (contiguous, or with ``gather`` in the strides of ``(B, T, H, D)`` activations).
 
     Grouped heads (4 query heads over 2), padded keys, a softcap and one hybrid weight per head. With ``gather``
     the outputs are gathered by ``torch.distributed.nn.functional.all_gather`` and every process takes the
@@ -66,7 +68,10 @@ def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=Non
     )
     want.backward(d_out)
     mine = slice(rank * n, (rank + 1) * n)
-    ours = [x[..., mine, :].clone().requires_grad_() for x in (q, k, v)] + [alpha.clone().requires_grad_()]
+    shards = [x[..., mine, :].contiguous() for x in (q, k, v)]
+    if gather:  # in the layout of (B, T, H, D) activations: the gradients must come back in it
+        shards = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in shards]
+    ours = [x.detach().requires_grad_() for x in shards] + [alpha.clone().requires_grad_()]
     got = dnorm.distributed.attention(
         *ours[:3], scheme, key_padding_mask=keep[:, mine], alpha=ours[3], group=group, **options
     )
@@ -84,7 +89,16 @@ def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=Non
     errors = [(got - want[..., mine, :]).abs().max().item()]
     errors += [(a.grad - b.grad[..., mine, :]).abs().max().item() for a, b in zip(ours[:3], whole[:3], strict=True)]
     errors.append((d_alpha - whole[3].grad).abs().max().item() if scheme == "hybrid" else 0.0)
-    return {"errors": errors, "contiguous": all(x.grad.is_contiguous() for x in ours[:3])}
+    return {"errors": errors, "laid_out": all(x.grad.stride() == x.stride() for x in ours[:3])}
+
+
+def half_precision(generator, rank, size, n):
+    """bfloat16 shards: computed in float32, returned in bfloat16; the largest difference from float64."""
+    q, k, v = (torch.randn(1, 2, n * size, 8, generator=generator, dtype=torch.float64) for _ in range(3))
+    want = dnorm.attention(q, k, v, "doubly", causal=True)
+    mine = slice(rank * n, (rank + 1) * n)
+    got = dnorm.distributed.attention(*(x[..., mine, :].to(torch.bfloat16) for x in (q, k, v)), causal=True)
+    return {"dtype": str(got.dtype), "error": (got.double() - want[..., mine, :]).abs().max().item()}
 
 
 def unequal_shards(rank, n):
