@@ -1,50 +1,20 @@
-"""dnorm.distributed.attention: one sequence sharded over torch.distributed processes or a JAX mesh axis.
+"""dnorm.distributed.attention over torch.distributed processes (JAX meshes: tests/test_distributed_jax.py).
 
-torch: 2, 3 and 4 gloo processes on this machine (tests/_torch_participant.py), each bounded in time; JAX: four
-host devices inside ``shard_map`` under ``jit`` and ``grad`` (tests/_jax_participants.py, a process of its own, since
-the device count is fixed when JAX starts). Both compare every scheme, causal or not, with grouped heads, padded
-keys, a softcap and a hybrid weight per head, against :func:`dnorm.attention` on the whole sequence in float64
-(spec THM-SHARDED-EQUALS-FULL). The argument checks run here, in one process.
+2, 3 and 4 gloo processes on this machine (tests/_torch_participant.py), each run bounded in time, compare every
+scheme, causal or not, with grouped heads, padded keys, a softcap and a hybrid weight per head, against
+:func:`dnorm.attention` on the whole sequence in float64 (spec THM-SHARDED-EQUALS-FULL). The argument checks run
+here, in one process.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _processes import CASES, TOLERANCE, finish, start
 
 import dnorm
-
-HERE = Path(__file__).parent
-TOLERANCE = 1e-12
-CASES = [f"{s}-{c}" for s in ("softmax", "doubly", "hybrid", "sinkhorn") for c in (False, True)]
-CASES.remove("sinkhorn-True")
-
-
-def _start(script: str, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-W", "error", str(HERE / script), *args],
-        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _finish(processes: list[subprocess.Popen[bytes]], *, timeout: float) -> None:
-    """Wait for every process (killing all of them past ``timeout`` seconds); fail with the output of one that did."""
-    try:
-        outputs = [p.communicate(timeout=timeout)[0] for p in processes]
-    except subprocess.TimeoutExpired:
-        for p in processes:
-            p.kill()
-        pytest.fail(f"the participants did not finish within {timeout} s")
-    for p, output in zip(processes, outputs, strict=True):
-        assert p.returncode == 0, output.decode(errors="replace")[-3000:]
 
 
 @pytest.mark.theorem("THM-SHARDED-EQUALS-FULL")
@@ -53,8 +23,8 @@ def test_torch_processes_compute_the_whole_sequence(tmp_path, size):
     pytest.importorskip("torch.distributed")
     env = {"WORLD_SIZE": str(size), "INIT": (tmp_path / "rendezvous").as_uri()}
     outs = [tmp_path / f"rank{r}.json" for r in range(size)]
-    _finish(
-        [_start("_torch_participant.py", str(out), env={**env, "RANK": str(r)}) for r, out in enumerate(outs)],
+    finish(
+        [start("_torch_participant.py", str(out), env={**env, "RANK": str(r)}) for r, out in enumerate(outs)],
         timeout=120,
     )
     for rank, out in enumerate(outs):
@@ -68,17 +38,6 @@ def test_torch_processes_compute_the_whole_sequence(tmp_path, size):
         assert "split the sequence into" in results["unequal"], results["unequal"]
         if rank % 2:  # the odd ranks also share a sequence in a group of their own
             assert max(results["group"]["errors"]) <= TOLERANCE, (rank, results["group"])
-
-
-@pytest.mark.theorem("THM-SHARDED-EQUALS-FULL")
-def test_jax_devices_inside_shard_map_compute_the_whole_sequence(tmp_path):
-    pytest.importorskip("jax")
-    out = tmp_path / "jax.json"
-    _finish([_start("_jax_participants.py", str(out), env={"JAX_PLATFORMS": "cpu"})], timeout=240)
-    results = json.loads(out.read_text())
-    for case in CASES:
-        errors = results[case]  # output, d_query, d_key, d_value, d_alpha
-        assert max(errors) <= TOLERANCE, (case, errors)
 
 
 def test_other_libraries_and_kernels_are_refused():
@@ -115,34 +74,3 @@ def test_the_key_padding_mask_is_checked():
         dnorm.distributed.attention(t, t, t, key_padding_mask=torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="does not broadcast"):
         dnorm.distributed.attention(t, t, t, key_padding_mask=torch.ones(3, 4, dtype=torch.bool))
-
-
-def test_jax_needs_the_axis_of_an_enclosing_shard_map():
-    jax = pytest.importorskip("jax")
-    x = jax.numpy.zeros((1, 2, 4, 3))
-    with pytest.raises(ValueError, match="need axis_name="):
-        dnorm.distributed.attention(x, x, x)
-    with pytest.raises(ValueError, match=r"not an axis of an enclosing jax.shard_map"):
-        dnorm.distributed.attention(x, x, x, axis_name="seq")
-    with pytest.raises(ValueError, match=r"group is a torch.distributed process group"):
-        dnorm.distributed.attention(x, x, x, group=object(), axis_name="seq")
-
-
-def test_one_device_is_the_whole_sequence():
-    """A mesh axis of one device, in this process: the sharded call is :func:`dnorm.attention` itself."""
-    jax = pytest.importorskip("jax")
-    rng = np.random.default_rng(3)
-    q, k, v = (jax.numpy.asarray(rng.normal(size=(1, 2, 6, 3))) for _ in range(3))
-    mesh = jax.make_mesh((1,), ("seq",))
-    spec = jax.P(None, None, "seq", None)
-    f = jax.jit(
-        jax.shard_map(
-            lambda q, k, v: dnorm.distributed.attention(q, k, v, causal=True, axis_name="seq"),
-            mesh=mesh,
-            in_specs=(spec, spec, spec),
-            out_specs=spec,
-        )
-    )
-    on_mesh = jax.sharding.NamedSharding(mesh, spec)
-    got = f(*(jax.device_put(x, on_mesh) for x in (q, k, v)))
-    np.testing.assert_allclose(got, dnorm.attention(q, k, v, causal=True), rtol=0, atol=1e-12)

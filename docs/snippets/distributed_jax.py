@@ -1,6 +1,6 @@
 """One sequence over the devices of a mesh axis: doubly-normalized attention inside shard_map, under jit and grad.
 
-On a machine with one device, this asks JAX for four CPU devices (in a process of its own: JAX fixes the number
+On a machine with one device, this asks JAX for two CPU devices (in a process of its own: JAX fixes the number
 when it starts).
 """
 
@@ -37,5 +37,5 @@ def main():
 if jax.device_count() > 1:
     main()
 else:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     subprocess.run([sys.executable, __file__], env=env, check=True, timeout=300)
