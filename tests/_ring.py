@@ -1,6 +1,6 @@
 """Participants of a sharded sequence as threads of one process: the sharded kernels on any backend, no collective.
 
-:func:`run` starts one thread per participant; each gets a :class:`ThreadRing`, whose ``shift`` hands arrays over
+:func:`run` starts one thread per participant; each gets a :class:`ThreadRing`, whose ``pass_on`` hands arrays over
 through a shared box between barriers. ``traced=True`` gives each participant its place as a 0-d array of the
 backend instead of a number, as a JAX mesh axis does under ``shard_map``: the kernels then hide later causal
 blocks by a mask instead of skipping them.
@@ -34,14 +34,19 @@ class ThreadRing:
     def rank(self) -> Any:
         return self.place if self.traced is None else self.traced.asarray(self.place)
 
-    def shift(self, arrays: tuple[Any, ...], by: int, /) -> tuple[Any, ...]:
-        box = self.box
-        box.barrier.wait()
-        box.slots[(self.place + by) % box.size] = arrays
-        box.barrier.wait()
-        received = box.slots[self.place]
-        box.barrier.wait()
-        return received
+    def pass_on(self, arrays: tuple[Any, ...], by: int, /) -> Callable[[], tuple[Any, ...]]:
+        """The exchange happens when the returned function is called (every participant calls it in one order)."""
+
+        def exchange() -> tuple[Any, ...]:
+            box = self.box
+            box.barrier.wait()
+            box.slots[(self.place + by) % box.size] = arrays
+            box.barrier.wait()
+            received = box.slots[self.place]
+            box.barrier.wait()
+            return received
+
+        return exchange
 
     def shared_gradient(self, grad: Any, primal: Any, /) -> Any:
         return grad

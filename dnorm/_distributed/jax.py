@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,11 @@ class AxisRing:
     def rank(self) -> Any:
         return jax.lax.axis_index(self.axis_name)
 
-    def shift(self, arrays: tuple[Any, ...], by: int, /) -> tuple[Any, ...]:
+    def pass_on(self, arrays: tuple[Any, ...], by: int, /) -> Callable[[], tuple[Any, ...]]:
+        """``ppermute`` by ``by`` places (XLA schedules the transfer beside the computation that does not need it)."""
         pairs = [(i, (i + by) % self.size) for i in range(self.size)]
-        return tuple(jax.lax.ppermute(x, self.axis_name, pairs) for x in arrays)
+        moved = tuple(jax.lax.ppermute(x, self.axis_name, pairs) for x in arrays)
+        return lambda: moved
 
     def shared_gradient(self, grad: Any, primal: Any, /) -> Any:
         """The gradient of an input the devices share (``alpha``, unvarying along the axis): the sum of their shares,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +21,9 @@ class GroupRing:
     def rank(self) -> int:
         return self.place
 
-    def shift(self, arrays: tuple[torch.Tensor, ...], by: int, /) -> tuple[torch.Tensor, ...]:
-        """Send to the rank ``by`` places after this one and receive from the one ``by`` places before, at once.
+    def pass_on(self, arrays: tuple[torch.Tensor, ...], by: int, /) -> Callable[[], tuple[torch.Tensor, ...]]:
+        """Post the sends to the rank ``by`` places after this one and the receives from the one ``by`` places
+        before, at once; the function returned waits for them.
 
         Tensors go contiguous (a collective reads the storage, not the view); booleans travel as bytes.
         """
@@ -33,9 +35,16 @@ class GroupRing:
             ops.append(dist.P2POp(dist.isend, wire, group=self.group, group_peer=to, tag=tag))
             ops.append(dist.P2POp(dist.irecv, buffer, group=self.group, group_peer=source, tag=tag))
             received.append(buffer)
-        for work in dist.batch_isend_irecv(ops):
-            work.wait()
-        return tuple(b.to(torch.bool) if x.dtype == torch.bool else b for b, x in zip(received, arrays, strict=True))
+        works = dist.batch_isend_irecv(ops)
+
+        def wait() -> tuple[torch.Tensor, ...]:
+            for work in works:
+                work.wait()
+            return tuple(
+                b.to(torch.bool) if x.dtype == torch.bool else b for b, x in zip(received, arrays, strict=True)
+            )
+
+        return wait
 
     def shared_gradient(self, grad: torch.Tensor, primal: torch.Tensor, /) -> torch.Tensor:
         """The gradient of an input every process holds (``alpha``): this process's share, as for any parameter."""

@@ -12,7 +12,9 @@ participants from the last to the owner. Either way what was added to comes
 back to the block's owner at the end.
 
 The collective itself is a :class:`Ring` (``torch.distributed`` or a JAX mesh
-axis, :mod:`dnorm._distributed`): the kernels only ask it to shift arrays.
+axis, :mod:`dnorm._distributed`): the kernels only ask it to pass arrays on.
+The next block is sent off before a stop computes, so that its transfer
+overlaps the stop's work; what the stop adds to follows after it.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ class Ring(Protocol):
         """This participant's place, ``0 <= r < P``: a number, or an integer array where it is traced (JAX)."""
         ...
 
-    def shift(self, arrays: Arrays, by: int, /) -> Arrays:
-        """Every participant sends ``arrays`` to the one ``by`` places after it (cyclically) and gets the ones of
-        the participant ``by`` places before it."""
+    def pass_on(self, arrays: Arrays, by: int, /) -> Callable[[], Arrays]:
+        """Start sending ``arrays`` to the participant ``by`` places after this one (cyclically); the function
+        returned waits for the ones of the participant ``by`` places before and returns them. Every participant
+        calls it, and the function, in the same order."""
         ...
 
     def shared_gradient(self, grad: Array, primal: Array, /) -> Array:
@@ -81,20 +84,27 @@ def sweep(
     rank = ring.rank()
     by = -1 if backwards else 1
     if backwards:
-        read = _shift(ring, read, by)
+        read = _pass_on(ring, read, by)()
     for step in range(size):
         held = step + 1 if backwards else -step  # this participant holds block rank + held
         stop = Stop(held % size == 0, (rank + held) % size < rank, step)
+        incoming = _pass_on(ring, read, by) if step < size - 1 else None  # the next block travels meanwhile
         added = visit(stop, read, added)
-        if step < size - 1:
-            read, added = _shift(ring, read, by), _shift(ring, added, by)
-    return added if backwards or not home else _shift(ring, added, by)
+        if incoming is not None:
+            read = incoming()
+            added = _pass_on(ring, added, by)()
+    return added if backwards or not home else _pass_on(ring, added, by)()
 
 
-def _shift(ring: Ring, arrays: Arrays, by: int, /) -> Arrays:
-    """``arrays`` shifted ``by`` places; None entries (an absent mask) stay None."""
+def _pass_on(ring: Ring, arrays: Arrays, by: int, /) -> Callable[[], Arrays]:
+    """:meth:`Ring.pass_on` where something moves; None entries (an absent mask) stay None."""
     present = tuple(x for x in arrays if x is not None)
     if ring.size == 1 or not present:
-        return arrays
-    moved = iter(ring.shift(present, by))
-    return tuple(None if x is None else next(moved) for x in arrays)
+        return lambda: arrays
+    receive = ring.pass_on(present, by)
+
+    def received() -> Arrays:
+        moved = iter(receive())
+        return tuple(None if x is None else next(moved) for x in arrays)
+
+    return received
