@@ -54,8 +54,10 @@ def attention(
     keys as they visit every participant; the running statistic of causal
     doubly and hybrid visits them in position order, so causal attention
     takes the one sweep of ring softmax (spec DEF-SHARDED-ATTENTION,
-    complexity.md). No participant holds more than its own shard and the one
-    block in flight, and nothing of size ``(T, K)``.
+    complexity.md). No participant holds more than its own shard, the key
+    block it computes with and the next one in flight (sent off before the
+    computation, so that the transfer overlaps it), and nothing of size
+    ``(T, K)``.
 
     {schemes}
 
