@@ -211,6 +211,9 @@ def _ring(library: str, group: Any, axis_name: str | None, arrays: tuple[Array, 
             raise ValueError(msg)
         import torch.distributed as dist
 
+        if group is not None and not isinstance(group, dist.ProcessGroup):
+            msg = f"group must be a torch.distributed ProcessGroup or None (the default), got {type(group).__name__}"
+            raise TypeError(msg)
         if not dist.is_available() or not dist.is_initialized():
             msg = (
                 "dnorm.distributed.attention on torch tensors needs torch.distributed: call "
@@ -234,12 +237,15 @@ def _ring(library: str, group: Any, axis_name: str | None, arrays: tuple[Array, 
         if group is not None:
             msg = "group is a torch.distributed process group; JAX arrays take axis_name= (a shard_map mesh axis)"
             raise ValueError(msg)
-        if not isinstance(axis_name, str):
+        if axis_name is None:
             msg = (
-                f"JAX arrays need axis_name=, the name of the mesh axis the sequence is sharded along (call "
-                f"dnorm.distributed.attention inside jax.shard_map), got {axis_name!r}"
+                "JAX arrays need axis_name=, the name of the mesh axis the sequence is sharded along (call "
+                "dnorm.distributed.attention inside jax.shard_map)"
             )
             raise ValueError(msg)
+        if not isinstance(axis_name, str):
+            msg = f"axis_name must be the name of a shard_map mesh axis (a string), got {type(axis_name).__name__}"
+            raise TypeError(msg)
         from ._distributed import jax as collectives_jax
 
         try:

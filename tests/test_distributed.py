@@ -57,6 +57,8 @@ def test_torch_needs_a_process_group_and_causal_needs_equal_lengths():
     t = torch.zeros(1, 2, 4, 3)
     with pytest.raises(ValueError, match="init_process_group"):
         dnorm.distributed.attention(t, t, t)
+    with pytest.raises(TypeError, match=r"group must be a torch\.distributed ProcessGroup or None"):
+        dnorm.distributed.attention(t, t, t, group="world")
     with pytest.raises(ValueError, match="axis_name is for JAX"):
         dnorm.distributed.attention(t, t, t, axis_name="seq")
     with pytest.raises(ValueError, match=r"one length .* got 4 queries and 6 keys"):

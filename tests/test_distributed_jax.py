@@ -33,6 +33,8 @@ def test_jax_needs_the_axis_of_an_enclosing_shard_map():
     x = jax.numpy.zeros((1, 2, 4, 3))
     with pytest.raises(ValueError, match="need axis_name="):
         dnorm.distributed.attention(x, x, x)
+    with pytest.raises(TypeError, match="axis_name must be the name of a shard_map mesh axis"):
+        dnorm.distributed.attention(x, x, x, axis_name=0)
     with pytest.raises(ValueError, match=r"not an axis of an enclosing jax.shard_map"):
         dnorm.distributed.attention(x, x, x, axis_name="seq")
     with pytest.raises(ValueError, match=r"group is a torch.distributed process group"):
