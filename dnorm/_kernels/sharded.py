@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 from . import bias, blocked, rows
 from . import logsumexp as lse
+from ._device import device_of
 from .ring import Ring, Stop, sweep
 from .scores import Scores, from_projections
 
@@ -221,7 +222,7 @@ def lead(q: Array, key: Array, /) -> tuple[int, ...]:
 def _empty(q: Array, key: Array, /, *, xp: Any) -> lse.LogSumExp:
     """The empty per-key statistic ``(..., 1, K_local)`` in the scores' leading shape."""
     shape = (*lead(q, key), 1, key.shape[-2])
-    device = getattr(q, "device", None)
+    device = device_of(q)
     return lse.LogSumExp(
         xp.full(shape, -xp.inf, dtype=q.dtype, device=device), xp.zeros(shape, dtype=q.dtype, device=device)
     )
@@ -235,7 +236,7 @@ def per_key_arrays(stat: bias.ColumnStat | None, /) -> tuple[Array, ...]:
 
 
 def per_key_stat(like: bias.ColumnStat, arrays: list[Array], /) -> bias.ColumnStat:
-    """The column statistic of the block at hand, from the arrays it travelled with (:func:`_arrays`)."""
+    """The column statistic of the block at hand, from the arrays it travelled with (:func:`per_key_arrays`)."""
     if like.shift is None:
         return bias.ColumnStat(None, lse.LogSumExp(*arrays))
     return bias.ColumnStat(arrays[0], lse.LogSumExp(*arrays[1:]))

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import bias, blocked, products, rows
 from . import logsumexp as lse
+from ._device import device_of
 from .backward import PerKey
 from .backward_causal import reverse_scan
 from .backward_sinkhorn import round_terms
@@ -112,7 +113,7 @@ class _Work:
 
     def zeros(self, *shape: int) -> Array:
         xp = self.xp
-        return xp.zeros(shape, dtype=self.q.dtype, device=getattr(self.q, "device", None))
+        return xp.zeros(shape, dtype=self.q.dtype, device=device_of(self.q))
 
     def gamma(self) -> tuple[Array, Array]:
         """The biased component's ``dV`` and ``gamma = v . dV - A^T delta`` of this participant's keys (one sweep).
