@@ -83,9 +83,7 @@ def attend_backward(
     grads = [grad if w is None else w * grad for w in weights]
     deltas = [xp.sum(g * o, axis=-1, keepdims=True) for g, o in zip(grads, outputs, strict=True)]
     query, key = scores.query, scores.key
-    shared = (
-        key.ndim == query.ndim >= 3 and key.shape[-3] == 1 < query.shape[-3]
-    )  # grouped heads (dnorm._routing.heads)
+    shared = products.shared(query, key)  # grouped heads (dnorm._routing.heads)
     d_value = PerKey()
     d_columns: list[Array] = []
     d_rows: list[list[Array]] = []

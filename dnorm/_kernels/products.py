@@ -15,7 +15,7 @@ Array = Any
 
 def matmul(a: Array, b: Array, /, *, xp: Any) -> Array:
     """``a @ b``; when ``b`` has size 1 on axis -3 and ``a`` does not, ``a``'s blocks are stacked as rows."""
-    if not _shared(a, b):
+    if not shared(a, b):
         return xp.matmul(a, b)
     groups, rows = a.shape[-3], a.shape[-2]
     out = xp.matmul(xp.reshape(a, (*a.shape[:-3], groups * rows, a.shape[-1])), b[..., 0, :, :])
@@ -38,5 +38,6 @@ def t_matmul(a: Array, b: Array, /, *, fold: bool, xp: Any) -> Array:
     return xp.expand_dims(xp.matmul(xp.matrix_transpose(flat_a), flat_b), axis=-3)
 
 
-def _shared(a: Array, b: Array, /) -> bool:
+def shared(a: Array, b: Array, /) -> bool:
+    """Whether ``b`` is one operand shared by the blocks of ``a`` along axis -3 (grouped heads)."""
     return a.ndim >= 3 and b.ndim == a.ndim and b.shape[-3] == 1 and a.shape[-3] > 1

@@ -58,7 +58,7 @@ def backward(
     weights = rows.shares(alpha) if how.mixed else (None,)
     grads = [grad if w is None else w * grad for w in weights]
     deltas = [xp.sum(g * o, axis=-1, keepdims=True) for g, o in zip(grads, outputs, strict=True)]
-    shared = key.ndim == q.ndim >= 3 and key.shape[-3] == 1 < q.shape[-3]  # grouped heads
+    shared = products.shared(q, key)  # grouped heads
     work = _Work(q, key, value, key_mask, grad, weights, grads, deltas, residuals, shared, options, xp)
     d_value = None
     d_columns: list[Array] = []
