@@ -13,18 +13,13 @@ import importlib.util
 from dataclasses import replace
 from typing import Any
 
+from .._triton.mode import compile_only, interpreted  # without importing triton: routing must not need it
+
 Array = Any
 
 #: Head sizes the kernels take (the tiles pad them to a power of two, at least 16).
 MAX_HEAD_DIM = 256
 _FLOATS = ("torch.float16", "torch.bfloat16", "torch.float32", "torch.float64")
-
-
-def interpreted() -> bool:
-    """``dnorm._triton.configs.interpreted``, read here without importing triton (routing must not need it)."""
-    import os
-
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 class Triton:
@@ -49,7 +44,7 @@ class Triton:
         device = next(iter(devices))
         if interpreted() and device.type != "cpu":
             return "TRITON_INTERPRET=1 runs the kernels on CPU tensors; unset it for CUDA tensors"
-        if not interpreted() and device.type != "cuda":
+        if not interpreted() and device.type != "cuda" and compile_only() is None:
             return (
                 f"the Triton kernels need a CUDA device, got {device}; set TRITON_INTERPRET=1 to run them on the "
                 "CPU through Triton's interpreter"
@@ -78,7 +73,7 @@ class Triton:
             request.softcap,
             request.dropout_p,
             align_end=bool(request.offset),
-            blocks=configs.blocks_for(call.n_queries, call.n_keys, query.shape[-1]),
+            blocks=configs.blocks_for(str(query.dtype), max(query.shape[-1], key.shape[-1]), heavy=_heavy(call, mask)),
             lead=call.lead,
         )
 
@@ -129,8 +124,9 @@ class Triton:
         from .._triton import gradients
 
         lead = options.lead
-        acc = out.dtype
-        flat = grad.to(acc).reshape(-1, grad.shape[-1]).contiguous()
+        # dO in the inputs' dtype, as the products read V: the output reaches the caller cast to that dtype, so the
+        # gradient arriving here holds values of that dtype (half precision: exactly representable)
+        flat = grad.to(v.dtype).reshape(-1, grad.shape[-1]).contiguous()
         layout = _layout(q, k, v, mask, alpha, seed, options)
         d_q, d_k, d_v, d_mask, d_alpha = gradients.backward(
             q, k, v, mask, alpha, seed, out.reshape(flat.shape), residuals, flat, lead, options=options,
@@ -173,6 +169,14 @@ class Triton:
     def packed_options(self, options: Any, starts_q: tuple[int, ...], starts_k: tuple[int, ...]) -> Any:
         """The options of a packed batch: the same passes, one program per sequence and lead index."""
         return replace(options, packed=(starts_q, starts_k))
+
+
+def _heavy(call: Any, mask: Array | None, /) -> bool:
+    """Whether the kernels' tiles hold more than one softmax's worth (configs.blocks_for takes smaller ones)."""
+    request = call.request
+    two = request.scheme in ("hybrid", "sinkhorn") or (request.scheme == "doubly" and request.causal)
+    extras = request.softcap is not None or request.dropout_p > 0 or (mask is not None and mask.dtype.is_floating_point)
+    return two or extras
 
 
 def _layout(q: Array, k: Array, v: Array, mask: Array | None, alpha: Array, seed: Array | None, options: Any) -> Any:

@@ -1,31 +1,41 @@
-"""Launch configurations: block sizes, and the warps and pipeline stages each kernel is autotuned over on a GPU.
+"""Launch configurations: block sizes, and the warps and pipeline stages of each launch.
 
 The block sizes are fixed per call (:func:`blocks_for`): the causal carries are
 saved at every query block's start, so every pass of one call (forward and
 backward) must share them. What each kernel may choose alone, changing what it
 computes by rounding at most (the order of a reduction), is its number of warps
-and of software-pipeline stages; on a GPU each kernel is autotuned over :data:`CONFIGS`, keyed on its
-compile-time switches, its head size and its tensors' dtypes (not the lengths:
-the first call of a kind picks for every length). Every kernel writes its
-outputs without reading them, so the autotuner's repeated runs leave them
-right. Under Triton's interpreter, or with ``DNORM_TRITON_AUTOTUNE=0``, each
-kernel launches with Triton's default configuration.
+and of software-pipeline stages. On a GPU each kernel is autotuned over
+:data:`CONFIGS`, keyed on its compile-time switches, its head size and its
+tensors' dtypes (not the lengths: the first call of a kind picks for every
+length). Every kernel writes its outputs without reading them, so the
+autotuner's repeated runs leave them right. Under Triton's interpreter, or with
+``DNORM_TRITON_AUTOTUNE=0``, each kernel launches with :data:`DEFAULT`.
+
+Every launch goes through :class:`Tunable`, the one place that decides how a
+kernel is launched: by the autotuner, with the default configuration, or (inside
+:func:`dnorm._triton.compile_only.compiling`) compiled for a target and not run.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import triton
+
+from . import mode
 
 #: What the autotuner times for each kernel on a GPU (block sizes stay those of :func:`blocks_for`).
 CONFIGS = tuple(triton.Config({}, num_warps=warps, num_stages=stages) for warps in (4, 8) for stages in (2, 3))
 
+#: The configuration a launch takes without the autotuner (eight warps: at the blocks of :func:`blocks_for`, four
+#: spill more often).
+DEFAULT = triton.Config({}, num_warps=8, num_stages=2)
 
-def interpreted() -> bool:
-    """Whether Triton runs its interpreter on CPU tensors (``TRITON_INTERPRET=1``), not compiled GPU code."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
+#: Fused multiply-adds in the compiled code (Triton's default until 3.9, named so that it is not a warning).
+FP_FUSION = True
+
+interpreted = mode.interpreted
 
 
 def autotuning() -> bool:
@@ -33,15 +43,59 @@ def autotuning() -> bool:
     return not interpreted() and os.environ.get("DNORM_TRITON_AUTOTUNE", "1") != "0"
 
 
-def blocks_for(n_q: int, n_k: int, head_dim: int, /) -> tuple[int, int]:
-    """Query and key block sizes: one small fixed pair under the interpreter, FlashAttention's on a GPU."""
+class Blocks(NamedTuple):
+    """The (query, key) block sizes of a call's ``forward`` passes and of its ``backward`` passes.
+
+    The causal carries are kept at the start of every ``carry`` queries, the smaller of the two query blocks
+    (powers of two): every block of either pass starts at one of them.
+    """
+
+    forward: tuple[int, int]
+    backward: tuple[int, int]
+
+    @property
+    def carry(self) -> int:
+        return min(self.forward[0], self.backward[0])
+
+
+#: Block sizes (forward light, forward heavy, backward light, backward heavy) per largest head size, for half
+#: precision, float32 and float64 operands: the largest tiles whose launches compile to code that spills nothing
+#: in :data:`DEFAULT` on sm_80, sm_90 and sm_100 (``dnorm compile``; the table on the docs' GPU page). The
+#: products of float32 and float64 run on the CUDA cores, whose operands take far more registers: small tiles.
+_BLOCKS = {
+    "half": (
+        (64, (128, 64), (32, 64), (64, 32), (32, 64)),
+        (128, (128, 64), (32, 64), (32, 32), (16, 32)),
+        (256, (64, 32), (32, 32), (16, 32), (16, 16)),
+    ),
+    "float32": (
+        (64, (32, 32), (16, 32), (16, 16), (16, 16)),
+        (128, (16, 32), (16, 32), (16, 16), (16, 16)),
+        (256, (16, 16), (16, 16), (16, 16), (16, 16)),
+    ),
+    "float64": ((256, (16, 16), (16, 16), (16, 16), (16, 16)),),
+}
+
+
+def blocks_for(dtype: str, head_dim: int, /, *, heavy: bool) -> Blocks:
+    """The block sizes of a call with operands of ``dtype`` (``"torch.bfloat16"``) and head sizes up to ``head_dim``.
+
+    ``heavy``: the tiles hold more than one softmax's worth (a second component, Sinkhorn's rounds, the causal
+    running statistic, softcap, dropout or a floating mask). Under the interpreter small blocks, the forward's
+    query blocks twice the backward's (so that the tests see passes that keep their carries apart).
+    """
     if interpreted():
-        return 16, 16
-    return (128, 64) if head_dim <= 64 else (64, 64)
+        return Blocks((32, 16), (16, 16))
+    kind = "half" if dtype in ("torch.float16", "torch.bfloat16") else dtype.removeprefix("torch.")
+    for largest, forward, forward_heavy, backward, backward_heavy in _BLOCKS[kind]:
+        if head_dim <= largest or largest == _BLOCKS[kind][-1][0]:
+            return Blocks(forward_heavy if heavy else forward, backward_heavy if heavy else backward)
+    raise AssertionError(kind)
 
 
 class Tunable:
-    """A kernel launched as ``kernel[grid](...)``, through its autotuner when :func:`autotuning`.
+    """A kernel launched as ``kernel[grid](...)``: through its autotuner when :func:`autotuning`, else with
+    :data:`DEFAULT`; inside a compile-only session, compiled for the session's target instead.
 
     ``fixed`` is the kernel itself; ``tuned`` the autotuner over :data:`CONFIGS`
     keyed on the kernel's compile-time arguments and its head size ``d``, or None
@@ -50,14 +104,51 @@ class Tunable:
 
     def __init__(self, kernel: Any, /) -> None:
         self.fixed = kernel
+        self.name = kernel.__name__
         self.tuned = None
         if not interpreted():
             key = [param.name for param in kernel.params if param.is_constexpr or param.name == "d"]
-            self.tuned = triton.autotune(configs=list(CONFIGS), key=key)(kernel)
+            prune = {"early_config_prune": self.launchable}
+            self.tuned = triton.autotune(configs=list(CONFIGS), key=key, prune_configs_by=prune)(kernel)
 
     def __getitem__(self, grid: tuple[int, ...]) -> Any:
-        launcher = self.tuned if self.tuned is not None and autotuning() else self.fixed
-        return launcher[grid]
+        session = mode.compile_only()
+        if session is not None:
+            return lambda *args, **kwargs: session.launch(self, grid, args, kwargs)
+        if self.tuned is not None and autotuning():
+            run = self.tuned[grid]
+            return lambda *args, **kwargs: run(*args, enable_fp_fusion=FP_FUSION, **kwargs)
+        run = self.fixed[grid]
+        return lambda *args, **kwargs: run(*args, **launch_options(DEFAULT), **kwargs)
+
+    def launchable(self, configs: list[Any], named_args: dict[str, Any], /, **kwargs: Any) -> list[Any]:
+        """The autotuner's configurations this launch may take on this GPU: those that load (shared memory,
+        registers, threads within the device's limits) and spill nothing; the default one where none does.
+
+        Each is compiled and loaded (the autotuner would compile it anyway); what the driver reports decides.
+        The compile-only mode checks the same for every target (:meth:`dnorm._triton.compile_only.Build.kept`).
+        """
+        from triton.runtime.errors import OutOfResources
+
+        kept = []
+        for config in configs:
+            compiled = self.fixed.warmup(grid=(1,), **{**named_args, **kwargs, **launch_options(config)})
+            try:
+                compiled._init_handles()  # loads the binary: OutOfResources where it does not fit
+            except OutOfResources:
+                continue
+            if compiled.n_spills == 0:
+                kept.append(config)
+        return kept or [DEFAULT]
+
+    def configs(self) -> list[Any]:
+        """The configurations this kernel may launch with: the default one, then the autotuner's others."""
+        return [DEFAULT, *(c for c in CONFIGS if launch_options(c) != launch_options(DEFAULT))]
+
+
+def launch_options(config: Any, /) -> dict[str, Any]:
+    """The keyword arguments of a launch with ``config`` (its warps and stages, and the fused multiply-adds)."""
+    return {"num_warps": config.num_warps, "num_stages": config.num_stages, "enable_fp_fusion": FP_FUSION}
 
 
 def tunable(kernel: Any, /) -> Tunable:
