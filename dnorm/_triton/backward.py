@@ -85,10 +85,18 @@ def _biased(s, offs_n, inside_k, CARRY_M, CARRY_S, carry_at, COLS, col_round, ks
 
 
 @triton.jit
-def _d_weights(do, v, s, offs_m, offs_n, seed, head, threshold, factor,
-               DROPOUT: tl.constexpr, HAS_LEAD: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
-    """``R * dP = R * dO V^T`` of a tile, and dropout's mask ``R != 0`` (every entry kept without dropout)."""
-    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION).to(ACC)
+def _d_weights(do, v, s, offs_m, offs_n, seed, head, threshold, factor, DROPOUT: tl.constexpr,
+               HAS_LEAD: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr, V_FIRST: tl.constexpr):  # fmt: skip
+    """``R * dP = R * dO V^T`` of a tile, and dropout's mask ``R != 0`` (every entry kept without dropout).
+
+    ``V_FIRST`` forms ``(V dO^T)^T`` instead: where the key pass keeps ``V`` over its loop and the product runs
+    on the CUDA cores (float32, float64), ``V`` as the first operand takes far fewer registers (the compile
+    matrix: 255 registers and spills at 16 x 16 tiles of head size 128, else under 200).
+    """
+    if V_FIRST:
+        dp = tl.trans(tl.dot(v, tl.trans(do), input_precision=PRECISION).to(ACC))
+    else:
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION).to(ACC)
     kept = s == s
     if DROPOUT:
         kept = keep(offs_m, offs_n, seed, head, threshold, HAS_LEAD)
@@ -98,10 +106,9 @@ def _d_weights(do, v, s, offs_m, offs_n, seed, head, threshold, factor,
 
 @triton.jit
 def _shift_up(g, carry, BQ: tl.constexpr):
-    """Each row of ``g`` replaced by the next one's, the last by ``carry``: a product with the shift matrix."""
+    """Each row of ``g`` replaced by the next one's, the last by ``carry`` (a gather along the rows: exact)."""
     i = tl.arange(0, BQ)
-    shift = tl.where(i[None, :] == i[:, None] + 1, 1.0, 0.0).to(g.dtype)
-    below = tl.dot(shift, g, input_precision="ieee")
+    below = tl.gather(g, tl.minimum(i + 1, BQ - 1)[:, None] + tl.zeros_like(g).to(tl.int32), 0)
     return tl.where((i == BQ - 1)[:, None], carry[None, :], below)
 
 
@@ -173,7 +180,7 @@ def keys(
         )  # fmt: skip
         slope = 1.0 - t * t if SOFTCAP else t + 1.0
         dp, kept = _d_weights(
-            do, v, s, offs_m, offs_n, seed, head, threshold, factor, DROPOUT, HAS_LEAD, ACC, PRECISION
+            do, v, s, offs_m, offs_n, seed, head, threshold, factor, DROPOUT, HAS_LEAD, ACC, PRECISION, not HALF
         )
         ds = tl.zeros_like(s)
         if BIASED:
@@ -196,9 +203,8 @@ def keys(
             else:
                 gamma += tl.sum(dz, axis=0)
                 if not GAMMA_ONLY:
-                    qs = (q * scale).to(ACC) if not HALF else q.to(ACC) * scale
-                    zq += tl.dot(tl.trans(slope * dz), qs, input_precision="ieee")
-                    bq += tl.dot(tl.trans(slope * tl.exp(y)), qs, input_precision="ieee")
+                    zq = tl.dot(tl.trans((slope * dz).to(q.dtype)), q, zq, input_precision=PRECISION)
+                    bq = tl.dot(tl.trans((slope * tl.exp(y)).to(q.dtype)), q, bq, input_precision=PRECISION)
         if PLAIN:
             a = weights(s, tl.load(ROW_P + qstat + offs_m, mask=inside_q, other=0.0),
                         tl.load(ROW_P + row_round + qstat + offs_m, mask=inside_q, other=1.0))  # fmt: skip
@@ -209,11 +215,10 @@ def keys(
             d_v += tl.dot(tl.trans((w_p * kept_a).to(do.dtype)), do, input_precision=PRECISION)
             ds += dz_p
         if RUNNING or FULL_DS or PLAIN:  # dS formed in full (with one round, the plain component's part)
-            qs = (q * scale).to(ACC) if not HALF else q.to(ACC) * scale
-            zq += tl.dot(tl.trans(slope * ds), qs, input_precision="ieee")
-    d_k = zq
+            zq = tl.dot(tl.trans((slope * ds).to(q.dtype)), q, zq, input_precision=PRECISION)
+    d_k = zq * scale  # the products took q unscaled (S = scale q.k)
     if BIASED and not RUNNING and not FULL_DS:
-        d_k = zq - gamma[:, None] * bq
+        d_k = (zq - gamma[:, None] * bq) * scale
         tl.store(GAMMA + kstat + offs_n, gamma, mask=inside_k)
     rows_k = inside_k[:, None]
     tl.store(DK + kstat * BD + offs_n[:, None] * BD + offs_d[None, :], d_k, mask=rows_k)
@@ -272,7 +277,9 @@ def queries(
             q, k, offs_m, offs_n, n_q, n_k, offset, mask_base, stride_mm, stride_mn, scale, softcap,
             HAS_MASK, MASK_BOOL, CAUSAL, SOFTCAP, HALF, PRECISION,
         )  # fmt: skip
-        dp, _ = _d_weights(do, v, s, offs_m, offs_n, seed, head, threshold, factor, DROPOUT, HAS_LEAD, ACC, PRECISION)
+        dp, _ = _d_weights(
+            do, v, s, offs_m, offs_n, seed, head, threshold, factor, DROPOUT, HAS_LEAD, ACC, PRECISION, False
+        )
         ds = tl.zeros_like(s)
         if BIASED:
             y = _biased(s, offs_n, inside_k, CARRY_M, CARRY_S, carry + qb * stride_cb, COLS, col_round, kstat,
@@ -294,6 +301,6 @@ def queries(
             tl.store(grad_ptrs, ds, mask=inside_q[:, None] & inside_k[None, :])
         if SOFTCAP:
             ds = ds * (1.0 - t * t)
-        ks = (k * scale).to(ACC) if not HALF else k.to(ACC) * scale
-        d_q += tl.dot(ds, ks, input_precision="ieee")
+        d_q = tl.dot(ds.to(k.dtype), k, d_q, input_precision=PRECISION)
+    d_q = d_q * scale  # the products took k unscaled (S = scale q.k)
     tl.store(DQ + qstat * BD + offs_m[:, None] * BD + offs_d[None, :], d_q, mask=inside_q[:, None])

@@ -15,7 +15,7 @@ import triton
 from torch import Tensor
 
 from .backward import keys, queries
-from .launch import Options, Residuals, accumulator, block_sizes, mask_strides, tile_flags
+from .launch import Options, Residuals, accumulator, block_sizes, carry_places, mask_strides, tile_flags
 from .layout import Layout, dense
 from .potentials import potentials
 
@@ -40,7 +40,8 @@ def backward(
     """Gradients ``(q_rows, BD)``, ``(k_rows, BD)``, ``(k_rows, BDV)`` (head sizes padded), ``(P, T, K)`` and per
     lead index a number (alpha's, hybrid only).
 
-    ``out`` and ``grad`` are ``(q_rows, Dv)`` in the compute dtype. The floating mask's gradient
+    ``out`` is ``(q_rows, Dv)`` in the compute dtype, ``grad`` in the inputs' dtype (the products take it beside
+    the values; every statistic of it, ``delta``, is formed in the compute dtype). The floating mask's gradient
     (``mask_grad``) and ``alpha``'s (hybrid) are None otherwise.
     """
     layout = layout or dense(q, k, v, mask, alpha, seed, lead)
@@ -52,7 +53,7 @@ def backward(
     rounds = len(residuals.columns)
     biased, plain = scheme != "softmax", scheme in ("softmax", "hybrid")
     mixed = biased and plain
-    flags, sizes = tile_flags(q, mask, options), block_sizes(q, v, options)
+    flags, sizes = tile_flags(q, mask, options), block_sizes(q, v, options, backward=True)
     mm, mn = mask_strides(mask, lead, n_q, n_k)
     empty = torch.empty(1, dtype=acc_t, device=dev)
     per_index = alpha[..., 0, 0] if alpha.ndim >= 2 else alpha  # (..., 1, 1), or a number
@@ -72,10 +73,9 @@ def backward(
     row_pairs = torch.stack([torch.stack(r) for r in residuals.rows]) if residuals.rows else empty
     row_b = torch.stack(residuals.biased) if residuals.biased is not None else empty
     row_p = torch.stack(residuals.plain) if residuals.plain is not None else empty
-    blocks = triton.cdiv(max(n_q, 1), sizes["BQ"])
-    carry_off = torch.arange(programs, dtype=torch.int64, device=dev) * (blocks * n_k)
+    carry_off, stride_cb = carry_places(layout, options.blocks, sizes["BQ"])
     carry_m, carry_s = (residuals.carries[0], residuals.carries[1]) if residuals.carries else (empty, empty)
-    g_carry = torch.zeros(programs, blocks, n_k, dtype=acc_t, device=dev) if running else empty
+    g_carry = torch.zeros_like(carry_m) if running else empty  # the reverse scan's carries, where the forward's are
     dc = torch.zeros(max(rounds, 1), k_rows, dtype=acc_t, device=dev)
     dr = torch.zeros(max(rounds - 1, 1), q_rows, dtype=acc_t, device=dev)
     d_k = torch.zeros(k_rows, sizes["BD"], dtype=acc_t, device=dev)
@@ -90,8 +90,8 @@ def backward(
     where = [
         layout.q, layout.k, layout.v, layout.mask, layout.out, layout.kstat, layout.qstat, carry_off, layout.alpha,
         layout.len_q, layout.len_k, layout.head, layout.seed,
-        q.stride(-2), q.stride(-1), k.stride(-2), k.stride(-1), v.stride(-2), v.stride(-1), mm, mn, v.shape[-1], n_k,
-        col_round, row_round, q.shape[-1], v.shape[-1], options.scale, options.softcap or 1.0, threshold,
+        q.stride(-2), q.stride(-1), k.stride(-2), k.stride(-1), v.stride(-2), v.stride(-1), mm, mn, v.shape[-1],
+        stride_cb, col_round, row_round, q.shape[-1], v.shape[-1], options.scale, options.softcap or 1.0, threshold,
         1.0 / (1.0 - dropout),
     ]  # fmt: skip
     switches = {
