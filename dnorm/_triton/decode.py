@@ -142,7 +142,7 @@ def decode(
     start = None
     if carry is not None:
         start = tuple(x.expand(*lead, 1, x.shape[-1]).reshape(-1, x.shape[-1]).to(acc_t).contiguous() for x in carry)
-    if n_q > 16 or (interpreted() and n_q > options.blocks[0]):
+    if n_q > 16 or (interpreted() and n_q > options.blocks.forward[0]):
         out, residuals = launch.forward(q, k, v, mask, alpha, None, lead, options=options, start=start)
         state = None
         if biased and residuals.carries is not None:
@@ -152,7 +152,7 @@ def decode(
     flags = launch.tile_flags(q, mask, options)
     programs, dev = layout.programs, q.device
     block_q = max(16, triton.next_power_of_2(n_q))
-    block_k = options.blocks[1]
+    block_k = options.blocks.forward[1]
     per_split = block_k * max(1, math.ceil(n_k / (block_k * 64)))  # at most 64 stretches per head
     n_splits = triton.cdiv(max(n_k, 1), per_split)
     bdv = max(16, triton.next_power_of_2(v.shape[-1]))

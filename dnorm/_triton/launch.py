@@ -20,7 +20,11 @@ import triton.language as tl
 from torch import Tensor
 
 from . import columns, rows
+from .configs import Blocks
 from .layout import Layout, dense
+
+#: The blocks of a call that names none (the interpreter's size).
+SMALL = Blocks((16, 16), (16, 16))
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class Options:
 
     ``align_end``: the causal triangle is bottom-right aligned (query ``i``
     sees the keys ``j <= i + K - T``); ``blocks`` the query and key block
-    sizes of every pass; ``lead`` the (grouped) leading shape of the scores;
+    sizes of the passes (:class:`Blocks`); ``lead`` the (grouped) leading shape of the scores;
     ``packed``: the sequences' offsets of a packed batch along axis -2
     (queries, keys), each normalized on its own.
     """
@@ -41,7 +45,7 @@ class Options:
     softcap: float | None = None
     dropout: float = 0.0
     align_end: bool = False
-    blocks: tuple[int, int] = (16, 16)
+    blocks: Blocks = SMALL
     lead: tuple[int, ...] = ()
     packed: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
@@ -84,13 +88,23 @@ def tile_flags(q: Tensor, mask: Tensor | None, options: Options) -> dict[str, An
     }
 
 
-def block_sizes(q: Tensor, v: Tensor, options: Options) -> dict[str, Any]:
+def block_sizes(q: Tensor, v: Tensor, options: Options, *, backward: bool = False) -> dict[str, Any]:
+    """The tile sizes of the forward passes (or of the ``backward`` ones), head sizes padded to powers of two."""
+    bq, bk = options.blocks.backward if backward else options.blocks.forward
     return {
-        "BQ": options.blocks[0],
-        "BK": options.blocks[1],
+        "BQ": bq,
+        "BK": bk,
         "BD": max(16, triton.next_power_of_2(q.shape[-1])),
         "BDV": max(16, triton.next_power_of_2(v.shape[-1])),
     }
+
+
+def carry_places(layout: Layout, blocks: Blocks, block_q: int, /) -> tuple[Tensor, int]:
+    """Where each program's causal carries start (a ``(P, cdiv(T, blocks.carry), K)`` buffer), and how far apart
+    the carries of two consecutive query blocks of ``block_q`` rows are."""
+    kept = triton.cdiv(max(layout.n_q, 1), blocks.carry)
+    starts = torch.arange(layout.programs, dtype=torch.int64, device=layout.q.device) * (kept * layout.n_k)
+    return starts, layout.n_k * (block_q // blocks.carry)
 
 
 def mask_strides(mask: Tensor | None, lead: tuple[int, ...], n_q: int, n_k: int, /) -> tuple[int, int]:
@@ -193,22 +207,22 @@ def _carries(
     sizes: dict[str, Any],
     start: tuple[Tensor, Tensor] | None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The running pair before every query block ``(P, blocks, K)`` and after the last ``(P, K)``."""
+    """The running pair before every ``options.blocks.carry`` queries ``(P, kept, K)`` and after the last ``(P, K)``."""
     acc_t, _ = accumulator(q.dtype)
     programs, n_q, n_k = layout.programs, layout.n_q, layout.n_k
-    blocks = triton.cdiv(max(n_q, 1), sizes["BQ"])
-    carry_m = torch.empty(programs, blocks, n_k, dtype=acc_t, device=q.device)
+    every = options.blocks.carry
+    carry_m = torch.empty(programs, triton.cdiv(max(n_q, 1), every), n_k, dtype=acc_t, device=q.device)
     carry_s = torch.empty_like(carry_m)
     last_m, last_s = (torch.empty(layout.k_rows, dtype=acc_t, device=q.device) for _ in range(2))
     start_m, start_s = start if start is not None else (last_m, last_s)
-    carry_off = torch.arange(programs, dtype=torch.int64, device=q.device) * (blocks * n_k)
+    carry_off, stride_cb = carry_places(layout, options.blocks, every)
     columns.carries[(triton.cdiv(max(n_k, 1), sizes["BK"]), programs)](
         q, k, mask_ptr, start_m, start_s, carry_m, carry_s, last_m, last_s,
         layout.q, layout.k, layout.mask, layout.kstat, carry_off, layout.len_q, layout.len_k,
-        q.stride(-2), q.stride(-1), k.stride(-2), k.stride(-1), *mask_strides, n_k,
+        q.stride(-2), q.stride(-1), k.stride(-2), k.stride(-1), *mask_strides, stride_cb,
         q.shape[-1], options.scale, options.softcap or 1.0, 0 if start is None else start_m.shape[-1],
         ALIGN_END=options.align_end, HAS_START=start is not None,
-        **{key: sizes[key] for key in ("BQ", "BK", "BD")}, **flags,
+        BQ=every, BK=sizes["BK"], BD=sizes["BD"], **flags,
     )  # fmt: skip
     return carry_m, carry_s, last_m, last_s
 
@@ -241,8 +255,7 @@ def _row_pass(
     empty = outs[0].new_empty(1) if values else pairs_b[0].new_empty(1)
     shift, col_m, col_s = column if column is not None else (empty, empty, empty)
     carry_m, carry_s = (carry[0], carry[1]) if carry is not None else (empty, empty)
-    blocks = triton.cdiv(max(layout.n_q, 1), sizes["BQ"])
-    carry_off = torch.arange(layout.programs, dtype=torch.int64, device=q.device) * (blocks * layout.n_k)
+    carry_off, stride_cb = carry_places(layout, options.blocks, sizes["BQ"])
     dropout = options.dropout if seed is not None else 0.0
     threshold = min(round(dropout * 2**31), 2**31 - 1)
     p_m, p_s = pairs_p if pairs_p is not None else (empty, empty)
@@ -252,7 +265,7 @@ def _row_pass(
         layout.q, layout.k, layout.v, layout.mask, layout.out, layout.kstat, layout.qstat, carry_off, layout.alpha,
         layout.len_q, layout.len_k, layout.head, layout.seed,
         q.stride(-2), q.stride(-1), k.stride(-2), k.stride(-1), v.stride(-2), v.stride(-1), *mask_strides,
-        v.shape[-1], 1, layout.n_k,  # outputs: contiguous (P, T, Dv)
+        v.shape[-1], 1, stride_cb,  # outputs: contiguous (P, T, Dv)
         q.shape[-1], v.shape[-1], options.scale, options.softcap or 1.0, threshold, 1.0 / (1.0 - dropout),
         CAUSAL=options.causal, ALIGN_END=options.align_end, BIASED=biased, ROUND=round_, RUNNING=running,
         PLAIN=plain, VALUES=values, DROPOUT=dropout > 0, HAS_LEAD=layout.has_lead, **sizes, **flags,
