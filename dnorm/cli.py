@@ -3,8 +3,10 @@
 ``dnorm`` (or ``python -m dnorm``) without a command prints the report on the
 embedded scores of a real model (all-MiniLM-L6-v2) and the same small example
 on every installed backend. ``dnorm inspect FILE`` reports on a user's scores
-or weights, ``dnorm bench`` times the schemes. Every command takes ``--json``.
-Exit status: 0 on success, 2 for bad arguments or files (one line on stderr).
+or weights, ``dnorm bench`` times the schemes, ``dnorm compile`` compiles the
+Triton kernels for GPU targets without a GPU. Every command takes ``--json``.
+Exit status: 0 on success, 2 for bad arguments or files (one line on stderr),
+1 when ``dnorm compile`` finds a kernel that may not be launched.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._cli import CommandError
 
@@ -31,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "inspect":
             output = _inspect(args)
+        elif args.command == "compile":
+            return _compile(args)
         elif args.command == "bench":
             from ._cli import bench
 
@@ -64,6 +69,28 @@ def _inspect(args: argparse.Namespace, /) -> str:
         return json.dumps(summary, indent=2)
     written = f"\nwrote {args.plot}" if args.plot is not None else ""
     return inspect.render(summary) + written
+
+
+def _compile(args: argparse.Namespace, /) -> int:
+    from ._cli import gpu_compile
+
+    if args.all:
+        cases = gpu_compile.matrix(gpu_compile.every_variant(), args.dtypes, args.head_dims, args.targets)
+    else:
+        cases = [c for c in gpu_compile.COVERING if c.target in args.targets and c.dtype in args.dtypes]
+
+    def progress(done: int, total: int) -> None:
+        print(f"compiled {done}/{total} cases", file=sys.stderr, flush=True)
+
+    every_config = args.all or args.every_config
+    rows = gpu_compile.run(cases, every_config=every_config, jobs=args.jobs, progress=progress, log=args.log)
+    command = "dnorm compile " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["compile"] else "dnorm compile"
+    table = gpu_compile.render(rows, command=command)
+    if args.markdown is not None:
+        with open(args.markdown, "w") as f:
+            f.write(table)
+    print(json.dumps(gpu_compile.as_dicts(rows), indent=1) if args.json else table)
+    return 1 if gpu_compile.failures(rows) else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,7 +137,34 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--heads", type=_positive, default=4, help="attention heads (default 4)")
     bench.add_argument("--dim", type=_positive, default=64, help="head dimension D (default 64)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _compile_parser(commands)
     return parser
+
+
+def _compile_parser(commands: Any, /) -> None:
+    from ._cli.gpu_compile import DTYPES, HEAD_DIMS, TARGETS
+
+    compile_ = commands.add_parser(
+        "compile",
+        help="compile the Triton kernels for GPU targets, on this machine (no GPU needed)",
+        description="Compile every Triton kernel dnorm would launch, for GPU targets, without a GPU (triton and "
+        "torch installed), and check registers, spills and shared memory against each architecture's limits. "
+        "Without --all: the covering subset CI compiles (every switch on and off, each dtype and target). "
+        "Exit status 1 when a kernel does not compile, exceeds a limit or spills in its default configuration.",
+    )
+    compile_.add_argument("--all", action="store_true", help="the whole matrix, every launch configuration")
+    compile_.add_argument("--targets", type=_listed(TARGETS, str), default=list(TARGETS), help="comma-separated")
+    compile_.add_argument("--dtypes", type=_listed(DTYPES, str), default=list(DTYPES), help="comma-separated")
+    compile_.add_argument(
+        "--head-dims", type=_listed(HEAD_DIMS, int), default=list(HEAD_DIMS), help="comma-separated (with --all)"
+    )
+    compile_.add_argument("--every-config", action="store_true", help="the autotuner's configurations too")
+    compile_.add_argument("--jobs", type=_positive, default=1, help="worker processes (default 1)")
+    compile_.add_argument("--markdown", metavar="FILE", help="write the table there too")
+    compile_.add_argument(
+        "--log", metavar="FILE", help="append every build to this JSON-lines file; resume from the cases it holds"
+    )
+    compile_.add_argument("--json", action="store_true", help="print every build as JSON instead of the table")
 
 
 def _report_options(parser: argparse.ArgumentParser, /) -> None:
@@ -129,6 +183,18 @@ def _report_options(parser: argparse.ArgumentParser, /) -> None:
         default=0.5,
         help="hybrid = A doubly + (1 - A) softmax (default 0.5)",
     )
+
+
+def _listed(allowed: Sequence[Any], kind: Callable[[str], Any], /) -> Callable[[str], list[Any]]:
+    def parse(value: str) -> list[Any]:
+        chosen = [kind(part) for part in value.split(",") if part]
+        unknown = [c for c in chosen if c not in allowed]
+        if unknown or not chosen:
+            msg = f"choose from {', '.join(map(str, allowed))}, got {value!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return chosen
+
+    return parse
 
 
 def _positive(value: str) -> int:

@@ -1,0 +1,331 @@
+"""``dnorm compile``: every Triton kernel dnorm launches, compiled for GPU targets on this machine (no GPU needed).
+
+A :class:`Variant` is one way of calling dnorm (a scheme, its causal form, the
+options that switch kernel code on: masks, softcap, dropout, grouped heads with
+a per-head ``alpha``, packed batches, decoding); :func:`drive` makes that call
+through the public functions, forward and backward, with CPU tensors, inside a
+compile-only session (:mod:`dnorm._triton.compile_only`), so that exactly the
+launches a GPU would see are compiled. :func:`run` crosses variants with dtypes,
+head sizes and targets, over worker processes, and returns one :class:`Row` per
+kernel build; :func:`render` writes the table of the docs' GPU page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from . import CommandError
+
+#: The dtypes, head sizes and targets of the whole matrix (``dnorm compile --all``).
+DTYPES = ("float16", "bfloat16", "float32")
+HEAD_DIMS = (32, 64, 72, 128, 256)
+TARGETS = ("sm_80", "sm_90", "sm_100")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of calling dnorm, named by what it switches on.
+
+    ``entry``: ``"attention"`` (forward and backward), ``"varlen"`` (a packed
+    batch, forward and backward), ``"decode"`` (a step of one query from the
+    state, then a chunk of 24 from the state: the split-key step and the
+    forward pass that continues the carry) or ``"prefill"`` (decoding's first
+    call, no state); ``causal``: None, ``"top-left"`` or ``"bottom-right"``
+    (fewer queries than keys); ``mask``: None, ``"bool"`` or ``"float"`` (a
+    learned bias: its gradient too); ``grouped``: four query heads over two key
+    heads, ``alpha`` one per head; ``flat``: no leading axes, ``(T, D)`` arrays.
+    """
+
+    scheme: str
+    entry: str = "attention"
+    causal: str | None = None
+    mask: str | None = None
+    softcap: bool = False
+    dropout: bool = False
+    grouped: bool = False
+    flat: bool = False
+
+    @property
+    def name(self) -> str:
+        parts = [self.scheme, self.entry if self.entry != "attention" else ""]
+        parts += [self.causal or "", f"{self.mask}-mask" if self.mask else ""]
+        parts += ["softcap" if self.softcap else "", "dropout" if self.dropout else ""]
+        parts += ["grouped" if self.grouped else "", "flat" if self.flat else ""]
+        return " ".join(p for p in parts if p)
+
+
+def _forms() -> list[Variant]:
+    """Every scheme with every causal form it has (Sinkhorn has none; doubly and hybrid bottom-right decode)."""
+    forms = [Variant(s) for s in ("softmax", "doubly", "hybrid", "sinkhorn")]
+    forms += [Variant(s, causal="top-left") for s in ("softmax", "doubly", "hybrid")]
+    return [*forms, Variant("softmax", causal="bottom-right")]
+
+
+def every_variant() -> list[Variant]:
+    """The whole matrix's variants: each form plain, with each option, with all at once; packed; decoding."""
+    options: list[dict[str, Any]] = [
+        {},
+        {"mask": "bool"},
+        {"mask": "float"},
+        {"softcap": True},
+        {"dropout": True},
+        {"grouped": True},
+        {"mask": "float", "softcap": True, "dropout": True, "grouped": True},
+    ]
+    found = [replace(form, **option) for form in _forms() for option in options]
+    found += [Variant("sinkhorn", flat=True)]
+    for form in _forms():
+        loaded = replace(form, entry="varlen", softcap=True, dropout=True, grouped=True)
+        found += [replace(form, entry="varlen"), loaded]
+    for scheme in ("softmax", "doubly", "hybrid"):
+        for entry in ("prefill", "decode"):
+            found += [Variant(scheme, entry=entry), Variant(scheme, entry=entry, mask="bool", softcap=True)]
+            found += [Variant(scheme, entry=entry, mask="float", grouped=True)]
+    return found
+
+
+@dataclass(frozen=True)
+class Case:
+    """A variant in one dtype, head size and target."""
+
+    variant: Variant
+    dtype: str
+    head_dim: int
+    target: str
+
+
+#: CI's covering subset (``dnorm compile``): every switch of every kernel on and off, each dtype, head size
+#: class and target at least once, the default configuration only. tests/test_gpu_compile.py checks the coverage.
+COVERING = (
+    Case(Variant("doubly", mask="float", softcap=True, dropout=True, grouped=True), "bfloat16", 64, "sm_90"),
+    Case(Variant("hybrid", causal="top-left", mask="bool"), "float16", 128, "sm_80"),
+    Case(Variant("sinkhorn", flat=True), "float32", 72, "sm_90"),
+    Case(Variant("softmax", causal="bottom-right", dropout=True), "bfloat16", 32, "sm_80"),
+    Case(Variant("hybrid", entry="varlen", causal="top-left", softcap=True, grouped=True), "float16", 64, "sm_100"),
+    Case(Variant("hybrid", entry="decode", mask="float", grouped=True), "bfloat16", 128, "sm_90"),
+    Case(Variant("doubly", entry="decode", mask="bool", softcap=True), "float32", 64, "sm_80"),
+    Case(Variant("softmax", entry="decode"), "float16", 32, "sm_100"),
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One kernel build of one case (the fields of :class:`dnorm._triton.compile_only.Build`, and the case's)."""
+
+    variant: str
+    kernel: str
+    target: str
+    dtype: str
+    head_dim: int
+    switches: tuple[tuple[str, Any], ...]
+    num_warps: int
+    num_stages: int
+    default: bool
+    shared: int
+    registers: int
+    spill_stores: int
+    blocks_per_sm: int
+    kept: bool
+    seconds: float
+    problems: tuple[str, ...]
+
+
+def drive(variant: Variant, dtype: str, head_dim: int, /) -> None:
+    """Call dnorm as ``variant`` says, forward and backward, with ``kernel="triton"`` on CPU tensors."""
+    import torch
+
+    import dnorm
+
+    gen = torch.Generator().manual_seed(0)
+    dt = getattr(torch, dtype)
+    heads, kv_heads = (4, 2) if variant.grouped else (2, 2)
+    n_q, n_k = (64, 128) if variant.causal == "bottom-right" else (128, 128)
+    training = variant.entry in ("attention", "varlen")
+
+    def normal(*shape: int, grad: bool = training) -> Any:
+        return torch.randn(*shape, generator=gen).to(dt).requires_grad_(grad)
+
+    lead: tuple[int, ...] = () if variant.flat else (1,)
+    q = normal(*lead, heads, n_q, head_dim) if not variant.flat else normal(n_q, head_dim)
+    k, v = (normal(*lead, kv_heads, n_k, head_dim) if not variant.flat else normal(n_k, head_dim) for _ in range(2))
+    options: dict[str, Any] = {"kernel": "triton"}
+    if variant.scheme == "hybrid":
+        options["alpha"] = torch.linspace(0.2, 0.8, heads) if variant.grouped else 0.3
+    if variant.softcap:
+        options["softcap"] = 20.0
+    if variant.entry in ("prefill", "decode"):
+        _decode(variant, q, k, v, options, gen)
+        return
+    if variant.causal is not None:
+        options["causal"] = variant.causal
+    if variant.dropout:
+        options |= {"dropout_p": 0.1, "dropout_key": torch.Generator().manual_seed(1)}
+    if variant.entry == "varlen":
+        starts_k = [0, 37, 37, n_k]  # a sequence with no positions among them
+        starts_q = starts_k if n_q == n_k else [0, 20, 20, n_q]
+        out = dnorm.varlen_attention(q, k, v, starts_q, variant.scheme, cu_seqlens_k=starts_k, **options)
+    else:
+        if variant.mask == "bool":
+            options["mask"] = torch.rand(n_q, n_k, generator=gen) < 0.9
+        elif variant.mask == "float":
+            options["mask"] = normal(n_q, n_k)
+        out = dnorm.attention(q, k, v, variant.scheme, **options)
+    out.float().sum().backward()
+
+
+def _decode(variant: Variant, q: Any, k: Any, v: Any, options: dict[str, Any], gen: Any, /) -> None:
+    """Decoding: ``"prefill"`` 64 positions without a state (the forward pass); ``"decode"`` 8 positions without
+    a state, a step of one from its state (both the split-key step) and a chunk of 24 from that (the forward pass
+    continuing the carry)."""
+    import torch
+
+    import dnorm
+
+    def mask(n_q: int, n_k: int) -> Any:
+        if variant.mask == "bool":
+            return torch.rand(n_q, n_k, generator=gen) < 0.9
+        return None if variant.mask is None else torch.randn(n_q, n_k, generator=gen).to(q.dtype)
+
+    state = None
+    cuts = (0, 64) if variant.entry == "prefill" else (0, 8, 9, 33)
+    for a, b in itertools.pairwise(cuts):
+        call = (q[..., a:b, :], k[..., :b, :], v[..., :b, :], state, variant.scheme)
+        _, state = dnorm.decode(*call, mask=mask(b - a, b), **options)
+
+
+def compile_cases(cases: Sequence[Case], /, *, every_config: bool) -> list[Row]:
+    """Compile ``cases`` in this process (each under its target's compile-only session); one row per build."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        msg = "TRITON_INTERPRET=1 runs the kernels as Python: unset it to compile them"
+        raise CommandError(msg)
+    from .._triton import compile_only
+
+    rows = []
+    for target in dict.fromkeys(case.target for case in cases):
+        with compile_only.compiling(target, every_config=every_config) as session:
+            for case in (c for c in cases if c.target == target):
+                first = len(session.requested)
+                drive(case.variant, case.dtype, case.head_dim)
+                rows += [_row(case, build) for build in dict.fromkeys(session.requested[first:])]
+    return rows
+
+
+def _row(case: Case, build: Any, /) -> Row:
+    return Row(
+        case.variant.name, build.kernel, build.target, case.dtype, case.head_dim, build.switches, build.num_warps,
+        build.num_stages, build.default, build.shared, build.registers, build.spill_stores, build.blocks_per_sm(),
+        build.kept(), round(build.seconds, 2), tuple(build.problems()),
+    )  # fmt: skip
+
+
+def run(
+    cases: Sequence[Case],
+    /,
+    *,
+    every_config: bool,
+    jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    log: str | None = None,
+) -> list[Row]:
+    """Compile ``cases`` over ``jobs`` fresh worker processes; the rows of every build.
+
+    The cases are cut into chunks sorted by target (a compile-only session per target and chunk: a kernel met
+    again within a chunk is not compiled again; across chunks Triton's disk cache serves it). ``log``: a JSON-lines
+    file the rows are appended to as each chunk finishes; the cases it already holds are not compiled again (a long
+    run resumes where it stopped).
+    """
+    os.environ.pop("TRITON_INTERPRET", None)  # the workers import dnorm's kernels compiled
+    rows = _read(log) if log is not None and os.path.exists(log) else []
+    done = {(r.variant, r.dtype, r.head_dim, r.target) for r in rows}
+    ordered = sorted(
+        (c for c in cases if (c.variant.name, c.dtype, c.head_dim, c.target) not in done),
+        key=lambda c: (c.target, c.dtype, c.head_dim),
+    )
+    size = max(1, min(8, len(ordered) // max(1, 4 * jobs)))
+    chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    finished = 0
+    with contextlib.ExitStack() as stack:
+        if jobs <= 1:
+            results: Iterable[list[Row]] = (compile_cases(chunk, every_config=every_config) for chunk in chunks)
+        else:
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(jobs))
+            results = pool.imap(_compile_star, [(chunk, every_config) for chunk in chunks])
+        for chunk, found in zip(chunks, results, strict=True):
+            rows += found
+            if log is not None:
+                with open(log, "a") as f:
+                    f.writelines(json.dumps(asdict(row)) + "\n" for row in found)
+            finished += len(chunk)
+            if progress is not None:
+                progress(finished, len(ordered))
+    return rows
+
+
+def _read(log: str, /) -> list[Row]:
+    rows = []
+    with open(log) as f:
+        for line in f:
+            fields = json.loads(line)
+            fields["switches"] = tuple(tuple(pair) for pair in fields["switches"])
+            fields["problems"] = tuple(fields["problems"])
+            rows.append(Row(**fields))
+    return rows
+
+
+def _compile_star(work: tuple[list[Case], bool], /) -> list[Row]:
+    return compile_cases(work[0], every_config=work[1])
+
+
+def matrix(
+    variants: Iterable[Variant], dtypes: Iterable[str], head_dims: Iterable[int], targets: Iterable[str], /
+) -> list[Case]:
+    """Every variant in every dtype, head size and target."""
+    return [Case(*c) for c in itertools.product(variants, dtypes, head_dims, targets)]
+
+
+def failures(rows: Iterable[Row], /) -> list[Row]:
+    """The builds that may not be launched: a compile error, a resource limit, a default configuration that spills."""
+    return [row for row in rows if row.problems]
+
+
+def render(rows: Sequence[Row], /, *, command: str) -> str:
+    """The docs' table: per target, dtype and head size, what compiled and the worst resources, then the failures."""
+    lines = [
+        f"Produced by `{command}`.",
+        "",
+        "| target | dtype | head | builds | compile | most registers | spills, default | spills, any | "
+        "most shared (KiB) | fewest blocks/SM |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str, int], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.target, row.dtype, row.head_dim), []).append(row)
+    for (target, dtype, head), group in sorted(groups.items()):
+        built = [r for r in group if not any(p.startswith("does not compile") for p in r.problems)]
+        spill_default = max((r.spill_stores for r in built if r.default), default=0)
+        lines.append(
+            f"| {target} | {dtype.removeprefix('torch.')} | {head} | {len(group)} | {len(built)}/{len(group)} | "
+            f"{max((r.registers for r in built), default=0)} | {spill_default} | "
+            f"{max((r.spill_stores for r in built), default=0)} | "
+            f"{max((r.shared for r in built), default=0) / 1024:.1f} | "
+            f"{min((r.blocks_per_sm for r in built), default=0)} |"
+        )
+    bad = failures(rows)
+    lines += ["", f"Builds that may not be launched: {len(bad)} of {len(rows)}."]
+    for row in bad[:50]:
+        lines.append(
+            f"- {row.target} {row.dtype.removeprefix('torch.')} head {row.head_dim} `{row.kernel}` "
+            f"({row.variant}; {row.num_warps} warps, {row.num_stages} stages): {'; '.join(row.problems)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def as_dicts(rows: Iterable[Row], /) -> list[dict[str, Any]]:
+    return [asdict(row) for row in rows]
