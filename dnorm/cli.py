@@ -74,8 +74,9 @@ def _inspect(args: argparse.Namespace, /) -> str:
 def _compile(args: argparse.Namespace, /) -> int:
     from ._cli import gpu_compile
 
-    if args.all:
-        cases = gpu_compile.matrix(gpu_compile.every_variant(), args.dtypes, args.head_dims, args.targets)
+    if args.all or args.heaviest:
+        variants = gpu_compile.every_variant() if args.all else gpu_compile.heaviest_variants()
+        cases = gpu_compile.matrix(variants, args.dtypes, args.head_dims, args.targets)
     else:
         cases = [c for c in gpu_compile.COVERING if c.target in args.targets and c.dtype in args.dtypes]
 
@@ -152,11 +153,18 @@ def _compile_parser(commands: Any, /) -> None:
         "Without --all: the covering subset CI compiles (every switch on and off, each dtype and target). "
         "Exit status 1 when a kernel does not compile, exceeds a limit or spills in its default configuration.",
     )
-    compile_.add_argument("--all", action="store_true", help="the whole matrix, every launch configuration")
+    scope = compile_.add_mutually_exclusive_group()
+    scope.add_argument("--all", action="store_true", help="the whole matrix, every launch configuration")
+    scope.add_argument(
+        "--heaviest", action="store_true", help="each form with all its options at once, and the lightest forms"
+    )
     compile_.add_argument("--targets", type=_listed(TARGETS, str), default=list(TARGETS), help="comma-separated")
     compile_.add_argument("--dtypes", type=_listed(DTYPES, str), default=list(DTYPES), help="comma-separated")
     compile_.add_argument(
-        "--head-dims", type=_listed(HEAD_DIMS, int), default=list(HEAD_DIMS), help="comma-separated (with --all)"
+        "--head-dims",
+        type=_listed(HEAD_DIMS, int),
+        default=list(HEAD_DIMS),
+        help="comma-separated (with --all or --heaviest)",
     )
     compile_.add_argument("--every-config", action="store_true", help="the autotuner's configurations too")
     compile_.add_argument("--jobs", type=_positive, default=1, help="worker processes (default 1)")

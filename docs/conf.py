@@ -27,7 +27,7 @@ extensions = [
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "tables"]  # tables/: generated, included by the pages that show them
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 

@@ -269,7 +269,7 @@ for name in {LAUNCHED!r}:
     assert isinstance(launcher.tuned, triton.runtime.Autotuner), name
     assert switches <= set(launcher.tuned.keys), name  # one tuning per compiled variant
     assert ("d" in launcher.fixed.arg_names) == ("d" in launcher.tuned.keys), name  # and per head size
-    assert [(c.num_warps, c.num_stages) for c in launcher.tuned.configs] == [(4, 2), (4, 3), (8, 2), (8, 3)], name
+    assert [(c.num_warps, c.num_stages) for c in launcher.tuned.configs] == [(8, 2), (4, 2), (8, 3), (4, 3)], name
 assert configs.autotuning()
 os.environ["DNORM_TRITON_AUTOTUNE"] = "0"
 assert not configs.autotuning()

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,10 @@ class Build:
 
     ``switches`` are the kernel's compile-time arguments (name, value), ``dtype``
     the dtype of its first tensor (the call's inputs), ``head_dim`` its ``d``
-    argument; ``default`` says whether this is the configuration launched without
-    the autotuner. ``error`` is the compiler's message where it did not compile
-    (the resources are then 0).
+    argument; ``default`` says whether this is the configuration a launch without
+    the autotuner takes on the target (the first that fits and spills nothing, or
+    the first tried where none does). ``error`` is the compiler's message where it
+    did not compile (the resources are then 0).
     """
 
     kernel: str
@@ -110,10 +111,11 @@ class Build:
         return self.fits() and self.spill_stores == 0
 
     def problems(self) -> list[str]:
-        """Why a launch may fail or run slowly here: it does not compile, or in its default configuration (the
-        one launched without the autotuner) it exceeds a limit, or spills at a head size up to 128.
+        """Why a launch may fail or run slowly here: it does not compile, or in its default configuration (the one
+        a launch without the autotuner takes) it exceeds a limit, or spills at a head size up to 128: no
+        configuration of :data:`dnorm._triton.configs.CONFIGS` avoids it.
 
-        Another configuration that does not fit or spills is no problem: the autotuner drops it (:meth:`kept`).
+        Another configuration that does not fit or spills is no problem: no launch takes it (:meth:`kept`).
         """
         if self.error is not None:
             return [f"does not compile: {self.error}"]
@@ -147,50 +149,59 @@ class Build:
 class Session:
     """The builds of one compile-only session.
 
-    ``builds``: one per kernel specialization and configuration compiled; ``requested``: the build of every
-    launch in every configuration it may take, in order, repeats included (a launch met again is not recompiled).
+    ``builds``: one per kernel specialization and configuration compiled; ``requested``: the builds of every
+    launch, in order, repeats included (a launch met again is not compiled again).
     """
 
     target: Target
     every_config: bool
     builds: list[Build] = field(default_factory=list)
     requested: list[Build] = field(default_factory=list)
-    _done: dict[tuple[Any, ...], Build] = field(default_factory=dict)
+    _compiled: dict[tuple[Any, ...], Build] = field(default_factory=dict)
+    _kept: set[Build] = field(default_factory=set)
 
     def launch(self, tunable: Any, grid: tuple[int, ...], args: tuple[Any, ...], kwargs: dict[str, Any], /) -> None:
-        """Compile what ``tunable[grid](*args, **kwargs)`` would launch, in each configuration it may take."""
-        chosen = tunable.configs() if self.every_config else [configs.DEFAULT]
+        """Compile what ``tunable[grid](*args, **kwargs)`` launches on the target: the configurations a launch
+        without the autotuner tries, in order, up to the first it may take (:meth:`Build.kept`), which is the
+        launch's ``default``; with ``every_config``, every one (the autotuner's set)."""
+        tried = []
+        for config in tunable.configs():
+            tried.append(self._compile(tunable, grid, args, kwargs, config))
+            if tried[-1].kept() and not self.every_config:
+                break
+        chosen = next((i for i, build in enumerate(tried) if build.kept()), 0)
+        for i, build in enumerate(tried):
+            final = replace(build, default=i == chosen)
+            if final not in self._kept:
+                self._kept.add(final)
+                self.builds.append(final)
+            self.requested.append(final)
+
+    def _compile(
+        self, tunable: Any, grid: tuple[int, ...], args: tuple[Any, ...], kwargs: dict[str, Any], config: Any, /
+    ) -> Build:
         kernel = tunable.fixed
-        names = [p.name for p in kernel.params]
-        bound = dict(zip(names, args, strict=False)) | kwargs
+        bound = dict(zip(kernel.arg_names, args, strict=False)) | kwargs
         switches = tuple((p.name, _plain(bound[p.name])) for p in kernel.params if p.is_constexpr)
-        first_tensor = next(x for x in bound.values() if isinstance(x, torch.Tensor))
+        dtype = str(next(x for x in bound.values() if isinstance(x, torch.Tensor)).dtype)
         head_dim = bound.get("d")
-        for config in chosen:
-            key = (tunable.name, switches, tuple(_dtype_of(x) for x in bound.values()), str(config), head_dim)
-            if key in self._done:
-                self.requested.append(self._done[key])
-                continue
-            start = time.perf_counter()
-            options = configs.launch_options(config)
-            try:
-                compiled = kernel.warmup(*args, grid=grid, **options, **kwargs)
-            except Exception as exc:  # the compiler's error is the finding
-                build = Build(
-                    tunable.name, self.target.name, switches, str(first_tensor.dtype), head_dim,
-                    config.num_warps, config.num_stages, config is configs.DEFAULT, time.perf_counter() - start,
-                    error=_message(exc),
-                )  # fmt: skip
-            else:
-                registers, stores, loads = ptxas_resources(compiled.asm["ptx"], self.target)
-                build = Build(
-                    tunable.name, self.target.name, switches, str(first_tensor.dtype), head_dim,
-                    config.num_warps, config.num_stages, config is configs.DEFAULT, time.perf_counter() - start,
-                    shared=compiled.metadata.shared, registers=registers, spill_stores=stores, spill_loads=loads,
-                )  # fmt: skip
-            self._done[key] = build
-            self.builds.append(build)
-            self.requested.append(build)
+        key = (tunable.name, switches, tuple(_dtype_of(x) for x in bound.values()), str(config), head_dim)
+        if key in self._compiled:
+            return self._compiled[key]
+        start = time.perf_counter()
+        about = (tunable.name, self.target.name, switches, dtype, head_dim, config.num_warps, config.num_stages, False)
+        try:
+            compiled = kernel.warmup(*args, grid=grid, **configs.launch_options(config), **kwargs)
+        except Exception as exc:  # the compiler's error is the finding
+            build = Build(*about, time.perf_counter() - start, error=_message(exc))
+        else:
+            registers, stores, loads = ptxas_resources(compiled.asm["ptx"], self.target)
+            build = Build(
+                *about, time.perf_counter() - start, shared=compiled.metadata.shared, registers=registers,
+                spill_stores=stores, spill_loads=loads,
+            )  # fmt: skip
+        self._compiled[key] = build
+        return build
 
 
 class _Driver:

@@ -8,12 +8,14 @@ and of software-pipeline stages. On a GPU each kernel is autotuned over
 :data:`CONFIGS`, keyed on its compile-time switches, its head size and its
 tensors' dtypes (not the lengths: the first call of a kind picks for every
 length). Every kernel writes its outputs without reading them, so the
-autotuner's repeated runs leave them right. Under Triton's interpreter, or with
-``DNORM_TRITON_AUTOTUNE=0``, each kernel launches with :data:`DEFAULT`.
+autotuner's repeated runs leave them right. With ``DNORM_TRITON_AUTOTUNE=0`` a
+kernel launches in the first of :data:`CONFIGS` that loads and spills nothing;
+under Triton's interpreter in the first.
 
 Every launch goes through :class:`Tunable`, the one place that decides how a
-kernel is launched: by the autotuner, with the default configuration, or (inside
-:func:`dnorm._triton.compile_only.compiling`) compiled for a target and not run.
+kernel is launched: by the autotuner, in the first configuration that loads and
+spills nothing, or (inside :func:`dnorm._triton.compile_only.compiling`)
+compiled for a target and not run.
 """
 
 from __future__ import annotations
@@ -25,12 +27,9 @@ import triton
 
 from . import mode
 
-#: What the autotuner times for each kernel on a GPU (block sizes stay those of :func:`blocks_for`).
-CONFIGS = tuple(triton.Config({}, num_warps=warps, num_stages=stages) for warps in (4, 8) for stages in (2, 3))
-
-#: The configuration a launch takes without the autotuner (eight warps: at the blocks of :func:`blocks_for`, four
-#: spill more often).
-DEFAULT = triton.Config({}, num_warps=8, num_stages=2)
+#: The launch configurations a kernel may take on a GPU, in the order a launch without the autotuner tries them:
+#: it takes the first that loads and spills nothing there (:meth:`Tunable.launchable`); the autotuner times those.
+CONFIGS = tuple(triton.Config({}, num_warps=warps, num_stages=stages) for stages in (2, 3) for warps in (8, 4))
 
 #: Fused multiply-adds in the compiled code (Triton's default until 3.9, named so that it is not a warning).
 FP_FUSION = True
@@ -60,12 +59,13 @@ class Blocks(NamedTuple):
 
 #: Block sizes (forward light, forward heavy, backward light, backward heavy) per largest head size, for half
 #: precision, float32 and float64 operands: the largest tiles whose launches compile to code that spills nothing
-#: in :data:`DEFAULT` on sm_80, sm_90 and sm_100 (``dnorm compile``; the table on the docs' GPU page). The
-#: products of float32 and float64 run on the CUDA cores, whose operands take far more registers: small tiles.
+#: in some configuration of :data:`CONFIGS` on sm_80, sm_90 and sm_100 (``dnorm compile``; the table on the
+#: docs' GPU page). The products of float32 and float64 run on the CUDA cores, whose operands take far more
+#: registers: small tiles.
 _BLOCKS = {
     "half": (
-        (64, (128, 64), (32, 64), (64, 32), (32, 64)),
-        (128, (128, 64), (32, 64), (32, 32), (16, 32)),
+        (64, (128, 64), (32, 32), (64, 32), (32, 32)),
+        (128, (64, 64), (32, 32), (32, 32), (16, 32)),
         (256, (64, 32), (32, 32), (16, 32), (16, 16)),
     ),
     "float32": (
@@ -94,36 +94,53 @@ def blocks_for(dtype: str, head_dim: int, /, *, heavy: bool) -> Blocks:
 
 
 class Tunable:
-    """A kernel launched as ``kernel[grid](...)``: through its autotuner when :func:`autotuning`, else with
-    :data:`DEFAULT`; inside a compile-only session, compiled for the session's target instead.
+    """A kernel launched as ``kernel[grid](...)``: through its autotuner when :func:`autotuning`, else in the first of
+    :data:`CONFIGS` that loads and spills nothing on the device (the first one under the interpreter); inside a
+    compile-only session, compiled for the session's target instead.
 
     ``fixed`` is the kernel itself; ``tuned`` the autotuner over :data:`CONFIGS`
     keyed on the kernel's compile-time arguments and its head size ``d``, or None
-    where the interpreter compiled it (it has no GPU to time).
+    where the interpreter compiled it (it has no GPU to time). ``chosen`` keeps,
+    per key of the autotuner's kind, the configuration a launch without it took.
     """
 
     def __init__(self, kernel: Any, /) -> None:
         self.fixed = kernel
         self.name = kernel.__name__
         self.tuned = None
+        self.key = [param.name for param in kernel.params if param.is_constexpr or param.name == "d"]
+        self.chosen: dict[tuple[Any, ...], Any] = {}
         if not interpreted():
-            key = [param.name for param in kernel.params if param.is_constexpr or param.name == "d"]
             prune = {"early_config_prune": self.launchable}
-            self.tuned = triton.autotune(configs=list(CONFIGS), key=key, prune_configs_by=prune)(kernel)
+            self.tuned = triton.autotune(configs=list(CONFIGS), key=self.key, prune_configs_by=prune)(kernel)
 
     def __getitem__(self, grid: tuple[int, ...]) -> Any:
         session = mode.compile_only()
         if session is not None:
             return lambda *args, **kwargs: session.launch(self, grid, args, kwargs)
         if self.tuned is not None and autotuning():
-            run = self.tuned[grid]
-            return lambda *args, **kwargs: run(*args, enable_fp_fusion=FP_FUSION, **kwargs)
+            tuned = self.tuned[grid]
+            return lambda *args, **kwargs: tuned(*args, enable_fp_fusion=FP_FUSION, **kwargs)
         run = self.fixed[grid]
-        return lambda *args, **kwargs: run(*args, **launch_options(DEFAULT), **kwargs)
+        if interpreted():
+            return lambda *args, **kwargs: run(*args, **launch_options(CONFIGS[0]), **kwargs)
+        return lambda *args, **kwargs: run(*args, **launch_options(self.first(args, kwargs)), **kwargs)
 
-    def launchable(self, configs: list[Any], named_args: dict[str, Any], /, **kwargs: Any) -> list[Any]:
-        """The autotuner's configurations this launch may take on this GPU: those that load (shared memory,
-        registers, threads within the device's limits) and spill nothing; the default one where none does.
+    def first(self, args: tuple[Any, ...], kwargs: dict[str, Any], /) -> Any:
+        """The configuration a launch without the autotuner takes: the first of :data:`CONFIGS` it may take."""
+        named = dict(zip(self.fixed.arg_names, args, strict=False))
+        bound = {**named, **kwargs}
+        key = (*(bound[name] for name in self.key), *(str(x.dtype) for x in bound.values() if hasattr(x, "dtype")))
+        if key not in self.chosen:
+            self.chosen[key] = next(iter(self.launchable(list(CONFIGS), named, first=True, **kwargs)))
+        return self.chosen[key]
+
+    def launchable(
+        self, configs: list[Any], named_args: dict[str, Any], /, *, first: bool = False, **kwargs: Any
+    ) -> list[Any]:
+        """The configurations this launch may take on this GPU (the autotuner's prune): those that load (shared
+        memory, registers, threads within the device's limits) and spill nothing; the first one where none does.
+        ``first``: stop at the first found.
 
         Each is compiled and loaded (the autotuner would compile it anyway); what the driver reports decides.
         The compile-only mode checks the same for every target (:meth:`dnorm._triton.compile_only.Build.kept`).
@@ -139,11 +156,13 @@ class Tunable:
                 continue
             if compiled.n_spills == 0:
                 kept.append(config)
-        return kept or [DEFAULT]
+                if first:
+                    break
+        return kept or configs[:1]
 
     def configs(self) -> list[Any]:
-        """The configurations this kernel may launch with: the default one, then the autotuner's others."""
-        return [DEFAULT, *(c for c in CONFIGS if launch_options(c) != launch_options(DEFAULT))]
+        """The configurations this kernel may launch with, in the order a launch without the autotuner tries them."""
+        return list(CONFIGS)
 
 
 def launch_options(config: Any, /) -> dict[str, Any]:
