@@ -81,8 +81,10 @@ _SECTIONS = {
         options of the wrong type; the message names the argument.
     ValueError
         For shapes that do not fit together, an unknown scheme or kernel,
-        ``alpha`` outside [0, 1] (NaN included), ``n_iter < 1``, and a
-        ``kernel`` that cannot serve the call.
+        ``alpha`` outside [0, 1] (NaN included), ``n_iter < 1``, a
+        ``kernel`` that cannot serve the call, and no ``scale`` with ``D = 0``
+        (``1 / sqrt(D)`` has no value). No queries or no keys are not errors:
+        the output has no rows, or zero rows (spec DEF-EMPTY-ROWS-AND-KEYS).
     NotImplementedError
         For ``scheme="sinkhorn"`` with ``causal=True``.""",
 }
