@@ -273,7 +273,9 @@ def test_inside_torch_transformer_layers() -> None:
 
 def _repeated(grouped: MultiheadAttention) -> MultiheadAttention:
     """The full-head layer whose key/value heads are those of `grouped`, repeated per group."""
-    full = MultiheadAttention(E, H, batch_first=True, scheme=grouped.scheme, kdim=grouped.kdim, vdim=grouped.vdim).double()
+    full = MultiheadAttention(
+        E, H, batch_first=True, scheme=grouped.scheme, kdim=grouped.kdim, vdim=grouped.vdim
+    ).double()
     groups = H // grouped.num_kv_heads
     state = grouped.state_dict()
     for name in ("k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias"):
@@ -288,7 +290,9 @@ def _repeated(grouped: MultiheadAttention) -> MultiheadAttention:
 )
 @pytest.mark.parametrize("num_kv_heads", [1, 2])
 def test_grouped_query_attention_is_repeated_heads(num_kv_heads: int, scheme: str, causal: bool) -> None:
-    grouped = _randomized(MultiheadAttention(E, H, batch_first=True, scheme=scheme, num_kv_heads=num_kv_heads, kdim=6, vdim=10))
+    grouped = _randomized(
+        MultiheadAttention(E, H, batch_first=True, scheme=scheme, num_kv_heads=num_kv_heads, kdim=6, vdim=10)
+    )
     assert grouped.k_proj.out_features == num_kv_heads * E // H
     full = _repeated(grouped)
     q, k, v = _inputs("kvdim", batch_first=True)
@@ -373,7 +377,7 @@ def test_alpha_is_learned_in_zero_one_or_frozen() -> None:
     with torch.no_grad():
         layer.alpha_logit.fill_(50.0)
     assert torch.all((layer.alpha >= 0) & (layer.alpha <= 1))
-    frozen = MultiheadAttention(E, H, batch_first=True, alpha_init=1.0, learn_alpha=False).double()  # alpha_logit = +inf
+    frozen = MultiheadAttention(E, H, batch_first=True, alpha_init=1.0, learn_alpha=False).double()  # logit +inf
     assert not frozen.alpha_logit.requires_grad
     doubly = _randomized(MultiheadAttention(E, H, batch_first=True, scheme="doubly"))
     assert doubly.alpha is None
