@@ -54,9 +54,9 @@ def test_normalize(xp, n_queries, n_keys):
 
 def test_decode_without_new_queries(xp):
     """Zero new queries give no rows and leave the state as it was; an empty cache gives an empty state."""
-    q, k, v = _qkv(xp, 4, 4)
-    _, state = dnorm.decode(q, k, v)
-    out, same = dnorm.decode(q[..., :0, :], k, v, state)
+    q, k, v = _qkv(xp, 0, 4)
+    state = dnorm.DecodeState(*(to_xp(xp, RNG.uniform(1.0, 2.0, size=(3, 2, 4))) for _ in range(2)))  # of 4 keys
+    out, same = dnorm.decode(q, k, v, state)
     _assert_zeros(out, (3, 2, 0, 6))
     for before, after in zip(state, same, strict=True):
         np.testing.assert_array_equal(to_np(after), to_np(before))
