@@ -184,6 +184,7 @@ def test_code_blocks_and_tables_wrap(site: Path) -> None:
     css = (site / "_static" / "wrap.css").read_text()
     assert "white-space: pre-wrap" in css
     assert "table-layout: fixed" in css
+    assert "overflow-wrap: anywhere" in css  # long inline code in a cell
     for page in _pages(site):
         assert any("wrap.css" in href for href in _read(page).styles), page.relative_to(site)
 
