@@ -7,6 +7,21 @@ from typing import TypeVar
 
 F = TypeVar("F", bound=Callable[..., object])
 
+#: The guarantee of the theorems on received mass, in the words README.md and docs/index.md use too
+#: (tests/test_claims.py compares the three, markup aside).
+GUARANTEE = """Without a mask, under ``"doubly"`` every key ``j`` receives the mass
+    ``m_j = sum_i A[i, j] >= 1/K``, where the ``T`` rows of ``A`` each sum to 1, so
+    the ``K`` masses sum to ``T`` (spec THM-MASS-LOWER-BOUND). Under a mask, a key
+    that some query may attend receives ``m_j >= 1/k_j``, with ``k_j`` the largest
+    number of keys that a query attending ``j`` may attend, and a key that no
+    query may attend receives 0 (spec THM-MASS-LOWER-BOUND-MASKED); with
+    ``causal=True``, ``k_j`` is the number of keys that the first query attending
+    ``j`` may attend (spec THM-CAUSAL-MASS-LOWER-BOUND). ``"sinkhorn"`` has the
+    same bounds (it has no causal form), ``"hybrid"`` ``alpha`` times them (spec
+    THM-HYBRID-MASS-BOUND) and ``"softmax"`` none (spec
+    THM-SOFTMAX-EXPLAINS-AWAY). The computed weights keep the bounds up to
+    rounding (spec THM-MASS-BOUND-FLOAT)."""
+
 _SECTIONS = {
     "schemes": """Every scheme is a row softmax of the scores plus a per-key bias
     (spec DEF-SOFTMAX, DEF-DNAS, DEF-HYBRID, DEF-SINKHORN):
@@ -16,12 +31,12 @@ _SECTIONS = {
       normalize over the queries, then over the keys, computed as
       ``rowsoftmax(S - c)`` with ``c_j = logsumexp_i S[i, j]`` over the
       queries allowed to see key ``j`` (spec THM-DNAS-AS-BIASED-SOFTMAX).
-      Every key receives a mass ``sum_i A[i, j] >= 1 / K``
-      (spec THM-MASS-LOWER-BOUND): no key is explained away.
-    * ``"hybrid"``: ``alpha * doubly + (1 - alpha) * softmax``; masses are at
-      least ``alpha / K`` (spec THM-HYBRID-MASS-BOUND).
+    * ``"hybrid"``: ``alpha * doubly + (1 - alpha) * softmax``.
     * ``"sinkhorn"``: ``n_iter`` alternating column and row normalizations,
       column first, in the log domain; ``n_iter=1`` is ``"doubly"`` exactly.
+
+    No key is explained away under the doubly-normalized schemes.
+    {guarantee}
 
     All of it is computed in the log domain: the column statistic is kept as
     (column max, log-sum) and applied as ``(S - max) - log(sum)``, and no
@@ -81,8 +96,10 @@ _SECTIONS = {
         options of the wrong type; the message names the argument.
     ValueError
         For shapes that do not fit together, an unknown scheme or kernel,
-        ``alpha`` outside [0, 1] (NaN included), ``n_iter < 1``, and a
-        ``kernel`` that cannot serve the call.
+        ``alpha`` outside [0, 1] (NaN included), ``n_iter < 1``, a
+        ``kernel`` that cannot serve the call, and no ``scale`` with ``D = 0``
+        (``1 / sqrt(D)`` has no value). No queries or no keys are not errors:
+        the output has no rows, or zero rows (spec DEF-EMPTY-ROWS-AND-KEYS).
     NotImplementedError
         For ``scheme="sinkhorn"`` with ``causal=True``.""",
 }
@@ -92,6 +109,7 @@ def shared_docstring(func: F) -> F:
     """Fill the ``{name}`` placeholders of ``func``'s docstring with the shared sections."""
     doc = func.__doc__ or ""
     for name, text in _SECTIONS.items():
+        text = text.replace("{guarantee}", GUARANTEE)
         doc = doc.replace("{" + name + "}", text)
     func.__doc__ = doc
     return func

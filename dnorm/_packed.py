@@ -41,11 +41,13 @@ def varlen_attention(
     dropout_p: float = 0.0,
     dropout_key: object = None,
     kernel: str = "auto",
+    layout: str = "htd",
 ) -> Array:
     """Attention over a packed batch of sequences of different lengths (spec DEF-PACKED-BATCH).
 
     Sequence ``b`` holds the queries ``cu_seqlens_q[b]:cu_seqlens_q[b + 1]``
-    of axis -2 of ``query`` and the keys and values
+    of the packed axis of ``query`` (axis -2, or axis -3 with
+    ``layout="thd"``) and the keys and values
     ``cu_seqlens_k[b]:cu_seqlens_k[b + 1]``. Each is normalized on its own,
     as if it were passed to :func:`attention` alone (spec
     THM-PACKED-EQUALS-SEPARATE): its own column statistics, no mass from
@@ -56,11 +58,15 @@ def varlen_attention(
 
     Parameters
     ----------
-    query : array of shape (..., total_q, D)
-    key : array of shape (..., total_k, D)
-    value : array of shape (..., total_k, Dv)
-        The sequences concatenated along axis -2; the leading dimensions (the
-        heads, grouped-query heads included) as in :func:`attention`.
+    query : array of shape (..., total_q, D), or (..., total_q, Hq, D) with ``layout="thd"``
+    key : array of shape (..., total_k, D), or (..., total_k, H, D)
+    value : array of shape (..., total_k, Dv), or (..., total_k, H, Dv)
+        The sequences concatenated along axis -2 (``layout="htd"``, as
+        :func:`attention` takes a sequence: the heads before it) or, as
+        FlashAttention's ``flash_attn_varlen_func`` takes them, along axis
+        -3 with the heads after it (``layout="thd"``); the leading
+        dimensions (the heads, grouped-query heads included) as in
+        :func:`attention`.
     cu_seqlens_q : sequence of int or 1-D integer array, shape (B + 1,)
         Offsets of the sequences' queries: ``0``, then the cumulative lengths,
         ending at ``total_q``. They decide the blocks, so they must be
@@ -75,12 +81,17 @@ def varlen_attention(
     scale, alpha, n_iter, block_size, softcap, dropout_p, dropout_key, kernel
         As in :func:`attention`, for every sequence. Each sequence draws its
         own dropout seed.
+    layout : {"htd", "thd"}, default "htd"
+        Where the packed axis is: ``"htd"``, axis -2 (``(..., total, D)``,
+        heads before it); ``"thd"``, axis -3 (``(..., total, heads, D)``,
+        FlashAttention's ``(total, nheads, headdim)``). The output has the
+        layout of the inputs.
 
     Returns
     -------
-    array of shape (..., total_q, Dv)
+    array of shape (..., total_q, Dv), or (..., total_q, Hq, Dv) with ``layout="thd"``
         The sequences' outputs, packed as the queries. A sequence without
-        keys gets zero rows.
+        keys gets zero rows; one without queries, none.
 
     {raises}
 
@@ -96,8 +107,18 @@ def varlen_attention(
     >>> out = dnorm.varlen_attention(q, k, v, [0, 3, 7])
     >>> bool(np.allclose(out[:, 3:], dnorm.attention(q[:, 3:], k[:, 3:], v[:, 3:])))
     True
+
+    FlashAttention's layout, ``(total, heads, head_dim)``:
+
+    >>> packed = np.swapaxes(q, 0, 1)  # (7, 2, 4)
+    >>> thd = dnorm.varlen_attention(packed, np.swapaxes(k, 0, 1), np.swapaxes(v, 0, 1), [0, 3, 7], layout="thd")
+    >>> bool(np.allclose(np.swapaxes(thd, 0, 1), out))
+    True
     """
     xp = check.namespace(query=query, key=key, value=value, alpha=check.array_or_none(alpha))
+    thd = check.layout(layout) == "thd"
+    if thd:  # (..., total, H, D): the packed axis moves to -2, and back at the end
+        query, key, value = (heads_first(x, n, xp=xp) for x, n in ((query, "query"), (key, "key"), (value, "value")))
     lead = check.qkv(query, key, value, xp=xp)[0]  # of the output: grouped heads count as query heads
     starts_q = offsets(cu_seqlens_q, query.shape[-2], "cu_seqlens_q")
     starts_k = starts_q if cu_seqlens_k is None else offsets(cu_seqlens_k, key.shape[-2], "cu_seqlens_k")
@@ -120,7 +141,8 @@ def varlen_attention(
             request = check.attention_request(q, k, v, None, alpha, **options, xp=xp)
             seed = random.seed(keys[b], query, xp=xp) if request.dropout_p > 0 else None
         sequences.append((q0, q1, k0, k1, request, seed))
-    return routing.packed(query, key, value, alpha, sequences, lead, xp=xp)
+    out = routing.packed(query, key, value, alpha, sequences, lead, xp=xp)
+    return xp.permute_dims(out, _swap_last_but_one(out.ndim)) if thd else out
 
 
 def nested_attention(query: Any, key: Any, value: Any, /, scheme: str, **options: Any) -> Any:
@@ -167,6 +189,23 @@ def offsets(value: object, total: int, name: str, /) -> list[int]:
         raise TypeError(msg) from error
     ok = len(starts) >= 2 and starts[0] == 0 and starts[-1] == total
     if not ok or any(b < a for a, b in itertools.pairwise(starts)):
-        msg = f"{name} must rise from 0 to the packed length {total} without decreasing, got {starts}"
+        msg = (
+            f"{name} must rise from 0 to the packed length {total} without decreasing, got {starts}; the packed "
+            "length is axis -2, (..., total, D): for FlashAttention's (total, heads, head_dim) pass layout='thd' "
+            "(or move the axes, for instance swapaxes(x, -3, -2))"
+        )
         raise ValueError(msg)
     return starts
+
+
+def heads_first(x: Array, name: str, /, *, xp: Any) -> Array:
+    """``x`` of shape ``(..., total, H, D)`` (``layout="thd"``) as ``(..., H, total, D)``, a view where it can be."""
+    if x.ndim < 3:
+        msg = f"with layout='thd', {name} must have shape (..., total, heads, D), got {tuple(x.shape)}"
+        raise ValueError(msg)
+    return xp.permute_dims(x, _swap_last_but_one(x.ndim))
+
+
+def _swap_last_but_one(ndim: int, /) -> tuple[int, ...]:
+    """The axes order that swaps axes -3 and -2."""
+    return (*range(ndim - 3), ndim - 2, ndim - 3, ndim - 1)

@@ -53,7 +53,8 @@ def scaled_dot_product_attention(
         with a generator; blocked, with gradients).
     is_causal : bool, default False
         As ``causal="top-left"`` of :func:`attention` (torch's alignment;
-        strictly causal; combined with ``attn_mask``).
+        strictly causal; combined with ``attn_mask``). ``"sinkhorn"`` has no
+        causal form and raises ``NotImplementedError``.
     scale : float, optional
         Defaults to ``1 / sqrt(D)``.
     enable_gqa : bool, default False

@@ -131,7 +131,10 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         help="time the schemes on the installed backends",
-        description="Median time of dnorm.attention per scheme on every installed backend, float32.",
+        description=(
+            "Median time of dnorm.attention per scheme on every installed backend, float32. Progress goes to "
+            "stderr: a bar on a terminal, a plain line per run otherwise."
+        ),
     )
     bench.add_argument("--size", type=_positive, default=512, help="T = K (default 512)")
     bench.add_argument("--repeat", type=_positive, default=5, help="timed runs per scheme (default 5)")

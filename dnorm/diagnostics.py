@@ -3,8 +3,10 @@
 A key is *explained away* when its received mass ``m_j = sum_i A[i, j]``
 (spec DEF-RECEIVED-MASS) is close to zero: no query looks at it. Softmax
 attention can explain keys away; doubly-normalized attention gives every key
-at least ``1 / K`` (spec THM-MASS-LOWER-BOUND, THM-MASS-LOWER-BOUND-MASKED) and
-the hybrid ``alpha / K`` (spec THM-HYBRID-MASS-BOUND).
+a mass ``m_j >= 1 / K`` while the ``K`` masses sum to ``T``, and under a mask
+``1 / k_j``, ``k_j`` the largest number of keys a query attending ``j`` may
+attend (spec THM-MASS-LOWER-BOUND, THM-MASS-LOWER-BOUND-MASKED); the hybrid
+``alpha`` times that (spec THM-HYBRID-MASS-BOUND).
 
 Masks are those of :func:`dnorm.normalize` (boolean True = may attend, or
 floating with ``-inf`` = removed). A key is *visible* when some query may

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from dnorm import normalize
+from dnorm._cli.text import Progress
 from dnorm.cli import main
 from dnorm.data import load_example_scores
 from dnorm.diagnostics import report
@@ -201,13 +203,31 @@ def test_bad_pt_files_are_one_error_line(capsys, tmp_path):
         assert len(err.strip().splitlines()) == 1
 
 
-def test_bench_prints_medians_and_a_progress_bar(capsys):
+def test_bench_prints_medians_and_a_plain_line_per_step_off_a_terminal(capsys):
     status, out, err = _run(capsys, "bench", "--size", "8", "--repeat", "1", "--heads", "1", "--dim", "4")
     assert status == 0
     assert [line.split()[0] for line in out.splitlines()[5:9]] == ["softmax", "doubly", "hybrid", "sinkhorn"]
     assert "numpy" in out.splitlines()[3]
-    assert "[" + "#" * 30 + "]" in err
-    assert err.endswith("\n")
+    assert "\r" not in err  # captured output is no terminal: no bar redrawn in place
+    steps = err.splitlines()
+    total = int(steps[0].split()[0].split("/")[1])
+    assert [line.split()[0] for line in steps] == [f"{i}/{total}" for i in range(1, total + 1)]
+    assert steps[0].split()[1:] == ["numpy", "softmax"]
+
+
+def test_progress_bar_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    progress = Progress(2, stream)
+    progress.advance("numpy softmax")
+    progress.advance("numpy doubly")
+    progress.close()
+    assert stream.getvalue().count("\r") == 2
+    assert "[" + "#" * 30 + "] 2/2 numpy doubly" in stream.getvalue()
+    assert stream.getvalue().endswith("\n")
 
 
 def test_bench_json(capsys):

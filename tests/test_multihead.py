@@ -163,7 +163,7 @@ def test_self_attention_padding_rows(padding: str) -> None:
 def test_float_padding_counts_as_padding(scheme: str) -> None:
     """Padding positions change no real position's output, and the float form (-inf at padding), which torch's
     TransformerEncoder passes on, acts as the boolean form (spec DEF-PADDING-QUERIES)."""
-    layer = _randomized(MultiheadAttention(E, H, scheme=scheme))
+    layer = _randomized(MultiheadAttention(E, H, batch_first=True, scheme=scheme))
     x = torch.randn(N, S, E, generator=_gen(2), dtype=torch.float64)
     padded, _ = _padding("bool")
     additive = torch.zeros(N, S, dtype=torch.float64).masked_fill(padded, -math.inf)
@@ -215,7 +215,7 @@ def test_load_state_dict_reads_torch_layouts() -> None:
         copy = MultiheadAttention(E, H, scheme="softmax", batch_first=False, **dims).double()
         copy.load_state_dict(layer.state_dict())
         _assert_same(copy(q, k, v), layer(q, k, v))
-    grouped = MultiheadAttention(E, H, scheme="softmax", num_kv_heads=2)
+    grouped = MultiheadAttention(E, H, batch_first=True, scheme="softmax", num_kv_heads=2)
     with pytest.raises(RuntimeError, match="in_proj_weight"):
         grouped.load_state_dict(torch.nn.MultiheadAttention(E, H).state_dict())
 
@@ -237,7 +237,7 @@ def test_inside_torch_transformer_layers() -> None:
     encoder = torch.nn.TransformerEncoderLayer(E, H, dim_feedforward=32, dropout=0.0, batch_first=True)
     encoder = encoder.double().eval()
     swapped = torch.nn.TransformerEncoderLayer(E, H, dim_feedforward=32, dropout=0.0, batch_first=True)
-    swapped.self_attn = MultiheadAttention(E, H, scheme="softmax")
+    swapped.self_attn = MultiheadAttention(E, H, batch_first=True, scheme="softmax")
     swapped = swapped.double().eval()
     swapped.load_state_dict(encoder.state_dict())  # torch's in_proj_weight, under self_attn.
     x = torch.randn(N, S, E, generator=_gen(7), dtype=torch.float64)
@@ -273,7 +273,9 @@ def test_inside_torch_transformer_layers() -> None:
 
 def _repeated(grouped: MultiheadAttention) -> MultiheadAttention:
     """The full-head layer whose key/value heads are those of `grouped`, repeated per group."""
-    full = MultiheadAttention(E, H, scheme=grouped.scheme, kdim=grouped.kdim, vdim=grouped.vdim).double()
+    full = MultiheadAttention(
+        E, H, batch_first=True, scheme=grouped.scheme, kdim=grouped.kdim, vdim=grouped.vdim
+    ).double()
     groups = H // grouped.num_kv_heads
     state = grouped.state_dict()
     for name in ("k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias"):
@@ -288,7 +290,9 @@ def _repeated(grouped: MultiheadAttention) -> MultiheadAttention:
 )
 @pytest.mark.parametrize("num_kv_heads", [1, 2])
 def test_grouped_query_attention_is_repeated_heads(num_kv_heads: int, scheme: str, causal: bool) -> None:
-    grouped = _randomized(MultiheadAttention(E, H, scheme=scheme, num_kv_heads=num_kv_heads, kdim=6, vdim=10))
+    grouped = _randomized(
+        MultiheadAttention(E, H, batch_first=True, scheme=scheme, num_kv_heads=num_kv_heads, kdim=6, vdim=10)
+    )
     assert grouped.k_proj.out_features == num_kv_heads * E // H
     full = _repeated(grouped)
     q, k, v = _inputs("kvdim", batch_first=True)
@@ -321,7 +325,7 @@ def test_weights_and_output_agree(scheme: str) -> None:
 @pytest.mark.parametrize("need_weights", [False, True])
 @pytest.mark.parametrize("scheme", ["doubly", "hybrid"])
 def test_gradients_reach_alpha_and_projections(scheme: str, need_weights: bool) -> None:
-    layer = _randomized(MultiheadAttention(E, H, scheme=scheme, num_kv_heads=2, kdim=6, vdim=10))
+    layer = _randomized(MultiheadAttention(E, H, batch_first=True, scheme=scheme, num_kv_heads=2, kdim=6, vdim=10))
     q, k, v = _inputs("kvdim", batch_first=True)
     padding, _ = _padding("bool")
     out, _ = layer(q, k, v, key_padding_mask=padding, need_weights=need_weights, is_causal=True)
@@ -338,7 +342,7 @@ def test_gradients_reach_alpha_and_projections(scheme: str, need_weights: bool) 
 @pytest.mark.parametrize("scheme", ["softmax", "doubly", "hybrid"])
 def test_is_causal_is_strictly_causal(scheme: str, need_weights: bool, where: str) -> None:
     """``is_causal=True`` in the call, or ``causal=True`` for the layer: rows up to i bit for bit, whatever follows."""
-    layer = _randomized(MultiheadAttention(E, H, scheme=scheme, causal=where == "layer"))
+    layer = _randomized(MultiheadAttention(E, H, batch_first=True, scheme=scheme, causal=where == "layer"))
     flags = {"is_causal": where == "call", "need_weights": need_weights}
     x = torch.randn(N, L, E, generator=_gen(8), dtype=torch.float64)
     out, _ = layer(x, **flags)
@@ -350,7 +354,7 @@ def test_is_causal_is_strictly_causal(scheme: str, need_weights: bool, where: st
 
 def test_causal_mask_alone_is_not_strictly_causal_for_doubly() -> None:
     """As documented: a causal attn_mask masks, but doubly's column statistic still reads later queries."""
-    layer = _randomized(MultiheadAttention(E, H, scheme="doubly"))
+    layer = _randomized(MultiheadAttention(E, H, batch_first=True, scheme="doubly"))
     x = torch.randn(N, L, E, generator=_gen(8), dtype=torch.float64)
     blocked = torch.ones(L, L, dtype=torch.bool).triu(1)
     later = x.clone()
@@ -363,9 +367,9 @@ def test_causal_mask_alone_is_not_strictly_causal_for_doubly() -> None:
 
 def test_alpha_is_learned_in_zero_one_or_frozen() -> None:
     with pytest.raises(ValueError, match="a learned alpha must start inside"):
-        MultiheadAttention(E, H, alpha_init=0.0)
+        MultiheadAttention(E, H, batch_first=True, alpha_init=0.0)
     torch.manual_seed(0)
-    layer = MultiheadAttention(E, H, alpha_init=0.3).double()
+    layer = MultiheadAttention(E, H, batch_first=True, alpha_init=0.3).double()
     out, _ = layer(torch.randn(N, L, E, generator=_gen(1), dtype=torch.float64))
     torch.testing.assert_close(layer.alpha, torch.full((H,), 0.3, dtype=torch.float64))
     out.square().sum().backward()
@@ -373,9 +377,9 @@ def test_alpha_is_learned_in_zero_one_or_frozen() -> None:
     with torch.no_grad():
         layer.alpha_logit.fill_(50.0)
     assert torch.all((layer.alpha >= 0) & (layer.alpha <= 1))
-    frozen = MultiheadAttention(E, H, alpha_init=1.0, learn_alpha=False).double()  # alpha_logit = +inf
+    frozen = MultiheadAttention(E, H, batch_first=True, alpha_init=1.0, learn_alpha=False).double()  # logit +inf
     assert not frozen.alpha_logit.requires_grad
-    doubly = _randomized(MultiheadAttention(E, H, scheme="doubly"))
+    doubly = _randomized(MultiheadAttention(E, H, batch_first=True, scheme="doubly"))
     assert doubly.alpha is None
     x = torch.randn(N, L, E, generator=_gen(2), dtype=torch.float64)
     frozen.load_state_dict({**doubly.state_dict(), "alpha_logit": frozen.alpha_logit})
@@ -383,8 +387,8 @@ def test_alpha_is_learned_in_zero_one_or_frozen() -> None:
 
 
 def test_dropout_in_training_only() -> None:
-    layer = _randomized(MultiheadAttention(E, H, scheme="doubly", dropout=0.5))
-    plain = _randomized(MultiheadAttention(E, H, scheme="doubly"))
+    layer = _randomized(MultiheadAttention(E, H, batch_first=True, scheme="doubly", dropout=0.5))
+    plain = _randomized(MultiheadAttention(E, H, batch_first=True, scheme="doubly"))
     x = torch.randn(N, L, E, generator=_gen(9), dtype=torch.float64)
     layer.eval()
     torch.testing.assert_close(layer(x, need_weights=True), plain(x, need_weights=True), **TIGHT)
@@ -435,7 +439,7 @@ def test_bad_from_torch_arguments() -> None:
 
 
 def test_bad_forward_arguments() -> None:
-    layer = MultiheadAttention(E, H, kdim=6).double()
+    layer = MultiheadAttention(E, H, batch_first=True, kdim=6).double()
     q, k, v = _inputs("cross", batch_first=True)
     k6 = k[..., :6]
     cases: list[tuple[dict[str, Any], type[Exception], str]] = [
@@ -475,4 +479,4 @@ def test_bad_forward_arguments() -> None:
     with pytest.raises(ValueError, match=r"value must be 3-D .* got 2-D"):
         layer(q, k6, v[0])
     with pytest.raises(NotImplementedError):
-        MultiheadAttention(E, H, scheme="sinkhorn")(q.float(), is_causal=True)
+        MultiheadAttention(E, H, batch_first=True, scheme="sinkhorn")(q.float(), is_causal=True)

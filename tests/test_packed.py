@@ -97,6 +97,20 @@ def test_bad_offsets_raise(cu, match):
         dnorm.varlen_attention(q, q, q, [0, 7], cu_seqlens_k=[0, 3, 7])
 
 
+def test_flash_attention_layout_is_an_option_and_the_error_names_it():
+    """FlashAttention's (total, heads, head_dim) is ``layout="thd"``; without it the error says where dnorm packs."""
+    q, k, v, cu, _ = _packed([3, 5], [3, 5], heads=(4,), kv_heads=(2,))
+    thd = [np.swapaxes(x, 0, 1) for x in (q, k, v)]  # (8, heads, D)
+    got = dnorm.varlen_attention(*thd, cu, causal=True, layout="thd")
+    np.testing.assert_allclose(np.swapaxes(got, 0, 1), dnorm.varlen_attention(q, k, v, cu, causal=True), rtol=1e-13)
+    with pytest.raises(ValueError, match=r"packed length is axis -2, \(\.\.\., total, D\).*pass layout='thd'"):
+        dnorm.varlen_attention(*thd, cu)
+    with pytest.raises(ValueError, match=r"with layout='thd', query must have shape \(\.\.\., total, heads, D\)"):
+        dnorm.varlen_attention(q[0], k[0], v[0], cu, layout="thd")
+    with pytest.raises(ValueError, match=r"layout must be one of \('htd', 'thd'\), got 'bshd'"):
+        dnorm.varlen_attention(q, k, v, cu, layout="bshd")
+
+
 def _nested(torch, parts):
     """A (B, H, j, D) jagged nested tensor, as torch's SDPA takes them."""
     return torch.nested.as_nested_tensor([p.transpose(0, 1) for p in parts], layout=torch.jagged).transpose(1, 2)

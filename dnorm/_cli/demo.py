@@ -43,7 +43,10 @@ def layers(*, threshold: float, alpha: float) -> dict[str, Any]:
         "definitions": {
             "share": "mean over sentences and heads of the share of a head's real tokens explained away",
             "least_mass": "smallest received mass of any real token over sentences and heads",
-            "bound": "smallest mass the scheme guarantees over sentences and heads (1/K of the longest sentence)",
+            "bound": (
+                "smallest mass the scheme guarantees over sentences and heads "
+                "(doubly: 1/K, K the tokens of the longest sentence)"
+            ),
         },
         "layers": rows,
     }
@@ -92,7 +95,7 @@ def render(summary: dict[str, Any], /) -> str:
         f"Key j is explained away when its received mass m_j = sum_i A[i, j] < {lay['threshold']:g} x mean (T/K).",
         "away  = share of a head's keys explained away, mean over sentences and heads",
         "least = smallest m_j of any key, over sentences and heads",
-        "bound = the least mass the scheme guarantees (doubly: 1/K of the longest sentence)",
+        "bound = the least mass the scheme guarantees (doubly: 1/K, K the tokens of the longest sentence)",
         f"hybrid = {lay['alpha']:g} x doubly + {1 - lay['alpha']:g} x softmax",
         "",
     ]

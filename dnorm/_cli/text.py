@@ -48,19 +48,28 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], /, *, groups: Se
 
 
 class Progress:
-    """A one-line progress bar, redrawn in place on ``stream`` (stderr)."""
+    """Progress on ``stream`` (stderr): a one-line bar redrawn in place on a terminal, else a plain line per step.
+
+    A log captured from a pipe or a file then reads one step per line, without carriage returns.
+    """
 
     def __init__(self, total: int, stream: TextIO, /, *, width: int = 30) -> None:
         self.total, self.done, self.stream, self.width = total, 0, stream, width
+        isatty = getattr(stream, "isatty", None)
+        self.terminal = bool(isatty()) if callable(isatty) else False
 
     def advance(self, label: str, /) -> None:
-        """Count one step done and redraw the bar with ``label``."""
+        """Count one step done: redraw the bar with ``label``, or write the step's line."""
         self.done += 1
-        filled = self.width * self.done // max(self.total, 1)
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {label:<32}")
+        if self.terminal:
+            filled = self.width * self.done // max(self.total, 1)
+            bar = "#" * filled + "." * (self.width - filled)
+            self.stream.write(f"\r[{bar}] {self.done}/{self.total} {label:<32}")
+        else:
+            self.stream.write(f"{self.done}/{self.total} {label}\n")
         self.stream.flush()
 
     def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
+        if self.terminal:  # end the bar's line
+            self.stream.write("\n")
+            self.stream.flush()

@@ -25,7 +25,7 @@ from .._kernels import budget
 from .._kernels import logsumexp as lse
 from .._kernels._device import device_of
 from .._kernels.scores import block_bounds
-from . import adapt, arrays, heads
+from . import adapt, arrays, empty, heads
 from .contract import Call, Decoding, Implementation
 from .implementations import IMPLEMENTATIONS
 from .plan import symbolic_lengths
@@ -55,6 +55,8 @@ def attention(
         "attention", request, q, k, work, training=adapt.training(xp, q, k, v, m, a), seeded=seed is not None, xp=xp
     )
     impl = choose(call, q, k, v, m)
+    if empty.empty(q, k):  # no queries or no keys: no rows or zero rows (spec DEF-EMPTY-ROWS-AND-KEYS)
+        return budget.cast(heads.merge(empty.output(q, k, v, xp=xp), request.groups, xp=xp), out_dtype, xp=xp)
     if impl.upcasts:  # half precision computes in float32 (the Triton kernels read it as it is)
         q, k, v = (budget.cast(x, work, xp=xp) for x in (q, k, v))
     options = impl.options(call, q, k, m, xp=xp)
@@ -152,6 +154,11 @@ def decode(
     (q, m, a, *carried), (k, v) = heads.split(per_query_head, (key, value), request.groups, xp=xp)
     call = _call("decode", request, q, k, work, training=False, seeded=False, xp=xp)
     impl = cast(Decoding, choose(call, q, k, v, m))
+    if empty.empty(q, k):  # no new queries: no rows, and the state of the same keys
+        out = budget.cast(heads.merge(empty.output(q, k, v, xp=xp), request.groups, xp=xp), out_dtype, xp=xp)
+        if state is None and request.scheme != "softmax":  # no earlier keys either (checked): a state of 0 keys
+            state = tuple(xp.zeros((*request.lead, 0), dtype=work, device=device_of(query)) for _ in range(2))
+        return out, state
     if impl.upcasts:
         q, k, v = (budget.cast(x, work, xp=xp) for x in (q, k, v))
     carry = lse.LogSumExp(*carried) if carried else None
@@ -171,6 +178,8 @@ def weights(
     """:func:`dnorm.normalize`: the weights of given scores, which only the array-API kernels form."""
     work, out_dtype = budget.compute_dtype(scores.dtype, xp=xp)
     s = budget.cast(scores, work, xp=xp)
+    if s.shape[-2] == 0 or s.shape[-1] == 0:  # no queries or no keys: weights without entries
+        return budget.cast(empty.weights(s), out_dtype, xp=xp)
     options = kernels.Options(
         request.scheme,
         request.causal,

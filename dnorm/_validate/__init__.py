@@ -20,10 +20,12 @@ from ._arrays import (
 from ._options import (
     ALIGNMENTS,
     KERNELS,
+    LAYOUTS,
     SCHEMES,
     causal_offset,
     flag,
     kernel,
+    layout,
     positive_int,
     probability,
     scale,
@@ -36,6 +38,7 @@ from ._request import Request, attention_request
 __all__ = [
     "ALIGNMENTS",
     "KERNELS",
+    "LAYOUTS",
     "SCHEMES",
     "Request",
     "accelerated",
@@ -48,6 +51,7 @@ __all__ = [
     "flag",
     "floating",
     "kernel",
+    "layout",
     "library",
     "mask",
     "namespace",

@@ -100,6 +100,9 @@ def probability(value: object, name: str, /) -> float:
 def scale(value: object, head_dim: int, /) -> float:
     """The score scale; ``None`` means ``1 / sqrt(head_dim)``."""
     if value is None:
+        if head_dim == 0:
+            msg = "scale defaults to 1 / sqrt(D), which has no value for D = 0: pass scale explicitly"
+            raise ValueError(msg)
         return 1.0 / math.sqrt(head_dim)
     if isinstance(value, bool) or not isinstance(value, Real):
         msg = f"scale must be a real number or None, got {type(value).__name__}"
@@ -123,7 +126,7 @@ def scheme_and_offset(
         )
         raise NotImplementedError(msg)
     offset = causal_offset(causal, *shape)
-    if offset is not None and offset > 0 and name in ("doubly", "hybrid"):
+    if offset is not None and offset > 0 and shape[0] > 0 and name in ("doubly", "hybrid"):
         msg = (
             f"causal='bottom-right' with {shape[0]} queries for {shape[1]} keys needs the running column statistic "
             f"of the {offset} earlier queries, which scheme={name!r} cannot recover from the keys: use dnorm.decode "
@@ -131,6 +134,15 @@ def scheme_and_offset(
         )
         raise ValueError(msg)
     return name, offset
+
+
+#: Where :func:`dnorm.varlen_attention` finds the packed axis: -2 (``(..., total, D)``) or -3 (FlashAttention's).
+LAYOUTS = ("htd", "thd")
+
+
+def layout(value: object, /) -> str:
+    """A packed ``layout=``, one of :data:`LAYOUTS`."""
+    return _choice(value, "layout", LAYOUTS)
 
 
 #: The implementations a call can ask for with ``kernel=`` (:mod:`dnorm._routing` holds them); ``"auto"`` chooses.

@@ -32,9 +32,6 @@ class MultiheadAttention(FromTorch):
 
     Where it differs from torch:
 
-    * ``batch_first`` defaults to True (torch: False), as this layer always
-      was batch first; pass ``batch_first=False`` for torch's
-      ``(L, N, E)`` layout (:meth:`from_torch` copies the torch layer's).
     * ``need_weights`` defaults to False (torch: True): the weights are then
       never materialized, and long sequences are processed in blocks.
     * In self-attention (`key` omitted or the same tensor as `query`) a
@@ -68,9 +65,10 @@ class MultiheadAttention(FromTorch):
         ``NotImplementedError``.
     kdim, vdim : int, optional
         Widths of the key and value inputs; default `embed_dim`.
-    batch_first : bool, default True
-        Inputs and output are ``(batch, seq, feature)``; False:
-        ``(seq, batch, feature)``.
+    batch_first : bool, default False
+        As torch: inputs and output are ``(seq, batch, feature)``; True:
+        ``(batch, seq, feature)``. (Earlier versions of this layer defaulted
+        to True: code written for them passes ``batch_first=True``.)
     device, dtype : optional
         Of the parameters, as in torch.
     scheme : {"hybrid", "doubly", "softmax", "sinkhorn"}, default "hybrid"
@@ -131,7 +129,7 @@ class MultiheadAttention(FromTorch):
     >>> import torch
     >>> from dnorm.integrations.torch import MultiheadAttention
     >>> _ = torch.manual_seed(0)
-    >>> layer = MultiheadAttention(16, 4)
+    >>> layer = MultiheadAttention(16, 4, batch_first=True)
     >>> x = torch.randn(2, 5, 16)
     >>> out, weights = layer(x)  # self-attention, like layer(x, x, x)
     >>> out.shape, weights
@@ -144,7 +142,8 @@ class MultiheadAttention(FromTorch):
     least ``1/S`` from the queries:
 
     >>> memory = torch.randn(2, 9, 16)
-    >>> out, weights = MultiheadAttention(16, 4, scheme="doubly")(x, memory, memory, need_weights=True)
+    >>> layer = MultiheadAttention(16, 4, batch_first=True, scheme="doubly")
+    >>> out, weights = layer(x, memory, memory, need_weights=True)
     >>> out.shape, weights.shape
     (torch.Size([2, 5, 16]), torch.Size([2, 5, 9]))
     >>> bool((weights.sum(dim=-2) >= 1 / 9).all())
@@ -176,7 +175,7 @@ class MultiheadAttention(FromTorch):
         add_zero_attn: bool = False,
         kdim: int | None = None,
         vdim: int | None = None,
-        batch_first: bool = True,
+        batch_first: bool = False,
         device: Any = None,
         dtype: torch.dtype | None = None,
         *,
