@@ -94,7 +94,7 @@ def every_variant() -> list[Variant]:
 def heaviest_variants() -> list[Variant]:
     """Each form with all its options at once (the most registers its kernels take), packed and decoding alike,
     and the lightest forms (the largest blocks): where a launch spills or overflows, if any does."""
-    loaded = {"mask": "float", "softcap": True, "dropout": True, "grouped": True}
+    loaded: dict[str, Any] = {"mask": "float", "softcap": True, "dropout": True, "grouped": True}
     found = [replace(form, **loaded) for form in _forms()]
     found += [replace(form, entry="varlen", softcap=True, dropout=True, grouped=True) for form in _forms()]
     found += [Variant(scheme, entry="decode", mask="bool", softcap=True) for scheme in ("softmax", "doubly", "hybrid")]
