@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import backward as bwd
-from . import blocked, products
+from . import blocked, products, schemes
 from . import logsumexp as lse
 from .dropout import Dropout
 from .scores import Scores, cap, from_matrix, from_projections
@@ -57,6 +57,13 @@ class Options:
     doubling: bool = False
     native_scan: bool = False
 
+    def plan(self, *, causal: bool | None = None) -> schemes.Plan:
+        """What the call computes (:func:`.schemes.plan`); ``causal`` overrides the options' (decoding)."""
+        causal = self.causal if causal is None else causal
+        return schemes.plan(
+            self.scheme, causal=causal, n_iter=self.n_iter, doubling=self.doubling, native=self.native_scan
+        )
+
 
 def forward(
     query: Array,
@@ -78,17 +85,7 @@ def forward(
     else:
         scores = _projections(q, key, mask, options)
     return blocked.attend(
-        scores,
-        value,
-        options.rows,
-        scheme=options.scheme,
-        causal=options.causal,
-        alpha=alpha,
-        n_iter=options.n_iter,
-        drop=_dropout(options, seed),
-        doubling=options.doubling,
-        native=options.native_scan,
-        xp=xp,
+        scores, value, options.rows, how=options.plan(), alpha=alpha, drop=_dropout(options, seed), xp=xp
     )
 
 
@@ -121,14 +118,10 @@ def backward(
         grad,
         residuals,
         options.backward_rows,
-        scheme=options.scheme,
-        causal=options.causal,
+        how=options.plan(),
         alpha=alpha,
-        n_iter=options.n_iter,
         mask_grad=mask_grad,
         drop=_dropout(options, seed),
-        doubling=options.doubling,
-        native=options.native_scan,
         xp=xp,
     )
     d_alpha = None if grads.alpha is None else sum_to(grads.alpha, tuple(alpha.shape), xp=xp)
@@ -177,36 +170,17 @@ def decode(
     for softmax, which keeps none.
     """
     q = query * options.scale
+    scores = _projections(q, key, mask, options)
     out, residuals = blocked.attend(
-        _projections(q, key, mask, options),
-        value,
-        options.rows,
-        scheme=options.scheme,
-        causal=True,
-        alpha=alpha,
-        n_iter=1,
-        xp=xp,
-        carry=carry,
-        doubling=options.doubling,
-        native=options.native_scan,
+        scores, value, options.rows, how=options.plan(causal=True), alpha=alpha, carry=carry, xp=xp
     )
     return out, residuals.carries[-1] if residuals.carries else None
 
 
 def weights(scores: Array, mask: Array | None, alpha: Array, /, *, options: Options, log: bool, xp: Any) -> Array:
     """The ``(..., T, K)`` weights (``log``: log-weights) of given scores, normalized in the blocks ``options.rows``."""
-    return blocked.weights(
-        from_matrix(scores, mask=mask, causal=options.causal, offset=options.offset),
-        options.rows,
-        scheme=options.scheme,
-        causal=options.causal,
-        alpha=alpha,
-        n_iter=options.n_iter,
-        log=log,
-        xp=xp,
-        doubling=options.doubling,
-        native=options.native_scan,
-    )
+    matrix = from_matrix(scores, mask=mask, causal=options.causal, offset=options.offset)
+    return blocked.weights(matrix, options.rows, how=options.plan(), alpha=alpha, log=log, xp=xp)
 
 
 def _projections(q: Array, key: Array, mask: Array | None, options: Options, /) -> Scores:

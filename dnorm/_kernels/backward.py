@@ -29,9 +29,11 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from . import blocked, products, rows
+from . import logsumexp as lse
 from .backward_causal import reverse_scan
 from .backward_sinkhorn import gamma_pass, potentials, round_terms
 from .dropout import Dropout, factor
+from .schemes import Plan
 from .scores import Scores, mask_rows
 from .shapes import pad, sum_to
 
@@ -54,6 +56,69 @@ class Gradients(NamedTuple):
     alpha: Array | None
 
 
+class Component(NamedTuple):
+    """One component of a tile's rows in the backward pass (the biased one, then the plain one).
+
+    ``grad`` is ``dO`` of the rows scaled by the component's ``share`` of the hybrid (None: 1), ``delta`` its
+    ``dO . O``; ``stat`` the rows' statistic of the component's scores over every key where the tile holds some of
+    them (a sharded sequence), else None (its weights are the tile's row softmax).
+    """
+
+    grad: Array
+    delta: Array
+    share: Array | None
+    stat: lse.LogSumExp | None
+
+
+class Step(NamedTuple):
+    """What one tile gives the backward pass: its ``ds`` (before the softcap's slope), its share of ``dV`` (None
+    where no component adds one here: a statistic of the key alone took the biased one's in its own pass), and
+    under the running statistic the reverse scan's carry for the tile above."""
+
+    ds: Array
+    value: Array | None
+    after: Array | None
+
+
+def step(
+    block: Array,
+    biased: Array | None,
+    dp: Array,
+    components: tuple[Component, ...],
+    /,
+    *,
+    how: Plan,
+    terms: Array | None,
+    after: Array | None,
+    keep: Array | None,
+    shared: bool,
+    xp: Any,
+) -> Step:
+    """The gradient of the scores of one tile, ``dS`` (spec THM-GRADIENT-AS-ATTENTION): the one step the blocked
+    and the sharded backward passes share.
+
+    ``block`` is the tile's ``S``, ``biased`` its ``Y = S - c`` (None for softmax), ``dp`` its ``dO V^T`` (times
+    dropout's factor ``keep``); ``terms`` what a statistic of the key alone adds (:func:`.backward_sinkhorn.
+    round_terms`), ``after`` the reverse scan's carry from the tile below (running statistic).
+    """
+    ds = None
+    value = None
+    for component, y in zip(components, (biased, block) if how.biased else (block,), strict=False):
+        a = rows.softmax(y, xp=xp) if component.stat is None else xp.exp(lse.subtract(y, component.stat, xp=xp))
+        dz = a * ((dp if component.share is None else component.share * dp) - component.delta)
+        if y is biased and how.running:
+            b = xp.exp(biased)
+            h, after = reverse_scan(dz, b, after, doubling=how.doubling, xp=xp)
+            dz = dz - b * h
+        elif y is biased:
+            dz = dz + terms
+        if y is block or how.running:  # the biased component's dV came with gamma otherwise
+            share = products.t_matmul(a if keep is None else a * keep, component.grad, fold=shared, xp=xp)
+            value = share if value is None else value + share
+        ds = dz if ds is None else ds + dz
+    return Step(ds, value, after)
+
+
 def attend_backward(
     scores: Scores,
     value: Array,
@@ -63,21 +128,16 @@ def attend_backward(
     bounds: Bounds,
     /,
     *,
-    scheme: str,
-    causal: bool,
+    how: Plan,
     alpha: Array,
-    n_iter: int,
     mask_grad: bool,
     xp: Any,
     drop: Dropout | None = None,
-    doubling: bool = False,
-    native: bool = False,
 ) -> Gradients:
     """The gradients of ``out = attend(scores, value, ...)`` given ``grad = dL/dout``.
 
-    ``drop``, ``doubling`` and ``native`` as in the forward pass, whose biased scores each block recomputes.
+    ``how`` and ``drop`` as in the forward pass, whose biased scores each block recomputes.
     """
-    how = blocked.plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling, native=native)
     outputs = residuals.outputs or (out,)
     weights = rows.shares(alpha) if how.mixed else (None,)
     grads = [grad if w is None else w * grad for w in weights]
@@ -105,28 +165,19 @@ def attend_backward(
         keep = factor(drop, start, stop, width, tuple(block.shape[:-2]), xp=xp, like=block)
         if keep is not None:
             dp = dp * keep
-        ds = None
-        component = 0
-        if how.biased:
-            carry = residuals.carries[index] if how.running else None
-            biased, _ = blocked.bias_block(block, how, residuals.rounds, carry, xp=xp)
-            a = rows.softmax(biased, xp=xp)
-            dz = a * (_scaled(dp, weights[0]) - deltas[0][..., start:stop, :])
-            if how.running:
-                b = xp.exp(biased)
-                h, after = reverse_scan(dz, b, after, doubling=how.doubling, xp=xp)
-                ds = dz - b * h
-                d_value.add(products.t_matmul(_kept(a, keep), grads[0][..., start:stop, :], fold=shared, xp=xp), xp=xp)
-            else:
-                ds = dz + round_terms(block, biased, residuals.rounds, d_columns, d_rows[index], xp=xp)
-            component = 1
-        if how.plain:
-            a = rows.softmax(block, xp=xp)
-            dz = a * (_scaled(dp, weights[component]) - deltas[component][..., start:stop, :])
-            ds = dz if ds is None else ds + dz
-            d_value.add(
-                products.t_matmul(_kept(a, keep), grads[component][..., start:stop, :], fold=shared, xp=xp), xp=xp
-            )
+        carry = residuals.carries[index] if how.running else None
+        biased, _ = blocked.bias_block(block, how, residuals.rounds, carry, xp=xp)
+        terms = None
+        if how.rounds:
+            terms = round_terms(block, biased, residuals.rounds, d_columns, d_rows[index], xp=xp)
+        components = tuple(
+            Component(g[..., start:stop, :], d[..., start:stop, :], w, None)
+            for g, d, w in zip(grads, deltas, weights, strict=True)
+        )
+        tile = step(block, biased, dp, components, how=how, terms=terms, after=after, keep=keep, shared=shared, xp=xp)
+        ds, after = tile.ds, tile.after
+        if tile.value is not None:
+            d_value.add(tile.value, xp=xp)
         if mask_grad and scores.mask is not None:  # the mask is added to the capped scores
             d_mask.append(_mask_share(ds, scores.mask, start, stop, scores.n_keys, xp=xp))
         if slope is not None:
@@ -174,14 +225,6 @@ class PerKey:
         parts = [self.open, *reversed(self.done)]
         whole = parts[0] if len(parts) == 1 else xp.concat(parts, axis=-2)
         return pad(whole, n_keys, 0.0, axis=-2, xp=xp)  # causal blocks see only the first keys
-
-
-def _kept(a: Array, keep: Array | None, /) -> Array:
-    return a if keep is None else a * keep
-
-
-def _scaled(x: Array, weight: Array | None, /) -> Array:
-    return x if weight is None else weight * x
 
 
 def _mask_share(ds: Array, mask: Array, start: int, stop: int, n_keys: int, /, *, xp: Any) -> Array:

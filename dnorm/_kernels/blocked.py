@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from . import bias, rows
 from . import logsumexp as lse
 from .dropout import Dropout, factor
+from .schemes import Plan
 from .scores import Scores
 from .shapes import pad
 
@@ -25,40 +26,6 @@ Bounds = Sequence[tuple[int, int]]
 #: With at least this many query rows, the values get a column of ones: one product gives each row's numerator and
 #: denominator. Fewer rows (a decoding step) sum their weights instead of copying a long cache of values.
 ONE_PRODUCT_ROWS = 16
-
-
-class Plan(NamedTuple):
-    """How a scheme is computed: its column statistic and its components.
-
-    ``rounds`` column statistics of the key alone (0 for softmax, 1 for
-    doubly, ``n_iter`` for sinkhorn), or the causal ``running`` statistic;
-    ``plain`` when an unbiased softmax component is computed (softmax itself,
-    and hybrid, whose biased component is weighted by ``alpha`` and the plain
-    one by ``1 - alpha``); ``doubling``: the running statistic's scans take
-    the chunk totals by doubling (symbolic lengths, :func:`.scan.scan`);
-    ``native``: the running statistic comes from the namespace's fused scan
-    (:mod:`._delegation`).
-    """
-
-    rounds: int
-    running: bool
-    plain: bool
-    mixed: bool
-    doubling: bool = False
-    native: bool = False
-
-    @property
-    def biased(self) -> bool:
-        return self.running or self.rounds > 0
-
-
-def plan(scheme: str, /, *, causal: bool, n_iter: int, doubling: bool = False, native: bool = False) -> Plan:
-    """The :class:`Plan` of ``scheme``; ``causal`` selects the running statistic for doubly and hybrid."""
-    if scheme == "softmax":
-        return Plan(0, False, True, False)
-    if scheme == "sinkhorn":
-        return Plan(n_iter, False, False, False)
-    return Plan(0 if causal else 1, causal, scheme == "hybrid", scheme == "hybrid", doubling, native)
 
 
 class Residuals(NamedTuple):
@@ -77,29 +44,15 @@ class Residuals(NamedTuple):
     outputs: tuple[Array, ...]
 
 
-def weights(
-    scores: Scores,
-    bounds: Bounds,
-    /,
-    *,
-    scheme: str,
-    causal: bool,
-    alpha: Array,
-    n_iter: int,
-    log: bool,
-    xp: Any,
-    doubling: bool = False,
-    native: bool = False,
-) -> Array:
-    """The ``(..., T, K)`` weights, or log-weights with ``log=True``; ``doubling``, ``native`` as in :class:`Plan`."""
-    how = plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling, native=native)
-    rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
+def weights(scores: Scores, bounds: Bounds, /, *, how: Plan, alpha: Array, log: bool, xp: Any) -> Array:
+    """The ``(..., T, K)`` weights of the scheme ``how``, or log-weights with ``log=True``."""
+    rounds = statistics(scores, bounds, how, xp=xp)
     blocks = []
     carry = None
     for start, stop in bounds:
         block = scores.rows(start, stop, xp=xp)
         biased, carry = bias_block(block, how, rounds, carry, xp=xp)
-        w = rows.weights(block, biased, scheme=scheme, alpha=alpha, log=log, xp=xp)
+        w = rows.weights(block, biased, mixed=how.mixed, alpha=alpha, log=log, xp=xp)
         blocks.append(pad(w, scores.n_keys, -xp.inf if log else 0.0, axis=-1, xp=xp))  # causal blocks stop early
     return concat_rows(blocks, xp=xp)
 
@@ -110,24 +63,19 @@ def attend(
     bounds: Bounds,
     /,
     *,
-    scheme: str,
-    causal: bool,
+    how: Plan,
     alpha: Array,
-    n_iter: int,
     xp: Any,
     carry: lse.LogSumExp | None = None,
     drop: Dropout | None = None,
-    doubling: bool = False,
-    native: bool = False,
 ) -> tuple[Array, Residuals]:
-    """The attention output ``weights @ value``, one block of query rows at a time, and the residuals.
+    """The attention output ``weights @ value`` of the scheme ``how``, one block of query rows at a time, and the
+    residuals.
 
     ``carry`` is the running statistic of earlier queries (causal decoding), for the keys they saw;
-    ``drop`` drops weights after the normalization (spec DEF-DROPOUT), which leaves every statistic as it is;
-    ``doubling`` and ``native`` as in :class:`Plan`.
+    ``drop`` drops weights after the normalization (spec DEF-DROPOUT), which leaves every statistic as it is.
     """
-    how = plan(scheme, causal=causal, n_iter=n_iter, doubling=doubling, native=native)
-    rounds = statistics(scores, bounds, how, n_iter=n_iter, xp=xp)
+    rounds = statistics(scores, bounds, how, xp=xp)
     ones = scores.n_rows >= ONE_PRODUCT_ROWS
     values = rows.with_ones(value, None, xp=xp) if ones else value
     per_key = None
@@ -151,12 +99,12 @@ def attend(
     return out, Residuals(rounds, tuple(carries) if how.running else (), outputs if how.mixed else ())
 
 
-def statistics(scores: Scores, bounds: Bounds, how: Plan, /, *, n_iter: int, xp: Any) -> tuple[bias.ColumnStat, ...]:
+def statistics(scores: Scores, bounds: Bounds, how: Plan, /, *, xp: Any) -> tuple[bias.ColumnStat, ...]:
     """The column statistics of the key alone, one per round (pass 1 of doubly, ``n_iter`` passes of sinkhorn)."""
     if how.rounds == 1:
         return (bias.columns(scores, bounds, xp=xp),)
     if how.rounds > 1:
-        return bias.sinkhorn(scores, bounds, n_iter=n_iter, xp=xp)
+        return bias.sinkhorn(scores, bounds, n_iter=how.rounds, xp=xp)
     return ()
 
 

@@ -16,18 +16,19 @@ from . import products
 Array = Any
 
 
-def weights(block: Array, biased: Array | None, /, *, scheme: str, alpha: Array, log: bool, xp: Any) -> Array:
-    """Weights (``log=False``) or log-weights of one block; ``biased`` is ``Y`` (None for softmax)."""
+def weights(block: Array, biased: Array | None, /, *, mixed: bool, alpha: Array, log: bool, xp: Any) -> Array:
+    """Weights (``log=False``) or log-weights of one block; ``biased`` is ``Y`` (None for softmax); ``mixed``: the
+    hybrid's two components, weighted by ``alpha``."""
     if not log:
         if biased is None:
             return softmax(block, xp=xp)
         doubly = softmax(biased, xp=xp)
-        return doubly if scheme != "hybrid" else mix(doubly, softmax(block, xp=xp), alpha)
+        return mix(doubly, softmax(block, xp=xp), alpha) if mixed else doubly
     plain = lse.log_softmax(block, axis=-1, xp=xp)
     if biased is None:
         return plain
     doubly = lse.log_softmax(biased, axis=-1, xp=xp)
-    return doubly if scheme != "hybrid" else _log_mix(doubly, plain, alpha, xp=xp)
+    return _log_mix(doubly, plain, alpha, xp=xp) if mixed else doubly
 
 
 def mix(biased: Array, plain: Array, alpha: Array, /) -> Array:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import bias, blocked, rows
+from . import bias, blocked, rows, schemes
 from . import logsumexp as lse
 from ._device import device_of
 from .ring import Ring, Stop, sweep
@@ -77,7 +77,7 @@ def forward(
     ``key_mask`` is a boolean ``(..., 1, K_local)`` mask of the participant's keys (True: may be attended).
     """
     q = query * options.scale
-    how = blocked.plan(options.scheme, causal=options.causal, n_iter=options.n_iter)
+    how = schemes.plan(options.scheme, causal=options.causal, n_iter=options.n_iter)
     rounds, potentials = statistics(q, key, key_mask, how, options=options, xp=xp)
     n_parts = 1 + how.plain if how.biased else 1
     merged: list[list[Any]] = [[None] * len(options.rows) for _ in range(n_parts)]
@@ -95,12 +95,8 @@ def forward(
         for index, (start, stop_row) in enumerate(options.rows):
             block = scores.rows(start, stop_row, xp=xp)
             before.append(carry)
-            if how.running:
-                biased, carry = bias.running(block, carry, xp=xp)
-            elif how.rounds:
-                biased = bias.subtract(per_key_stat(rounds[-1], per_key), block, xp=xp)
-            else:
-                biased = None
+            stats = (per_key_stat(rounds[-1], per_key),) if how.rounds else ()
+            biased, carry = blocked.bias_block(block, how, stats, carry, xp=xp)
             parts = [biased] if biased is not None else []
             parts += [block] if how.plain else []
             width = block.shape[-1]
@@ -120,7 +116,7 @@ def forward(
 
 
 def statistics(
-    q: Array, key: Array, key_mask: Array | None, how: blocked.Plan, /, *, options: Options, xp: Any
+    q: Array, key: Array, key_mask: Array | None, how: schemes.Plan, /, *, options: Options, xp: Any
 ) -> tuple[tuple[bias.ColumnStat, ...], tuple[tuple[lse.LogSumExp, ...], ...]]:
     """The column statistic of every round for this participant's keys, and Sinkhorn's row potentials.
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bias, blocked, products, rows
+from . import bias, blocked, products, rows, schemes
 from . import logsumexp as lse
 from ._device import device_of
-from .backward import PerKey
-from .backward_causal import reverse_scan
+from .backward import Component, PerKey, step
 from .backward_sinkhorn import round_terms
 from .ring import Stop, sweep
 from .shapes import sum_to
@@ -53,7 +52,7 @@ def backward(
     participant holds, its gradient is the sum of the shares.
     """
     q = query * options.scale
-    how = blocked.plan(options.scheme, causal=options.causal, n_iter=options.n_iter)
+    how = schemes.plan(options.scheme, causal=options.causal, n_iter=options.n_iter)
     outputs = residuals.outputs or (out,)
     weights = rows.shares(alpha) if how.mixed else (None,)
     grads = [grad if w is None else w * grad for w in weights]
@@ -194,7 +193,7 @@ class _Work:
         return total
 
     def scores_pass(
-        self, how: blocked.Plan, d_columns: list[Array], d_rows: list[list[Array]]
+        self, how: schemes.Plan, d_columns: list[Array], d_rows: list[list[Array]]
     ) -> tuple[Array, Array, Array | None]:
         """``dS`` block by block, and from it ``dQ``, ``dK`` and the ``dV`` not found yet (one sweep; backwards
         under the running statistic, whose reverse recurrence comes from the later participants)."""
@@ -225,37 +224,23 @@ class _Work:
                 block, slope = scores.rows_with_slope(start, stop_row, xp=xp)
                 width = block.shape[-1]
                 dp = xp.matmul(self.grad[..., start:stop_row, :], xp.matrix_transpose(v[..., :width, :]))
-                ds = None
-                component = 0
-                if how.biased:
-                    if how.running:
-                        biased, _ = bias.running(block, carries[index], xp=xp)
-                    else:
-                        biased = bias.subtract(stats[-1], block, xp=xp)
-                    a = xp.exp(lse.subtract(biased, row_stats[0][index], xp=xp))
-                    dz = a * (self._dp(dp, 0) - self.deltas[0][..., start:stop_row, :])
-                    if how.running:
-                        b = xp.exp(biased)
-                        h, after = reverse_scan(dz, b, after, doubling=False, xp=xp)
-                        ds = dz - b * h
-                        value_share.add(self._t(a, self.grads[0][..., start:stop_row, :]), xp=xp)
-                    else:
-                        terms = round_terms(
-                            block,
-                            biased,
-                            tuple(stats),
-                            list(d_cols),
-                            d_rows[index],
-                            row_stats=[potential[index] for potential in potentials],
-                            xp=xp,
-                        )
-                        ds = dz + terms
-                    component = 1
-                if how.plain:
-                    a = xp.exp(lse.subtract(block, row_stats[component][index], xp=xp))
-                    dz = a * (self._dp(dp, component) - self.deltas[component][..., start:stop_row, :])
-                    ds = dz if ds is None else ds + dz
-                    value_share.add(self._t(a, self.grads[component][..., start:stop_row, :]), xp=xp)
+                carry = carries[index] if how.running else None
+                biased, _ = blocked.bias_block(block, how, tuple(stats[-1:]), carry, xp=xp)
+                terms = None
+                if how.rounds:
+                    potential = [row_stat[index] for row_stat in potentials]
+                    terms = round_terms(block, biased, tuple(stats), d_cols, d_rows[index], row_stats=potential, xp=xp)
+                components = tuple(
+                    Component(g[..., start:stop_row, :], d[..., start:stop_row, :], w, stat[index])
+                    for g, d, w, stat in zip(self.grads, self.deltas, self.weights, row_stats, strict=True)
+                )
+                tile_step = step(
+                    block, biased, dp, components, how=how, terms=terms, after=after, keep=None, shared=self.shared,
+                    xp=xp,
+                )  # fmt: skip
+                ds, after = tile_step.ds, tile_step.after
+                if tile_step.value is not None:
+                    value_share.add(tile_step.value, xp=xp)
                 if slope is not None:
                     ds = ds * slope
                 share = products.matmul(ds, k[..., :width, :], xp=xp)

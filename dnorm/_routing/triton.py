@@ -13,6 +13,7 @@ import importlib.util
 from dataclasses import replace
 from typing import Any
 
+from .._kernels import schemes
 from .._triton.mode import compile_only, interpreted  # without importing triton: routing must not need it
 
 Array = Any
@@ -97,10 +98,8 @@ class Triton:
     ) -> tuple[Array, Any]:
         from .._triton import launch
 
-        lead = options.lead
-        out, residuals = launch.forward(
-            q, k, v, mask, alpha, seed, lead, options=options, layout=_layout(q, k, v, mask, alpha, seed, options)
-        )
+        layout = _layout(q, k, v, mask, alpha, seed, options)
+        out, residuals = launch.forward(q, k, v, mask, alpha, seed, options=options, layout=layout)
         return _unflatten(out, q, options), residuals
 
     def backward(
@@ -129,7 +128,7 @@ class Triton:
         flat = grad.to(v.dtype).reshape(-1, grad.shape[-1]).contiguous()
         layout = _layout(q, k, v, mask, alpha, seed, options)
         d_q, d_k, d_v, d_mask, d_alpha = gradients.backward(
-            q, k, v, mask, alpha, seed, out.reshape(flat.shape), residuals, flat, lead, options=options,
+            q, k, v, mask, alpha, seed, out.reshape(flat.shape), residuals, flat, options=options,
             mask_grad=mask_grad, layout=layout,
         )  # fmt: skip
         d, dv = q.shape[-1], v.shape[-1]
@@ -174,9 +173,9 @@ class Triton:
 def _heavy(call: Any, mask: Array | None, /) -> bool:
     """Whether the kernels' tiles hold more than one softmax's worth (configs.blocks_for takes smaller ones)."""
     request = call.request
-    two = request.scheme in ("hybrid", "sinkhorn") or (request.scheme == "doubly" and request.causal)
+    how = schemes.plan(request.scheme, causal=request.causal, n_iter=request.n_iter)
     extras = request.softcap is not None or request.dropout_p > 0 or (mask is not None and mask.dtype.is_floating_point)
-    return two or extras
+    return how.layered or extras
 
 
 def _layout(q: Array, k: Array, v: Array, mask: Array | None, alpha: Array, seed: Array | None, options: Any) -> Any:

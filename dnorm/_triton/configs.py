@@ -21,6 +21,7 @@ compiled for a target and not run.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import triton
@@ -108,9 +109,10 @@ class Tunable:
         self.fixed = kernel
         self.name = kernel.__name__
         self.tuned = None
-        self.key = [param.name for param in kernel.params if param.is_constexpr or param.name == "d"]
+        self.key: list[str] = []
         self.chosen: dict[tuple[Any, ...], Any] = {}
-        if not interpreted():
+        if not interpreted():  # an interpreted kernel has no parameters' kinds, and nothing to tune
+            self.key = [param.name for param in kernel.params if param.is_constexpr or param.name == "d"]
             prune = {"early_config_prune": self.launchable}
             self.tuned = triton.autotune(configs=list(CONFIGS), key=self.key, prune_configs_by=prune)(kernel)
 
@@ -159,6 +161,18 @@ class Tunable:
                 if first:
                     break
         return kept or configs[:1]
+
+    def bind(self, *given: Mapping[str, Any], **named: Any) -> dict[str, Any]:
+        """The arguments of this kernel, by name, from the bundles ``given`` and ``named`` (later ones win); those
+        it does not take are left out, one it takes and nobody gives raises ``TypeError`` naming it."""
+        pool: dict[str, Any] = {}
+        for bundle in (*given, named):
+            pool.update(bundle)
+        missing = [name for name in self.fixed.arg_names if name not in pool]
+        if missing:
+            msg = f"the launch of {self.name} gives no {', '.join(missing)}"
+            raise TypeError(msg)
+        return {name: pool[name] for name in self.fixed.arg_names}
 
     def configs(self) -> list[Any]:
         """The configurations this kernel may launch with, in the order a launch without the autotuner tries them."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -136,53 +135,49 @@ def decode(
     More new queries than one block of rows take the forward pass from the state instead (chunked prefill).
     """
     lead = options.lead
+    how = options.plan()
     acc_t, _ = launch.accumulator(q.dtype)
     n_q, n_k = q.shape[-2], k.shape[-2]
-    biased = options.scheme != "softmax"
     start = None
     if carry is not None:
-        start = tuple(x.expand(*lead, 1, x.shape[-1]).reshape(-1, x.shape[-1]).to(acc_t).contiguous() for x in carry)
+        start = launch.Pair(*(x.expand(*lead, 1, x.shape[-1]).reshape(-1, x.shape[-1]).to(acc_t).contiguous()
+                              for x in carry))  # fmt: skip
     if n_q > 16 or (interpreted() and n_q > options.blocks.forward[0]):
-        out, residuals = launch.forward(q, k, v, mask, alpha, None, lead, options=options, start=start)
+        out, residuals = launch.forward(q, k, v, mask, alpha, None, options=options, start=start)
         state = None
-        if biased and residuals.carries is not None:
-            state = _state(residuals.carries[2], residuals.carries[3], lead, n_k)
+        if residuals.carries is not None:
+            state = _state(residuals.carries.last, lead, n_k)
         return out.reshape(*lead, n_q, v.shape[-1]), state
-    layout = dense(q, k, v, mask, alpha, None, lead)
-    flags = launch.tile_flags(q, mask, options)
-    programs, dev = layout.programs, q.device
+    inputs = launch.Inputs(q, k, v, mask, alpha, dense(q, k, v, mask, alpha, None, lead), options)
+    programs = inputs.layout.programs
     block_q = max(16, triton.next_power_of_2(n_q))
-    block_k = options.blocks.forward[1]
-    per_split = block_k * max(1, math.ceil(n_k / (block_k * 64)))  # at most 64 stretches per head
+    sizes = {**inputs.sizes(), "BQ": block_q}
+    per_split = sizes["BK"] * max(1, math.ceil(n_k / (sizes["BK"] * 64)))  # at most 64 stretches per head
     n_splits = triton.cdiv(max(n_k, 1), per_split)
-    bdv = max(16, triton.next_power_of_2(v.shape[-1]))
-    parts = 2 if options.scheme == "hybrid" else 1
-    part_m = torch.empty(parts * programs * n_splits * block_q, dtype=acc_t, device=dev)
-    part_l, part_o = torch.empty_like(part_m), torch.empty(part_m.numel(), bdv, dtype=acc_t, device=dev)
-    new_m, new_s = (torch.empty(layout.k_rows, dtype=acc_t, device=dev) for _ in range(2))
-    empty = torch.empty(1, dtype=acc_t, device=dev)
-    state_m, state_s = start if start is not None else (empty, empty)
-    mm, mn = launch.mask_strides(mask, lead, n_q, n_k)
+    parts = launch.Pair(*(inputs.new((1 + how.mixed) * programs * n_splits * block_q) for _ in "ms"))
+    part_o = inputs.new(parts.max.numel(), sizes["BDV"])
+    new = launch.Pair(inputs.new(inputs.layout.k_rows), inputs.new(inputs.layout.k_rows))
+    empty = inputs.empty()
     split_step[(n_splits, programs)](
-        q, k, v, empty if mask is None else mask, state_m, state_s, new_m, new_s, part_m, part_l, part_o,
-        layout.q, layout.k, layout.v, layout.mask, layout.kstat, layout.len_q, layout.len_k,
-        q.stride(-2), q.stride(-1), k.stride(-2), k.stride(-1), v.stride(-2), v.stride(-1), mm, mn,
-        q.shape[-1], v.shape[-1], options.scale, options.softcap or 1.0,
-        0 if start is None else start[0].shape[-1], n_splits, per_split,
-        BQ=block_q, BK=block_k, BD=max(16, triton.next_power_of_2(q.shape[-1])), BDV=bdv,
-        BIASED=biased, PLAIN=options.scheme in ("softmax", "hybrid"), HAS_STATE=start is not None, **flags,
+        **split_step.bind(
+            inputs.arguments(), sizes, STATE_M=start.max if start else empty, STATE_S=start.sum if start else empty,
+            NEW_M=new.max, NEW_S=new.sum, PART_M=parts.max, PART_L=parts.sum, PART_O=part_o,
+            n_start=0 if start is None else start.max.shape[-1], n_splits=n_splits, keys_per_split=per_split,
+            BIASED=how.biased, PLAIN=how.plain, HAS_STATE=start is not None,
+        )
     )  # fmt: skip
-    out = torch.empty(programs, n_q, v.shape[-1], dtype=acc_t, device=dev)
+    out = inputs.new(programs, n_q, v.shape[-1])
     combine[(programs,)](
-        part_m, part_l, part_o, alpha if alpha.ndim else alpha.reshape(1), out, layout.alpha, layout.len_q,
-        n_splits, v.shape[-1], programs, n_q * v.shape[-1],
-        BQ=block_q, BDV=bdv, MIXED=options.scheme == "hybrid", ACC=flags["ACC"],
+        **combine.bind(
+            inputs.arguments(), sizes, PART_M=parts.max, PART_L=parts.sum, PART_O=part_o, OUT=out,
+            n_splits=n_splits, n_programs=programs, stride_o=n_q * v.shape[-1], MIXED=how.mixed,
+        )
     )  # fmt: skip
-    state = _state(new_m, new_s, lead, n_k) if biased else None
+    state = _state(new, lead, n_k) if how.biased else None
     return out.reshape(*lead, n_q, v.shape[-1]), state
 
 
-def _state(m: Tensor, s: Tensor, lead: tuple[int, ...], n_k: int, /) -> Any:
+def _state(pair: launch.Pair, lead: tuple[int, ...], n_k: int, /) -> Any:
     from .._kernels.logsumexp import LogSumExp
 
-    return LogSumExp(m.reshape(*lead, 1, n_k), s.reshape(*lead, 1, n_k))
+    return LogSumExp(pair.max.reshape(*lead, 1, n_k), pair.sum.reshape(*lead, 1, n_k))

@@ -1,4 +1,4 @@
-"""The thin launcher: the passes of each scheme as Triton launches over a :class:`~.layout.Layout`.
+"""The thin launcher: the forward passes of each scheme as Triton launches over a :class:`~.layout.Layout`.
 
 A call's inputs arrive as the routing layer hands them (grouped-query heads
 split, the mask at least two-dimensional, ``alpha`` an array broadcasting over
@@ -7,6 +7,12 @@ product accumulates in float32 and every statistic is float32 (float64 for
 float64 inputs). The forward pass returns the output and the residuals the
 backward pass needs: O(T + K) numbers per head, and for the causal variants
 the carries at each query block's start (spec DEF-BLOCKED-BACKWARD).
+
+Every launch passes its arguments by name: :class:`Inputs` holds what every
+kernel of a call reads (the tensors, where each program finds its sequence,
+strides, sizes and compile-time switches) and :func:`dnorm._triton.configs.
+Tunable.bind` hands each kernel the ones it takes, so that a new pointer is one
+edit in the kernel and one where it is made.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._kernels import schemes
 from . import columns, rows
 from .configs import Blocks
 from .layout import Layout, dense
@@ -33,9 +40,9 @@ class Options:
 
     ``align_end``: the causal triangle is bottom-right aligned (query ``i``
     sees the keys ``j <= i + K - T``); ``blocks`` the query and key block
-    sizes of the passes (:class:`Blocks`); ``lead`` the (grouped) leading shape of the scores;
-    ``packed``: the sequences' offsets of a packed batch along axis -2
-    (queries, keys), each normalized on its own.
+    sizes of the passes (:class:`Blocks`); ``lead`` the leading shape of the
+    scores (grouped heads split); ``packed``: the sequences' offsets of a packed batch
+    along axis -2 (queries, keys), each normalized on its own.
     """
 
     scheme: str
@@ -49,25 +56,55 @@ class Options:
     lead: tuple[int, ...] = ()
     packed: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
+    def plan(self) -> schemes.Plan:
+        """What the call computes (:func:`dnorm._kernels.schemes.plan`)."""
+        return schemes.plan(self.scheme, causal=self.causal, n_iter=self.n_iter)
+
+
+class Pair(NamedTuple):
+    """A log-sum-exp statistic as ``(max, sum)`` buffers: per key, per query, or per carry."""
+
+    max: Tensor
+    sum: Tensor
+
+
+class Round(NamedTuple):
+    """One column statistic: ``stat`` of ``S - shift`` per key (``shift``: zeros in round one)."""
+
+    shift: Tensor
+    stat: Pair
+
+
+class Carries(NamedTuple):
+    """The running column statistic before every ``blocks.carry`` queries, ``(P, kept, K)``, and after the last
+    query (the state of decoding)."""
+
+    before: Pair
+    last: Pair
+
+
+class Components(NamedTuple):
+    """The hybrid's two outputs, kept for its backward pass."""
+
+    biased: Tensor
+    plain: Tensor
+
 
 class Residuals(NamedTuple):
     """What the backward pass needs (arrays only, O(T + K) per head but for the causal carries).
 
-    ``columns``: per round the per-key ``(shift, max, sum)`` of the column
-    statistic (one round for doubly, ``n_iter`` for Sinkhorn, none
-    otherwise); ``rows``: per Sinkhorn round but the last, the row pair of
-    ``S - c`` (the next round's row potential); ``biased`` and ``plain``: the
-    row pairs of each component's softmax; ``carries``: the causal running
-    pair before each query block, and the state after the last; ``outputs``:
-    the hybrid's two components.
+    ``columns``: per round the column statistic (one round for doubly, ``n_iter`` for Sinkhorn, none otherwise);
+    ``rows``: per Sinkhorn round but the last, the row statistic of ``S - c`` (the next round's row potential);
+    ``biased`` and ``plain``: the row statistics of each component's softmax; ``carries``: the running statistic
+    (causal); ``outputs``: the hybrid's two components.
     """
 
-    columns: tuple[tuple[Tensor, Tensor, Tensor], ...]
-    rows: tuple[tuple[Tensor, Tensor], ...]
-    biased: tuple[Tensor, Tensor] | None
-    plain: tuple[Tensor, Tensor] | None
-    carries: tuple[Tensor, Tensor, Tensor, Tensor] | None
-    outputs: tuple[Tensor, Tensor] | None
+    columns: tuple[Round, ...]
+    rows: tuple[Pair, ...]
+    biased: Pair | None
+    plain: Pair | None
+    carries: Carries | None
+    outputs: Components | None
 
 
 def accumulator(dtype: torch.dtype, /) -> tuple[torch.dtype, Any]:
@@ -75,43 +112,72 @@ def accumulator(dtype: torch.dtype, /) -> tuple[torch.dtype, Any]:
     return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
 
 
-def tile_flags(q: Tensor, mask: Tensor | None, options: Options) -> dict[str, Any]:
-    """The compile-time switches the score tiles of every kernel share."""
-    _, acc = accumulator(q.dtype)
-    return {
-        "HAS_MASK": mask is not None,
-        "MASK_BOOL": mask is not None and mask.dtype == torch.bool,
-        "SOFTCAP": options.softcap is not None,
-        "HALF": q.dtype in (torch.float16, torch.bfloat16),
-        "ACC": acc,
-        "PRECISION": "ieee" if q.dtype in (torch.float32, torch.float64) else "tf32",
-    }
+@dataclass(frozen=True)
+class Inputs:
+    """What every launch of one call reads, by the kernels' parameter names (:meth:`arguments`).
 
+    ``mask`` is the mask (None without one); ``layout`` where each program finds its sequence.
+    """
 
-def block_sizes(q: Tensor, v: Tensor, options: Options, *, backward: bool = False) -> dict[str, Any]:
-    """The tile sizes of the forward passes (or of the ``backward`` ones), head sizes padded to powers of two."""
-    bq, bk = options.blocks.backward if backward else options.blocks.forward
-    return {
-        "BQ": bq,
-        "BK": bk,
-        "BD": max(16, triton.next_power_of_2(q.shape[-1])),
-        "BDV": max(16, triton.next_power_of_2(v.shape[-1])),
-    }
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    mask: Tensor | None
+    alpha: Tensor
+    layout: Layout
+    options: Options
 
+    @property
+    def acc(self) -> torch.dtype:
+        return accumulator(self.q.dtype)[0]
 
-def carry_places(layout: Layout, blocks: Blocks, block_q: int, /) -> tuple[Tensor, int]:
-    """Where each program's causal carries start (a ``(P, cdiv(T, blocks.carry), K)`` buffer), and how far apart
-    the carries of two consecutive query blocks of ``block_q`` rows are."""
-    kept = triton.cdiv(max(layout.n_q, 1), blocks.carry)
-    starts = torch.arange(layout.programs, dtype=torch.int64, device=layout.q.device) * (kept * layout.n_k)
-    return starts, layout.n_k * (block_q // blocks.carry)
+    def empty(self) -> Tensor:
+        """A stand-in for a buffer a launch does not read (its switch is off)."""
+        return torch.empty(1, dtype=self.acc, device=self.q.device)
 
+    def new(self, *shape: int) -> Tensor:
+        return torch.empty(*shape, dtype=self.acc, device=self.q.device)
 
-def mask_strides(mask: Tensor | None, lead: tuple[int, ...], n_q: int, n_k: int, /) -> tuple[int, int]:
-    if mask is None:
-        return 0, 0
-    view = mask.expand(*lead, n_q, n_k)
-    return view.stride(-2), view.stride(-1)
+    def sizes(self, *, backward: bool = False) -> dict[str, int]:
+        """The tile sizes of the forward passes (or of the ``backward`` ones), head sizes padded to powers of two."""
+        bq, bk = self.options.blocks.backward if backward else self.options.blocks.forward
+        head = max(16, triton.next_power_of_2(self.q.shape[-1]))
+        return {"BQ": bq, "BK": bk, "BD": head, "BDV": max(16, triton.next_power_of_2(self.v.shape[-1]))}
+
+    def carry_places(self, block_q: int, /) -> dict[str, Any]:
+        """Where each program's causal carries start (a ``(P, cdiv(T, blocks.carry), K)`` buffer) and how far apart
+        the carries of two consecutive query blocks of ``block_q`` rows are."""
+        layout, blocks = self.layout, self.options.blocks
+        kept = triton.cdiv(max(layout.n_q, 1), blocks.carry)
+        starts = torch.arange(layout.programs, dtype=torch.int64, device=self.q.device) * (kept * layout.n_k)
+        return {"carry_off": starts, "stride_cb": layout.n_k * (block_q // blocks.carry)}
+
+    def arguments(self) -> dict[str, Any]:
+        """The arguments every kernel of the call may take, by name."""
+        q, k, v, mask, options = self.q, self.k, self.v, self.mask, self.options
+        _, acc = accumulator(q.dtype)
+        mm, mn = (0, 0)
+        if mask is not None:
+            view = mask.expand(*options.lead, self.layout.n_q, self.layout.n_k)
+            mm, mn = view.stride(-2), view.stride(-1)
+        return {
+            "Q": q, "K": k, "V": v, "MASK": self.empty() if mask is None else mask,
+            "ALPHA": self.alpha if self.alpha.ndim else self.alpha.reshape(1),
+            **self.layout.offsets(),
+            "stride_qt": q.stride(-2), "stride_qd": q.stride(-1), "stride_kt": k.stride(-2),
+            "stride_kd": k.stride(-1), "stride_vt": v.stride(-2), "stride_vd": v.stride(-1),
+            "stride_mm": mm, "stride_mn": mn,
+            "d": q.shape[-1], "dv": v.shape[-1], "scale": options.scale, "softcap": options.softcap or 1.0,
+            "HAS_MASK": mask is not None, "MASK_BOOL": mask is not None and mask.dtype == torch.bool,
+            "SOFTCAP": options.softcap is not None, "CAUSAL": options.causal, "ALIGN_END": options.align_end,
+            "HAS_LEAD": self.layout.has_lead, "HALF": q.dtype in (torch.float16, torch.bfloat16), "ACC": acc,
+            "PRECISION": "ieee" if q.dtype in (torch.float32, torch.float64) else "tf32",
+        }  # fmt: skip
+
+    def dropout(self, seed: Tensor | None, /) -> dict[str, Any]:
+        """Dropout's arguments: the threshold of its hash and the factor of the kept weights."""
+        p = self.options.dropout if seed is not None else 0.0
+        return {"threshold": min(round(p * 2**31), 2**31 - 1), "factor": 1.0 / (1.0 - p), "DROPOUT": p > 0}
 
 
 def forward(
@@ -121,152 +187,105 @@ def forward(
     mask: Tensor | None,
     alpha: Tensor,
     seed: Tensor | None,
-    lead: tuple[int, ...],
     /,
     *,
     options: Options,
     layout: Layout | None = None,
-    start: tuple[Tensor, Tensor] | None = None,
+    start: Pair | None = None,
 ) -> tuple[Tensor, Residuals]:
-    """The output ``(q_rows, Dv)`` (``P * T`` rows, or a packed batch's per lead index) in the compute dtype, and
+    """The output ``(q_rows, Dv)`` (``P * T`` rows, or a packed batch's per leading index) in the compute dtype, and
     the residuals.
 
     ``start`` is decoding's state before the call (causal only), a pair of ``(P, K - T)`` arrays.
     """
-    layout = layout or dense(q, k, v, mask, alpha, seed, lead)
-    acc_t, _ = accumulator(q.dtype)
-    dev = q.device
-    programs, n_q, n_k = layout.programs, layout.n_q, layout.n_k
-    scheme = options.scheme
-    running = options.causal and scheme in ("doubly", "hybrid")
-    rounds = 0 if scheme == "softmax" or running else (options.n_iter if scheme == "sinkhorn" else 1)
-    flags, sizes = tile_flags(q, mask, options), block_sizes(q, v, options)
-    mm, mn = mask_strides(mask, lead, n_q, n_k)
-    strides = (q.stride(-2), q.stride(-1), k.stride(-2), k.stride(-1))
-    empty = torch.empty(1, dtype=acc_t, device=dev)
-    mask_ptr = empty if mask is None else mask
-    grid_k = (triton.cdiv(max(n_k, 1), sizes["BK"]), programs)
-    grid_q = (triton.cdiv(max(n_q, 1), sizes["BQ"]), programs)
-
-    def new(*shape: int) -> Tensor:
-        return torch.empty(*shape, dtype=acc_t, device=dev)
-
-    q_rows, k_rows, dv = layout.q_rows, layout.k_rows, v.shape[-1]
-    cols: list[tuple[Tensor, Tensor, Tensor]] = []
-    row_stats: list[tuple[Tensor, Tensor]] = []
-    zero_shift = torch.zeros(k_rows, dtype=acc_t, device=dev)
-    for t in range(rounds):
-        col_m, col_s = new(k_rows), new(k_rows)
-        shift = zero_shift if t == 0 else torch.where(cols[0][1] == -torch.inf, 0.0, cols[0][1])
-        r_m, r_s = row_stats[-1] if row_stats else (empty, empty)
-        columns.column_stats[grid_k](
-            q, k, mask_ptr, shift, r_m, r_s, col_m, col_s,
-            layout.q, layout.k, layout.mask, layout.kstat, layout.qstat, layout.len_q, layout.len_k,
-            *strides, mm, mn, q.shape[-1], options.scale, options.softcap or 1.0,
-            ROUND=t > 0, **{key: sizes[key] for key in ("BQ", "BK", "BD")}, **flags,
-        )  # fmt: skip
-        cols.append((shift, col_m, col_s))
-        if t < rounds - 1:  # the row potential of this round, for the next one
-            r_m, r_s = new(q_rows), new(q_rows)
-            _row_pass(q, k, v, mask_ptr, cols[-1], None, alpha, (empty, empty, empty), (r_m, r_s), None, layout,
-                      (mm, mn), options, flags, sizes, grid_q, biased=True, plain=False, values=False, round_=t > 0,
-                      running=False, seed=None)  # fmt: skip
-            row_stats.append((r_m, r_s))
-    carry = None
-    if running:
-        carry = _carries(q, k, mask_ptr, layout, (mm, mn), options, flags, sizes, start)
-    plain = scheme in ("softmax", "hybrid")
-    biased = scheme != "softmax"
-    mixed = biased and plain
-    out = torch.empty(q_rows, dv, dtype=acc_t, device=dev)
-    outs = (out, new(q_rows, dv), new(q_rows, dv)) if mixed else (out, out, out)
-    pairs_b = (new(q_rows), new(q_rows)) if biased else (empty, empty)
-    pairs_p = (new(q_rows), new(q_rows)) if plain else (empty, empty)
-    _row_pass(q, k, v, mask_ptr, cols[-1] if cols else None, carry, alpha, outs, pairs_b, pairs_p, layout,
-              (mm, mn), options, flags, sizes, grid_q, biased=biased, plain=plain, values=True,
-              round_=rounds > 1, running=running, seed=seed)  # fmt: skip
-    residuals = Residuals(
-        tuple(cols),
-        tuple(row_stats),
-        pairs_b if biased else None,
-        pairs_p if plain else None,
-        carry,
-        (outs[1], outs[2]) if mixed else None,
-    )
-    return out, residuals
-
-
-def _carries(
-    q: Tensor,
-    k: Tensor,
-    mask_ptr: Tensor,
-    layout: Layout,
-    mask_strides: tuple[int, int],
-    options: Options,
-    flags: dict[str, Any],
-    sizes: dict[str, Any],
-    start: tuple[Tensor, Tensor] | None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The running pair before every ``options.blocks.carry`` queries ``(P, kept, K)`` and after the last ``(P, K)``."""
-    acc_t, _ = accumulator(q.dtype)
-    programs, n_q, n_k = layout.programs, layout.n_q, layout.n_k
-    every = options.blocks.carry
-    carry_m = torch.empty(programs, triton.cdiv(max(n_q, 1), every), n_k, dtype=acc_t, device=q.device)
-    carry_s = torch.empty_like(carry_m)
-    last_m, last_s = (torch.empty(layout.k_rows, dtype=acc_t, device=q.device) for _ in range(2))
-    start_m, start_s = start if start is not None else (last_m, last_s)
-    carry_off, stride_cb = carry_places(layout, options.blocks, every)
-    columns.carries[(triton.cdiv(max(n_k, 1), sizes["BK"]), programs)](
-        q, k, mask_ptr, start_m, start_s, carry_m, carry_s, last_m, last_s,
-        layout.q, layout.k, layout.mask, layout.kstat, carry_off, layout.len_q, layout.len_k,
-        q.stride(-2), q.stride(-1), k.stride(-2), k.stride(-1), *mask_strides, stride_cb,
-        q.shape[-1], options.scale, options.softcap or 1.0, 0 if start is None else start_m.shape[-1],
-        ALIGN_END=options.align_end, HAS_START=start is not None,
-        BQ=every, BK=sizes["BK"], BD=sizes["BD"], **flags,
+    inputs = Inputs(q, k, v, mask, alpha, layout or dense(q, k, v, mask, alpha, seed, options.lead), options)
+    how = options.plan()
+    layout = inputs.layout
+    empty = inputs.empty()
+    cols: list[Round] = []
+    potentials: list[Pair] = []
+    for t in range(how.rounds):
+        shift = torch.zeros(layout.k_rows, dtype=inputs.acc, device=q.device)
+        if t > 0:
+            shift = torch.where(cols[0].stat.max == -torch.inf, 0.0, cols[0].stat.max)
+        cols.append(Round(shift, _column_stats(inputs, shift, potentials[-1] if potentials else None)))
+        if t < how.rounds - 1:  # the row potential of this round, for the next one
+            potentials.append(Pair(inputs.new(layout.q_rows), inputs.new(layout.q_rows)))
+            _row_pass(inputs, None, cols[-1], None, row_b=potentials[-1], row_p=None, outputs=None, round_=t > 0)
+    carry = _carries(inputs, start) if how.running else None
+    out = inputs.new(layout.q_rows, v.shape[-1])
+    components = Components(inputs.new(*out.shape), inputs.new(*out.shape)) if how.mixed else None
+    row_b = Pair(inputs.new(layout.q_rows), inputs.new(layout.q_rows)) if how.biased else None
+    row_p = Pair(inputs.new(layout.q_rows), inputs.new(layout.q_rows)) if how.plain else None
+    _row_pass(
+        inputs, seed, cols[-1] if cols else None, carry, row_b=row_b, row_p=row_p,
+        outputs=(out, components or Components(empty, empty)), round_=how.rounds > 1,
     )  # fmt: skip
-    return carry_m, carry_s, last_m, last_s
+    return out, Residuals(tuple(cols), tuple(potentials), row_b, row_p, carry, components)
+
+
+def _column_stats(inputs: Inputs, shift: Tensor, potential: Pair | None, /) -> Pair:
+    """One round's column statistic per key (the first round's, or a later one's from the row potential)."""
+    layout, empty = inputs.layout, inputs.empty()
+    found = Pair(inputs.new(layout.k_rows), inputs.new(layout.k_rows))
+    sizes = inputs.sizes()
+    kernel = columns.column_stats
+    kernel[(triton.cdiv(max(layout.n_k, 1), sizes["BK"]), layout.programs)](
+        **kernel.bind(
+            inputs.arguments(), sizes, SHIFT=shift, ROWS_M=potential.max if potential else empty,
+            ROWS_S=potential.sum if potential else empty, OUT_M=found.max, OUT_S=found.sum, ROUND=potential is not None,
+        )
+    )  # fmt: skip
+    return found
+
+
+def _carries(inputs: Inputs, start: Pair | None, /) -> Carries:
+    """The running pair before every ``options.blocks.carry`` queries and after the last one."""
+    layout = inputs.layout
+    every = inputs.options.blocks.carry
+    before = Pair(*(inputs.new(layout.programs, triton.cdiv(max(layout.n_q, 1), every), layout.n_k) for _ in "ms"))
+    last = Pair(inputs.new(layout.k_rows), inputs.new(layout.k_rows))
+    begin = start if start is not None else last
+    sizes = {**inputs.sizes(), "BQ": every}
+    kernel = columns.carries
+    kernel[(triton.cdiv(max(layout.n_k, 1), sizes["BK"]), layout.programs)](
+        **kernel.bind(
+            inputs.arguments(), sizes, inputs.carry_places(every), START_M=begin.max, START_S=begin.sum,
+            CARRY_M=before.max, CARRY_S=before.sum, LAST_M=last.max, LAST_S=last.sum,
+            n_start=0 if start is None else start.max.shape[-1], HAS_START=start is not None,
+        )
+    )  # fmt: skip
+    return Carries(before, last)
 
 
 def _row_pass(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    mask_ptr: Tensor,
-    column: tuple[Tensor, Tensor, Tensor] | None,
-    carry: tuple[Tensor, Tensor, Tensor, Tensor] | None,
-    alpha: Tensor,
-    outs: tuple[Tensor, Tensor, Tensor],
-    pairs_b: tuple[Tensor, Tensor],
-    pairs_p: tuple[Tensor, Tensor] | None,
-    layout: Layout,
-    mask_strides: tuple[int, int],
-    options: Options,
-    flags: dict[str, Any],
-    sizes: dict[str, Any],
-    grid: tuple[int, int],
-    *,
-    biased: bool,
-    plain: bool,
-    values: bool,
-    round_: bool,
-    running: bool,
+    inputs: Inputs,
     seed: Tensor | None,
+    column: Round | None,
+    carry: Carries | None,
+    /,
+    *,
+    row_b: Pair | None,
+    row_p: Pair | None,
+    outputs: tuple[Tensor, Components] | None,
+    round_: bool,
 ) -> None:
-    empty = outs[0].new_empty(1) if values else pairs_b[0].new_empty(1)
-    shift, col_m, col_s = column if column is not None else (empty, empty, empty)
-    carry_m, carry_s = (carry[0], carry[1]) if carry is not None else (empty, empty)
-    carry_off, stride_cb = carry_places(layout, options.blocks, sizes["BQ"])
-    dropout = options.dropout if seed is not None else 0.0
-    threshold = min(round(dropout * 2**31), 2**31 - 1)
-    p_m, p_s = pairs_p if pairs_p is not None else (empty, empty)
-    rows.row_pass[grid](
-        q, k, v, mask_ptr, shift, col_m, col_s, carry_m, carry_s, alpha,
-        outs[0], outs[1], outs[2], pairs_b[0], pairs_b[1], p_m, p_s,
-        layout.q, layout.k, layout.v, layout.mask, layout.out, layout.kstat, layout.qstat, carry_off, layout.alpha,
-        layout.len_q, layout.len_k, layout.head, layout.seed,
-        q.stride(-2), q.stride(-1), k.stride(-2), k.stride(-1), v.stride(-2), v.stride(-1), *mask_strides,
-        v.shape[-1], 1, stride_cb,  # outputs: contiguous (P, T, Dv)
-        q.shape[-1], v.shape[-1], options.scale, options.softcap or 1.0, threshold, 1.0 / (1.0 - dropout),
-        CAUSAL=options.causal, ALIGN_END=options.align_end, BIASED=biased, ROUND=round_, RUNNING=running,
-        PLAIN=plain, VALUES=values, DROPOUT=dropout > 0, HAS_LEAD=layout.has_lead, **sizes, **flags,
+    """The row pass: each component's row statistic (``row_b``, ``row_p``) and, with ``outputs``, the output (and
+    the hybrid's components); without them only the biased rows' statistic (Sinkhorn's row potential)."""
+    layout, empty = inputs.layout, inputs.empty()
+    sizes = inputs.sizes()
+    out, components = outputs if outputs is not None else (empty, Components(empty, empty))
+    kernel = rows.row_pass
+    kernel[(triton.cdiv(max(layout.n_q, 1), sizes["BQ"]), layout.programs)](
+        **kernel.bind(
+            inputs.arguments(), sizes, inputs.carry_places(sizes["BQ"]), inputs.dropout(seed),
+            SHIFT=column.shift if column else empty, COL_M=column.stat.max if column else empty,
+            COL_S=column.stat.sum if column else empty, CARRY_M=carry.before.max if carry else empty,
+            CARRY_S=carry.before.sum if carry else empty, OUT=out, OUT_B=components.biased, OUT_P=components.plain,
+            ROW_M_B=row_b.max if row_b else empty, ROW_S_B=row_b.sum if row_b else empty,
+            ROW_M_P=row_p.max if row_p else empty, ROW_S_P=row_p.sum if row_p else empty,
+            stride_ot=inputs.v.shape[-1], stride_od=1,  # outputs: contiguous (P, T, Dv)
+            BIASED=row_b is not None, ROUND=round_, RUNNING=carry is not None, PLAIN=row_p is not None,
+            VALUES=outputs is not None,
+        )
     )  # fmt: skip

@@ -21,14 +21,13 @@ from torch import Tensor
 class Layout(NamedTuple):
     """The programs of a launch: ``P`` of them, of at most ``n_q`` queries and ``n_k`` keys.
 
-    Every field but the sizes is a tensor with one entry per program: the
-    element offsets of its queries, keys, values and mask in their tensors,
-    of its outputs (``out``, in a contiguous ``(q_rows, Dv)`` buffer), of its
-    per-key and per-query statistics (buffers of ``k_rows`` and ``q_rows``
-    entries: ``P * n_k`` and ``P * n_q``, or for a packed batch the packed
-    lengths per lead index), of ``alpha``, its
-    lengths, the flat lead index dropout's hash mixes in (``has_lead``: the
-    arrays have leading dimensions, else there is none to mix), and its seed.
+    Every field but the sizes is a tensor with one entry per program, named as the kernels' parameters: the
+    element offsets of its queries, keys, values and mask in their tensors (``q_off``, ``k_off``, ``v_off``,
+    ``mask_off``), of its outputs (``o_off``, in a contiguous ``(q_rows, Dv)`` buffer), of its per-key and
+    per-query statistics (``kstat_off``, ``qstat_off``: buffers of ``k_rows`` and ``q_rows`` entries, ``P * n_k``
+    and ``P * n_q``, or for a packed batch the packed lengths per leading index), of ``alpha`` (``alpha_off``),
+    its lengths (``n_q_of``, ``n_k_of``), the flat leading index dropout's hash mixes in (``head_of``;
+    ``has_lead``: the arrays have leading dimensions, else there is none to mix), and its seed (``seed_of``).
     """
 
     programs: int
@@ -37,18 +36,22 @@ class Layout(NamedTuple):
     n_k: int
     q_rows: int
     k_rows: int
-    q: Tensor
-    k: Tensor
-    v: Tensor
-    mask: Tensor
-    out: Tensor
-    kstat: Tensor
-    qstat: Tensor
-    alpha: Tensor
-    len_q: Tensor
-    len_k: Tensor
-    head: Tensor
-    seed: Tensor
+    q_off: Tensor
+    k_off: Tensor
+    v_off: Tensor
+    mask_off: Tensor
+    o_off: Tensor
+    kstat_off: Tensor
+    qstat_off: Tensor
+    alpha_off: Tensor
+    n_q_of: Tensor
+    n_k_of: Tensor
+    head_of: Tensor
+    seed_of: Tensor
+
+    def offsets(self) -> dict[str, Tensor]:
+        """The per-program arrays, by the kernels' parameter names."""
+        return {name: value for name, value in self._asdict().items() if isinstance(value, Tensor)}
 
 
 def offsets(x: Tensor, lead: tuple[int, ...], /) -> Tensor:
@@ -74,24 +77,26 @@ def dense(
     every = torch.arange(programs, dtype=torch.int64, device=dev)
     zero = torch.zeros(programs, dtype=torch.int64, device=dev)
     return Layout(
-        programs,
-        len(lead) > 0,
-        n_q,
-        n_k,
-        programs * n_q,
-        programs * n_k,
-        offsets(q, lead),
-        offsets(k, lead),
-        offsets(v, lead),
-        zero if mask is None else offsets(mask, lead),
-        every * (n_q * dv),
-        every * n_k,
-        every * n_q,
-        offsets(alpha, lead) if alpha.ndim else zero,
-        torch.full((programs,), n_q, dtype=torch.int32, device=dev),
-        torch.full((programs,), n_k, dtype=torch.int32, device=dev),
-        every.to(torch.int32),
-        (torch.zeros((), dtype=torch.int32, device=dev) if seed is None else seed).expand(programs).contiguous(),
+        programs=programs,
+        has_lead=len(lead) > 0,
+        n_q=n_q,
+        n_k=n_k,
+        q_rows=programs * n_q,
+        k_rows=programs * n_k,
+        q_off=offsets(q, lead),
+        k_off=offsets(k, lead),
+        v_off=offsets(v, lead),
+        mask_off=zero if mask is None else offsets(mask, lead),
+        o_off=every * (n_q * dv),
+        kstat_off=every * n_k,
+        qstat_off=every * n_q,
+        alpha_off=offsets(alpha, lead) if alpha.ndim else zero,
+        n_q_of=torch.full((programs,), n_q, dtype=torch.int32, device=dev),
+        n_k_of=torch.full((programs,), n_k, dtype=torch.int32, device=dev),
+        head_of=every.to(torch.int32),
+        seed_of=(torch.zeros((), dtype=torch.int32, device=dev) if seed is None else seed)
+        .expand(programs)
+        .contiguous(),
     )
 
 
@@ -127,24 +132,24 @@ def packed(
     n_seq = len(starts_q) - 1
     seed = torch.zeros(n_seq, dtype=torch.int32, device=dev) if seeds is None else seeds
     return Layout(
-        n_seq * heads,
-        len(lead) > 0,
-        int(len_q.max()) if n_seq else 0,
-        int(len_k.max()) if n_seq else 0,
-        heads * total_q,
-        heads * total_k,
-        per(offsets(q, lead), begin_q, q.stride(-2)),
-        per(offsets(k, lead), begin_k, k.stride(-2)),
-        per(offsets(v, lead), begin_k, v.stride(-2)),
-        torch.zeros(n_seq * heads, dtype=torch.int64, device=dev),
-        (head * (total_q * dv) + begin_q[:, None] * dv).reshape(-1),
-        (head * total_k + begin_k[:, None]).reshape(-1),
-        (head * total_q + begin_q[:, None]).reshape(-1),
-        offsets(alpha, lead).repeat(n_seq) if alpha.ndim else zero_of(n_seq * heads, dev),
-        len_q.repeat_interleave(heads).to(torch.int32),
-        len_k.repeat_interleave(heads).to(torch.int32),
-        head.expand(n_seq, heads).reshape(-1).to(torch.int32),
-        seed.repeat_interleave(heads).to(torch.int32),
+        programs=n_seq * heads,
+        has_lead=len(lead) > 0,
+        n_q=int(len_q.max()) if n_seq else 0,
+        n_k=int(len_k.max()) if n_seq else 0,
+        q_rows=heads * total_q,
+        k_rows=heads * total_k,
+        q_off=per(offsets(q, lead), begin_q, q.stride(-2)),
+        k_off=per(offsets(k, lead), begin_k, k.stride(-2)),
+        v_off=per(offsets(v, lead), begin_k, v.stride(-2)),
+        mask_off=torch.zeros(n_seq * heads, dtype=torch.int64, device=dev),
+        o_off=(head * (total_q * dv) + begin_q[:, None] * dv).reshape(-1),
+        kstat_off=(head * total_k + begin_k[:, None]).reshape(-1),
+        qstat_off=(head * total_q + begin_q[:, None]).reshape(-1),
+        alpha_off=offsets(alpha, lead).repeat(n_seq) if alpha.ndim else zero_of(n_seq * heads, dev),
+        n_q_of=len_q.repeat_interleave(heads).to(torch.int32),
+        n_k_of=len_k.repeat_interleave(heads).to(torch.int32),
+        head_of=head.expand(n_seq, heads).reshape(-1).to(torch.int32),
+        seed_of=seed.repeat_interleave(heads).to(torch.int32),
     )
 
 

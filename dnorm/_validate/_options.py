@@ -5,12 +5,19 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-SCHEMES = ("softmax", "doubly", "hybrid", "sinkhorn")
+from .._kernels.schemes import NAMES as SCHEMES
+from .._kernels.schemes import SCHEMES as _DESCRIPTIONS
+from .._kernels.schemes import Scheme
 
 
 def scheme(value: object, /) -> str:
     """A scheme name, one of :data:`SCHEMES`."""
     return _choice(value, "scheme", SCHEMES)
+
+
+def described(name: str, /) -> Scheme:
+    """What the scheme ``name`` (a checked name) is: :class:`dnorm._kernels.schemes.Scheme`."""
+    return _DESCRIPTIONS[name]
 
 
 def _choice(value: object, name: str, choices: tuple[str, ...], /) -> str:
@@ -119,14 +126,14 @@ def scheme_and_offset(
     """Check the options every scheme function takes; return the scheme and the causal offset (None: not causal)."""
     name = scheme(scheme_name)
     positive_int(n_iter, "n_iter")
-    if name == "sinkhorn" and causal is not False and isinstance(causal, bool | str):
+    if described(name).causal is None and causal is not False and isinstance(causal, bool | str):
         msg = (
-            "scheme='sinkhorn' has no strictly causal definition: use causal=False with an "
+            f"scheme={name!r} has no strictly causal definition: use causal=False with an "
             "explicit triangular mask (bidirectional), or scheme='doubly' with causal=True"
         )
         raise NotImplementedError(msg)
     offset = causal_offset(causal, *shape)
-    if offset is not None and offset > 0 and shape[0] > 0 and name in ("doubly", "hybrid"):
+    if offset is not None and offset > 0 and shape[0] > 0 and described(name).causal == "running":
         msg = (
             f"causal='bottom-right' with {shape[0]} queries for {shape[1]} keys needs the running column statistic "
             f"of the {offset} earlier queries, which scheme={name!r} cannot recover from the keys: use dnorm.decode "
