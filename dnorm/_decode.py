@@ -117,8 +117,8 @@ def decode(
     arrays = {"mask": mask, "alpha": check.array_or_none(alpha), "state.max": parts[0], "state.sum": parts[1]}
     xp = check.namespace(query=query, key=key, value=value, **arrays)
     name = check.scheme(scheme)
-    if name == "sinkhorn":
-        msg = "scheme='sinkhorn' has no strictly causal definition to decode with: use 'doubly' or 'hybrid'"
+    if check.described(name).causal is None:
+        msg = f"scheme={name!r} has no strictly causal definition to decode with: use 'doubly' or 'hybrid'"
         raise NotImplementedError(msg)
     lead, groups = check.qkv(query, key, value, xp=xp)
     n_new, n_keys = query.shape[-2], key.shape[-2]
@@ -147,16 +147,17 @@ def _checked_state(
     parts: tuple[Array, Array], scheme: str, lead: tuple[int, ...], n_earlier: int, /, *, xp: Any
 ) -> tuple[Array, Array] | None:
     """The state's two arrays, checked to be real floating of shape ``(..., Hq, K - T)``, or None."""
+    keeps = check.described(scheme).causal == "running"  # the running statistic is the state (DEF-DECODE-STATE)
     if parts[0] is None:
-        if scheme != "softmax" and n_earlier:
+        if keeps and n_earlier:
             msg = (
                 f"state is None, but key holds {n_earlier} positions before the new queries: pass the state "
                 "returned for them, or process them in this call"
             )
             raise ValueError(msg)
         return None
-    if scheme == "softmax":
-        msg = "scheme='softmax' keeps no state: pass state=None"
+    if not keeps:
+        msg = f"scheme={scheme!r} keeps no state: pass state=None"
         raise ValueError(msg)
     expected = (*lead, n_earlier)
     for name, x in zip(("state.max", "state.sum"), parts, strict=True):

@@ -100,7 +100,8 @@ def key_bound(
 ) -> Array:
     """Per-key guaranteed mass ``(..., K)`` for scores of ``shape`` (see :func:`dnorm.diagnostics.mass_lower_bound`)."""
     lead, (n_queries, n_keys) = shape[:-2], shape[-2:]
-    if scheme == "softmax" or n_queries == 0:
+    guarantee = check.described(scheme).bound  # spec THM-MASS-LOWER-BOUND-MASKED, THM-HYBRID-MASS-BOUND
+    if guarantee is None or n_queries == 0:
         return xp.zeros((*lead, n_keys), dtype=dtype, device=device)
     if allowed is None:
         bound = xp.full((*lead, n_keys), 1.0 / max(n_keys, 1), dtype=dtype, device=device)
@@ -108,7 +109,7 @@ def key_bound(
         per_query = xp.sum(xp.astype(allowed, dtype), axis=-1)
         widest = xp.max(xp.where(allowed, per_query[..., None], 0.0), axis=-2)
         bound = xp.where(widest > 0, 1.0 / xp.where(widest > 0, widest, xp.ones_like(widest)), 0.0)
-    if scheme != "hybrid":
+    if guarantee == "one":
         return bound
     if isinstance(alpha, Real):
         return float(alpha) * bound

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from .. import _validate as check
 from . import CommandError
 
 #: The dtypes, head sizes and targets of the whole matrix (``dnorm compile --all``).
@@ -63,9 +64,15 @@ class Variant:
 
 def _forms() -> list[Variant]:
     """Every scheme with every causal form it has (Sinkhorn has none; doubly and hybrid bottom-right decode)."""
-    forms = [Variant(s) for s in ("softmax", "doubly", "hybrid", "sinkhorn")]
-    forms += [Variant(s, causal="top-left") for s in ("softmax", "doubly", "hybrid")]
-    return [*forms, Variant("softmax", causal="bottom-right")]
+    forms = [Variant(name) for name in check.SCHEMES]
+    forms += [Variant(name, causal="top-left") for name in check.SCHEMES if check.described(name).causal]
+    # bottom-right with fewer queries than keys: the schemes without a running statistic (the others decode)
+    return forms + [Variant(n, causal="bottom-right") for n in check.SCHEMES if check.described(n).causal == "mask"]
+
+
+def _decoding() -> list[str]:
+    """The schemes with a strictly causal form: those :func:`dnorm.decode` takes."""
+    return [name for name in check.SCHEMES if check.described(name).causal]
 
 
 def every_variant() -> list[Variant]:
@@ -84,7 +91,7 @@ def every_variant() -> list[Variant]:
     for form in _forms():
         loaded = replace(form, entry="varlen", softcap=True, dropout=True, grouped=True)
         found += [replace(form, entry="varlen"), loaded]
-    for scheme in ("softmax", "doubly", "hybrid"):
+    for scheme in _decoding():
         for entry in ("prefill", "decode"):
             found += [Variant(scheme, entry=entry), Variant(scheme, entry=entry, mask="bool", softcap=True)]
             found += [Variant(scheme, entry=entry, mask="float", grouped=True)]
@@ -97,7 +104,7 @@ def heaviest_variants() -> list[Variant]:
     loaded: dict[str, Any] = {"mask": "float", "softcap": True, "dropout": True, "grouped": True}
     found = [replace(form, **loaded) for form in _forms()]
     found += [replace(form, entry="varlen", softcap=True, dropout=True, grouped=True) for form in _forms()]
-    found += [Variant(scheme, entry="decode", mask="bool", softcap=True) for scheme in ("softmax", "doubly", "hybrid")]
+    found += [Variant(scheme, entry="decode", mask="bool", softcap=True) for scheme in _decoding()]
     return [*found, Variant("softmax", causal="top-left"), Variant("doubly"), Variant("softmax")]
 
 
@@ -166,8 +173,7 @@ def drive(variant: Variant, dtype: str, head_dim: int, /) -> None:
     q = normal(*lead, heads, n_q, head_dim) if not variant.flat else normal(n_q, head_dim)
     k, v = (normal(*lead, kv_heads, n_k, head_dim) if not variant.flat else normal(n_k, head_dim) for _ in range(2))
     options: dict[str, Any] = {"kernel": "triton"}
-    if variant.scheme == "hybrid":
-        options["alpha"] = torch.linspace(0.2, 0.8, heads) if variant.grouped else 0.3
+    options["alpha"] = torch.linspace(0.2, 0.8, heads) if variant.grouped else 0.3  # the hybrid's (others: unused)
     if variant.softcap:
         options["softcap"] = 20.0
     if variant.entry in ("prefill", "decode"):

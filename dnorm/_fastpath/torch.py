@@ -254,12 +254,12 @@ def infer(
     ``scaled_dot_product_attention`` with it; the hybrid mixes the two
     outputs with ``alpha`` (shape ``(..., 1, 1)``).
     """
-    scheme, scale = options.scheme, options.scale
+    how, scale = options.plan(), options.scale
     zero = query.new_zeros(key.shape[:-2] + key.shape[-2:-1])
-    if scheme == "softmax":
+    if not how.biased:
         return biased_attention(query, key, value, zero, scale=scale, mask=mask)
     c = column_logsumexp(query, key, scale=scale, mask=mask)
     doubly = biased_attention(query, key, value, -c, scale=scale, mask=mask)
-    if scheme == "doubly":
+    if not how.mixed:
         return doubly
     return rows.mix(doubly, biased_attention(query, key, value, zero, scale=scale, mask=mask), alpha)

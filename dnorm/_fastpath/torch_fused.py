@@ -19,7 +19,7 @@ import array_api_compat.torch as torch_xp
 import torch
 from torch import Tensor
 
-from .._kernels import masks, rows
+from .._kernels import masks, rows, schemes
 from .._kernels.shapes import pad, sum_to
 
 __all__ = ["Options", "Residuals", "backward", "forward", "four_d", "key_bias"]
@@ -31,6 +31,10 @@ class Options:
 
     scheme: str
     scale: float
+
+    def plan(self) -> schemes.Plan:
+        """What the call computes: a statistic of the key alone or none, no causal form."""
+        return schemes.plan(self.scheme, causal=False, n_iter=1)
 
 
 def key_bias(c: Tensor, /) -> Tensor:
@@ -73,11 +77,12 @@ def forward(
     q, k, v = (four_d(t, lead) for t in (query, key, value))
     m = None if mask is None else four_d(mask, lead)
     doubly = softmax = None
-    if options.scheme != "softmax":
+    how = options.plan()
+    if how.biased:
         q_bar, c = _fused(k, q, q, _additive(None if m is None else m.mT, None), scale)
         out, r = _fused(q, k, v, _additive(m, key_bias(c)), scale)
         doubly = (c, q_bar, r, out)
-    if options.scheme != "doubly":
+    if how.plain:
         softmax = _fused(q, k, v, _additive(m, None), scale)[::-1]
     if doubly is None or softmax is None:
         out = (doubly or softmax)[-1]  # type: ignore[index]

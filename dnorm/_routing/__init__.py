@@ -156,7 +156,7 @@ def decode(
     impl = cast(Decoding, choose(call, q, k, v, m))
     if empty.empty(q, k):  # no new queries: no rows, and the state of the same keys
         out = budget.cast(heads.merge(empty.output(q, k, v, xp=xp), request.groups, xp=xp), out_dtype, xp=xp)
-        if state is None and request.scheme != "softmax":  # no earlier keys either (checked): a state of 0 keys
+        if state is None and check.described(request.scheme).causal == "running":  # no earlier keys (checked)
             state = tuple(xp.zeros((*request.lead, 0), dtype=work, device=device_of(query)) for _ in range(2))
         return out, state
     if impl.upcasts:

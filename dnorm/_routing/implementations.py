@@ -73,8 +73,8 @@ class Torch:
             return f"it takes torch tensors, got {type(query).__module__}.{type(query).__name__}"
         if call.entry != "attention":
             return "torch's fused kernels have no strictly causal form, which decoding is"
-        if request.scheme == "sinkhorn":
-            return "it computes softmax, doubly and hybrid; sinkhorn's rounds take the array-API kernels"
+        if check.described(request.scheme).columns == "rounds":
+            return f"it computes at most one column statistic; {request.scheme}'s rounds take the array-API kernels"
         if request.causal:
             return "torch's fused kernels have no strictly causal form (causal=True needs the running statistic)"
         if request.block_size is not None:

@@ -209,7 +209,7 @@ class MultiheadAttention(FromTorch):
         self.v_proj = nn.Linear(vdim, kv_width, bias=bias, **factory)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
         self.alpha_logit = None
-        if self.scheme == "hybrid":
+        if check.described(self.scheme).mixed:
             check.alpha(alpha_init, (), xp=None)
             if learn_alpha and alpha_init in (0.0, 1.0):
                 msg = f"a learned alpha must start inside (0, 1), got {alpha_init}"

@@ -286,9 +286,10 @@ def attention_forward(
     causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
     n_queries, n_keys = query.shape[-2], key.shape[-2]
     layer = _cache_layer(kwargs)
-    decoding = causal and scheme in ("doubly", "hybrid") and layer is not None
+    running = check.described(scheme).causal == "running"  # causal: the running column statistic
+    decoding = causal and running and layer is not None
     if causal and n_queries != n_keys and not decoding:
-        if scheme != "softmax":
+        if check.described(scheme).biased:
             msg = (
                 f"scheme={scheme!r} with causal attention needs the running column statistic of the earlier "
                 f"queries ({n_queries} queries, {n_keys} keys): generate with "
@@ -299,7 +300,7 @@ def attention_forward(
     mask = attention_mask
     if mask is not None and mask.dtype != torch.bool:
         mask = mask.masked_fill(mask <= torch.finfo(mask.dtype).min / 2, float("-inf"))
-    if mask is not None and scheme != "softmax" and n_queries == n_keys:  # padding positions are not queries either
+    if mask is not None and check.described(scheme).biased and n_queries == n_keys:  # padding queries: not queries
         mask = masks.hide_queries(mask, masks.unseen_keys(mask))
 
     groups = getattr(module, "num_key_value_groups", 1)
