@@ -206,22 +206,11 @@ def attention(
             **extra,
         )
     xp = check.namespace(query=query, key=key, value=value, mask=mask, alpha=check.array_or_none(alpha))
-    request = check.attention_request(
-        query,
-        key,
-        value,
-        mask,
-        alpha,
-        scheme=scheme,
-        causal=causal,
-        scale=scale,
-        n_iter=n_iter,
-        block_size=block_size,
-        softcap=softcap,
-        dropout_p=dropout_p,
-        kernel=kernel,
-        xp=xp,
-    )
+    asked = check.Asked(
+        scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, block_size=block_size, softcap=softcap,
+        dropout_p=dropout_p, kernel=kernel,
+    )  # fmt: skip
+    request = check.attention_request(query, key, value, mask, alpha, asked, xp=xp)
     seed = random.seed(dropout_key, query, xp=xp) if request.dropout_p > 0 else None
     return routing.attention(query, key, value, mask, alpha, seed, request, xp=xp)
 

@@ -130,15 +130,17 @@ def varlen_attention(
         raise ValueError(msg)
     n = len(starts_q) - 1
     keys = random.keys(dropout_key, n, xp=xp) if dropout_p else [dropout_key] * n
-    options: dict[str, Any] = {"scheme": scheme, "causal": causal, "scale": scale, "n_iter": n_iter}
-    options |= {"block_size": block_size, "softcap": softcap, "dropout_p": dropout_p, "kernel": kernel}
+    asked = check.Asked(
+        scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, block_size=block_size, softcap=softcap,
+        dropout_p=dropout_p, kernel=kernel,
+    )  # fmt: skip
     sequences = []
     for b in range(n):
         q0, q1, k0, k1 = starts_q[b], starts_q[b + 1], starts_k[b], starts_k[b + 1]
         request, seed = None, None
         if q1 > q0 and k1 > k0:
             q, k, v = query[..., q0:q1, :], key[..., k0:k1, :], value[..., k0:k1, :]
-            request = check.attention_request(q, k, v, None, alpha, **options, xp=xp)
+            request = check.attention_request(q, k, v, None, alpha, asked, xp=xp)
             seed = random.seed(keys[b], query, xp=xp) if request.dropout_p > 0 else None
         sequences.append((q0, q1, k0, k1, request, seed))
     out = routing.packed(query, key, value, alpha, sequences, lead, xp=xp)

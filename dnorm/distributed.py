@@ -162,22 +162,8 @@ def attention(
             f"{query.shape[-2]} queries and {key.shape[-2]} keys on this participant"
         )
         raise ValueError(msg)
-    request = check.attention_request(
-        query,
-        key,
-        value,
-        None,
-        alpha,
-        scheme=scheme,
-        causal=causal,
-        scale=scale,
-        n_iter=n_iter,
-        block_size=None,
-        softcap=softcap,
-        dropout_p=0.0,
-        kernel=kernel,
-        xp=xp,
-    )
+    asked = check.Asked(scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, softcap=softcap, kernel=kernel)
+    request = check.attention_request(query, key, value, None, alpha, asked, xp=xp)
     mask = _key_mask(key_padding_mask, key, xp=xp)
     ring = _ring(library, group, axis_name, (query, key, value))
     return routing.attention(query, key, value, mask, alpha, request, ring, xp=xp)

@@ -34,13 +34,14 @@ from ._options import (
     scheme_and_offset,
     softcap,
 )
-from ._request import Request, attention_request
+from ._request import Asked, Request, attention_request
 
 __all__ = [
     "ALIGNMENTS",
     "KERNELS",
     "LAYOUTS",
     "SCHEMES",
+    "Asked",
     "Request",
     "accelerated",
     "alpha",

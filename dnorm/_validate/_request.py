@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _arrays as arrays
 from . import _options as options
@@ -38,42 +38,42 @@ class Request:
         return self.offset is not None
 
 
+class Asked(NamedTuple):
+    """The options of an attention call as its caller gave them, before their checks (see :func:`dnorm.attention`)."""
+
+    scheme: object
+    causal: object = False
+    scale: object = None
+    n_iter: object = 3
+    block_size: object = None
+    softcap: object = None
+    dropout_p: object = 0.0
+    kernel: object = "auto"
+
+
 def attention_request(
-    query: Array,
-    key: Array,
-    value: Array,
-    mask: Array | None,
-    alpha: object,
-    /,
-    *,
-    scheme: object,
-    causal: object,
-    scale: object,
-    n_iter: object,
-    block_size: object,
-    softcap: object,
-    dropout_p: object,
-    kernel: object,
-    xp: Any,
+    query: Array, key: Array, value: Array, mask: Array | None, alpha: object, asked: Asked, /, *, xp: Any
 ) -> Request:
     """Check the arguments of :func:`dnorm.attention` (and of the functions built on it) against each other."""
     lead, groups = arrays.qkv(query, key, value, xp=xp)
     n_queries, n_keys = query.shape[-2], key.shape[-2]
-    name, offset = options.scheme_and_offset(scheme, causal=causal, n_iter=n_iter, shape=(n_queries, n_keys))
-    factor = options.scale(scale, query.shape[-1])
+    name, offset = options.scheme_and_offset(
+        asked.scheme, causal=asked.causal, n_iter=asked.n_iter, shape=(n_queries, n_keys)
+    )
+    factor = options.scale(asked.scale, query.shape[-1])
     arrays.mask(mask, (*lead, n_queries, n_keys), name="mask", xp=xp)
     arrays.alpha(alpha, lead, xp=xp)
-    if block_size is not None:
-        options.positive_int(block_size, "block_size")
+    if asked.block_size is not None:
+        options.positive_int(asked.block_size, "block_size")
     return Request(
         name,
         offset,
         factor,
         lead,
         groups,
-        n_iter=n_iter,  # type: ignore[arg-type]  # checked by scheme_and_offset
-        block_size=block_size,  # type: ignore[arg-type]
-        softcap=options.softcap(softcap),
-        dropout_p=options.probability(dropout_p, "dropout_p"),
-        kernel=options.kernel(kernel),
+        n_iter=asked.n_iter,  # type: ignore[arg-type]  # checked by scheme_and_offset
+        block_size=asked.block_size,  # type: ignore[arg-type]
+        softcap=options.softcap(asked.softcap),
+        dropout_p=options.probability(asked.dropout_p, "dropout_p"),
+        kernel=options.kernel(asked.kernel),
     )
