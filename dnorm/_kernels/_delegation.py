@@ -47,8 +47,9 @@ def log_cumsum_exp(x: Array, /, *, xp: Any) -> Array:
         return xp.logcumsumexp(x, dim=-2)
     if name == "array_api_compat.dask.array":
         import numpy as np
-        from dask.array.reductions import cumreduction
+        from dask.array import reductions
 
+        cumreduction: Any = reductions.cumreduction  # untyped in dask
         return cumreduction(np.logaddexp.accumulate, np.logaddexp, -np.inf, x, axis=x.ndim - 2, dtype=x.dtype)
     msg = f"{name or xp!r} has no fused log-cumsum-exp scan that dnorm delegates to (see native_scan)"
     raise ValueError(msg)

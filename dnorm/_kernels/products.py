@@ -40,4 +40,4 @@ def t_matmul(a: Array, b: Array, /, *, fold: bool, xp: Any) -> Array:
 
 def shared(a: Array, b: Array, /) -> bool:
     """Whether ``b`` is one operand shared by the blocks of ``a`` along axis -3 (grouped heads)."""
-    return a.ndim >= 3 and b.ndim == a.ndim and b.shape[-3] == 1 and a.shape[-3] > 1
+    return bool(a.ndim >= 3 and b.ndim == a.ndim and b.shape[-3] == 1 and a.shape[-3] > 1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from .. import _validate as check
 from .._kernels import _delegation as delegation
@@ -26,13 +26,61 @@ from .._kernels import logsumexp as lse
 from .._kernels._device import device_of
 from .._kernels.scores import block_bounds
 from . import adapt, arrays, empty, heads
-from .contract import Call, Decoding, Implementation
+from .contract import Call, Decoding, Implementation, Packs
 from .implementations import IMPLEMENTATIONS
 from .plan import symbolic_lengths
 
 Array = Any
 
 __all__ = ["IMPLEMENTATIONS", "attention", "choose", "decode", "packed", "weights"]
+
+
+class Routed(NamedTuple):
+    """A call on its way: the implementation chosen and its arrays (grouped heads split, upcast where it
+    ``upcasts``), in the order :func:`route` runs every entry point through.
+
+    ``carried``: the arrays given per query head beside the query, mask and ``alpha`` (decoding's state).
+    """
+
+    impl: Implementation
+    call: Call
+    q: Array
+    k: Array
+    v: Array
+    mask: Array | None
+    alpha: Array
+    carried: tuple[Array, ...]
+    out_dtype: Any
+
+
+def route(
+    entry: str,
+    request: check.Request,
+    arrays_in: tuple[Array, Array, Array, Array | None, float | Array],
+    /,
+    *,
+    carried: tuple[Array, ...] = (),
+    seeded: bool,
+    xp: Any,
+) -> Routed:
+    """The one pipeline of every entry point: the compute dtype, grouped heads split, the call described, an
+    implementation chosen (the one ``kernel=`` names, or raise saying why), and half precision upcast for the
+    implementations that take float32 (the Triton kernels read it as it is)."""
+    query, key, value, mask, alpha = arrays_in
+    work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
+    per_query_head = (query, arrays.mask(mask, work, xp=xp), arrays.alpha(alpha, work, query, xp=xp), *carried)
+    (q, m, a, *rest), (k, v) = heads.split(per_query_head, (key, value), request.groups, xp=xp)
+    training = entry == "attention" and adapt.training(xp, q, k, v, m, a)
+    call = _call(entry, request, q, k, work, training=training, seeded=seeded, xp=xp)
+    impl = choose(call, q, k, v, m)
+    if impl.upcasts and not empty.empty(q, k):
+        q, k, v = (budget.cast(x, work, xp=xp) for x in (q, k, v))
+    return Routed(impl, call, q, k, v, m, a, tuple(rest), out_dtype)
+
+
+def finish(routed: Routed, out: Array, /, *, xp: Any) -> Array:
+    """An implementation's output as the caller's: query heads merged again, in the inputs' dtype."""
+    return budget.cast(heads.merge(out, routed.call.request.groups, xp=xp), routed.out_dtype, xp=xp)
 
 
 def attention(
@@ -48,20 +96,13 @@ def attention(
     xp: Any,
 ) -> Array:
     """The output of :func:`dnorm.attention` for checked arguments, by the implementation the call is routed to."""
-    work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
-    per_query_head = (query, arrays.mask(mask, work, xp=xp), arrays.alpha(alpha, work, query, xp=xp))
-    (q, m, a), (k, v) = heads.split(per_query_head, (key, value), request.groups, xp=xp)
-    call = _call(
-        "attention", request, q, k, work, training=adapt.training(xp, q, k, v, m, a), seeded=seed is not None, xp=xp
+    r = route("attention", request, (query, key, value, mask, alpha), seeded=seed is not None, xp=xp)
+    if empty.empty(r.q, r.k):  # no queries or no keys: no rows or zero rows (spec DEF-EMPTY-ROWS-AND-KEYS)
+        return finish(r, empty.output(r.q, r.k, r.v, xp=xp), xp=xp)
+    options = r.impl.options(r.call, r.q, r.k, r.mask, xp=xp)
+    return finish(
+        r, adapt.run(r.impl, r.call.training, r.q, r.k, r.v, r.mask, r.alpha, seed, options=options, xp=xp), xp=xp
     )
-    impl = choose(call, q, k, v, m)
-    if empty.empty(q, k):  # no queries or no keys: no rows or zero rows (spec DEF-EMPTY-ROWS-AND-KEYS)
-        return budget.cast(heads.merge(empty.output(q, k, v, xp=xp), request.groups, xp=xp), out_dtype, xp=xp)
-    if impl.upcasts:  # half precision computes in float32 (the Triton kernels read it as it is)
-        q, k, v = (budget.cast(x, work, xp=xp) for x in (q, k, v))
-    options = impl.options(call, q, k, m, xp=xp)
-    out = adapt.run(impl, call.training, q, k, v, m, a, seed, options=options, xp=xp)
-    return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
 
 
 def packed(
@@ -84,7 +125,7 @@ def packed(
     if requests:
         whole = replace(requests[0], offset=max(r.offset or 0 for r in requests) if requests[0].causal else None)
         call = _call("attention", whole, query, key, query.dtype, training=False, seeded=False, xp=xp)
-        if choose(call, query, key, value, None).packs:
+        if isinstance(choose(call, query, key, value, None), Packs):
             return _packed_at_once(query, key, value, alpha, sequences, whole, xp=xp)
     outputs = []
     for q0, q1, k0, k1, request, seed in sequences:
@@ -112,22 +153,19 @@ def _packed_at_once(
     *,
     xp: Any,
 ) -> Array:
-    """Every sequence of a packed batch in one launch (an implementation that ``packs``)."""
-    work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
-    (q, a), (k, v) = heads.split((query, arrays.alpha(alpha, work, query, xp=xp)), (key, value), request.groups, xp=xp)
+    """Every sequence of a packed batch in one launch (an implementation that :class:`.contract.Packs`)."""
     seed = None
     if request.dropout_p > 0:  # a sequence without queries or keys drew no seed, and needs none
         zero = xp.zeros((), dtype=xp.int32, device=device_of(query))
         seed = xp.stack([zero if s is None else xp.reshape(s, ()) for *_, s in sequences])
-    call = _call(
-        "attention", request, q, k, work, training=adapt.training(xp, q, k, v, a), seeded=seed is not None, xp=xp
-    )
-    impl = choose(call, q, k, v, None)
+    r = route("attention", request, (query, key, value, None, alpha), seeded=seed is not None, xp=xp)
+    impl = cast(Packs, r.impl)  # packed() offered the batch to it because it packs
     starts_q = (*(s[0] for s in sequences), sequences[-1][1])
     starts_k = (*(s[2] for s in sequences), sequences[-1][3])
-    options = impl.packed_options(impl.options(call, q, k, None, xp=xp), starts_q, starts_k)  # type: ignore[attr-defined]
-    out = adapt.run(impl, call.training, q, k, v, None, a, seed, options=options, xp=xp)
-    return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
+    options = impl.packed_options(impl.options(r.call, r.q, r.k, None, xp=xp), starts_q, starts_k)
+    return finish(
+        r, adapt.run(impl, r.call.training, r.q, r.k, r.v, None, r.alpha, seed, options=options, xp=xp), xp=xp
+    )
 
 
 def decode(
@@ -148,28 +186,22 @@ def decode(
     earlier positions (None when there are none); ``request`` is causal with
     the offset ``K - T``.
     """
-    work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
+    work, _ = budget.compute_dtype(query.dtype, xp=xp)
     earlier = () if state is None else tuple(xp.expand_dims(budget.cast(x, work, xp=xp), axis=-2) for x in state)
-    per_query_head = (query, arrays.mask(mask, work, xp=xp), arrays.alpha(alpha, work, query, xp=xp), *earlier)
-    (q, m, a, *carried), (k, v) = heads.split(per_query_head, (key, value), request.groups, xp=xp)
-    call = _call("decode", request, q, k, work, training=False, seeded=False, xp=xp)
-    impl = cast(Decoding, choose(call, q, k, v, m))
-    if empty.empty(q, k):  # no new queries: no rows, and the state of the same keys
-        out = budget.cast(heads.merge(empty.output(q, k, v, xp=xp), request.groups, xp=xp), out_dtype, xp=xp)
+    r = route("decode", request, (query, key, value, mask, alpha), carried=earlier, seeded=False, xp=xp)
+    impl = cast(Decoding, r.impl)  # every implementation that serves decoding decodes
+    if empty.empty(r.q, r.k):  # no new queries: no rows, and the state of the same keys
         if state is None and check.described(request.scheme).causal == "running":  # no earlier keys (checked)
             state = tuple(xp.zeros((*request.lead, 0), dtype=work, device=device_of(query)) for _ in range(2))
-        return out, state
-    if impl.upcasts:
-        q, k, v = (budget.cast(x, work, xp=xp) for x in (q, k, v))
-    carry = lse.LogSumExp(*carried) if carried else None
-    out, last = impl.decode(q, k, v, m, a, carry, options=impl.options(call, q, k, m, xp=xp), xp=xp)
+        return finish(r, empty.output(r.q, r.k, r.v, xp=xp), xp=xp), state
+    carry = lse.LogSumExp(*r.carried) if r.carried else None
+    options = impl.options(r.call, r.q, r.k, r.mask, xp=xp)
+    out, last = impl.decode(r.q, r.k, r.v, r.mask, r.alpha, carry, options=options, xp=xp)
     new_state = None
     if last is not None:
-        new_state = (
-            heads.merge(last.max, request.groups, xp=xp)[..., 0, :],
-            heads.merge(last.sum, request.groups, xp=xp)[..., 0, :],
-        )
-    return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp), new_state
+        groups = request.groups
+        new_state = (heads.merge(last.max, groups, xp=xp)[..., 0, :], heads.merge(last.sum, groups, xp=xp)[..., 0, :])
+    return finish(r, out, xp=xp), new_state
 
 
 def weights(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .._validate import Request
 
@@ -114,13 +114,12 @@ class Implementation(Computes, Protocol):
     """An implementation of attention: what it serves, its options, and the forward pass without autodiff.
 
     ``upcasts``: it takes half precision already in float32 (the routing layer casts); else in its own dtype.
-    ``packs``: it computes a packed batch in one launch (``packed_options``); else the routing layer runs the
-    sequences one by one.
+    An implementation that computes a packed batch in one launch is also :class:`Packs`; the routing layer runs
+    the sequences of a packed batch one by one through the others.
     """
 
     name: str
     upcasts: bool
-    packs: bool
 
     def refuses(self, call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
         """Why it cannot serve ``call`` on these arrays (a sentence naming what to change), or None when it can."""
@@ -128,6 +127,15 @@ class Implementation(Computes, Protocol):
 
     def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Hashable:
         """The static options of its passes for ``call`` (hashable: a static argument under JAX)."""
+        ...
+
+
+@runtime_checkable
+class Packs(Implementation, Protocol):
+    """An implementation that computes every sequence of a packed batch in one launch."""
+
+    def packed_options(self, options: Any, starts_q: tuple[int, ...], starts_k: tuple[int, ...], /) -> Hashable:
+        """``options`` for the packed batch whose sequences start at ``starts_q`` and ``starts_k`` along axis -2."""
         ...
 
 

@@ -17,7 +17,7 @@ Array = Any
 
 def empty(query: Array, key: Array, /) -> bool:
     """Whether the call has no queries or no keys."""
-    return query.shape[-2] == 0 or key.shape[-2] == 0
+    return bool(query.shape[-2] == 0 or key.shape[-2] == 0)
 
 
 def output(query: Array, key: Array, value: Array, /, *, xp: Any) -> Array:

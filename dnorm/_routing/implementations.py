@@ -28,6 +28,7 @@ from array_api_compat import array_namespace
 
 from .. import _validate as check
 from .._kernels import attention as kernels
+from .contract import Call, Implementation
 from .plan import kernel_options, task_lead
 from .triton import Triton
 
@@ -39,12 +40,11 @@ class ArrayAPI:
 
     name = "array-api"
     upcasts = True
-    packs = False
 
-    def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
+    def refuses(self, call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
         return None
 
-    def options(self, call: Any, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> kernels.Options:
+    def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> kernels.Options:
         return kernel_options(call, query, key, mask, xp=xp)
 
     def infer(self, *arrays: Array, options: Any, xp: Any) -> Array:
@@ -65,9 +65,8 @@ class Torch:
 
     name = "torch"
     upcasts = True
-    packs = False
 
-    def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
+    def refuses(self, call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
         request = call.request
         if call.library != "torch":
             return f"it takes torch tensors, got {type(query).__module__}.{type(query).__name__}"
@@ -87,7 +86,7 @@ class Torch:
 
         return fused.refuses(query, key, value, mask, training=call.training)
 
-    def options(self, call: Any, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
+    def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
         from .._fastpath import torch as fused
 
         return fused.Options(call.request.scheme, call.request.scale)
@@ -122,9 +121,8 @@ class Dask:
 
     name = "dask"
     upcasts = True
-    packs = False
 
-    def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
+    def refuses(self, call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
         if call.library != "dask":
             return f"it takes Dask arrays, got {type(query).__module__}.{type(query).__name__}"
         if call.entry != "attention":
@@ -135,7 +133,7 @@ class Dask:
 
         return chunkwise.refuses(query, key, value, mask, groups=call.request.groups)
 
-    def options(self, call: Any, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> ChunkOptions:
+    def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> ChunkOptions:
         q_meta, k_meta = query._meta, key._meta  # empty arrays of the chunks' library, dtype and dimensions
         mask_meta = None if mask is None else mask._meta
         chunk_xp = array_namespace(q_meta)
@@ -180,4 +178,4 @@ DASK = Dask()
 TRITON = Triton()
 
 #: The implementations by their ``kernel=`` names, in the order ``"auto"`` offers a call to them (the kernels last).
-IMPLEMENTATIONS: dict[str, Any] = {"dask": DASK, "triton": TRITON, "torch": TORCH, "array-api": ARRAY_API}
+IMPLEMENTATIONS: dict[str, Implementation] = {"dask": DASK, "triton": TRITON, "torch": TORCH, "array-api": ARRAY_API}

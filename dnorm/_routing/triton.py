@@ -15,6 +15,7 @@ from typing import Any
 
 from .._kernels import schemes
 from .._triton.mode import compile_only, interpreted  # without importing triton: routing must not need it
+from .contract import Call
 
 Array = Any
 
@@ -28,9 +29,8 @@ class Triton:
 
     name = "triton"
     upcasts = False  # the kernels read half precision as it is and accumulate in float32 themselves
-    packs = True  # a packed batch is one launch
 
-    def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
+    def refuses(self, call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
         if interpreted() and call.request.kernel != "triton":
             return "the interpreter (TRITON_INTERPRET=1) runs the kernels when asked for, kernel='triton', only"
         if call.library == "cupy":
@@ -62,7 +62,7 @@ class Triton:
             return f"it takes a boolean or floating mask, got {mask.dtype}"
         return None
 
-    def options(self, call: Any, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
+    def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
         from .._triton import configs, launch
 
         request = call.request
@@ -165,12 +165,12 @@ class Triton:
             return results[0], None if len(results) == 1 else LogSumExp(*results[1:])
         return split.decode(q, k, v, mask, alpha, carry, options=options)
 
-    def packed_options(self, options: Any, starts_q: tuple[int, ...], starts_k: tuple[int, ...]) -> Any:
+    def packed_options(self, options: Any, starts_q: tuple[int, ...], starts_k: tuple[int, ...], /) -> Any:
         """The options of a packed batch: the same passes, one program per sequence and lead index."""
         return replace(options, packed=(starts_q, starts_k))
 
 
-def _heavy(call: Any, mask: Array | None, /) -> bool:
+def _heavy(call: Call, mask: Array | None, /) -> bool:
     """Whether the kernels' tiles hold more than one softmax's worth (configs.blocks_for takes smaller ones)."""
     request = call.request
     how = schemes.plan(request.scheme, causal=request.causal, n_iter=request.n_iter)
@@ -192,7 +192,7 @@ def _unflatten(out: Array, q: Array, options: Any) -> Array:
     return out.reshape(*options.lead, q.shape[-2], out.shape[-1])
 
 
-def _dlpack_refusal(call: Any, /) -> str | None:
+def _dlpack_refusal(call: Call, /) -> str | None:
     """Why CuPy arrays cannot take the kernels (through DLPack, no copy): torch and triton are needed; no autodiff."""
     for module in ("torch", "triton"):
         if importlib.util.find_spec(module) is None:
@@ -220,7 +220,8 @@ def through_dlpack(run: Any, arrays: tuple[Array | None, ...], /, *, xp: Any, ma
     if device.type == "cuda":
         import cupy
 
-        stream = torch.cuda.stream(torch.cuda.ExternalStream(cupy.cuda.get_current_stream().ptr, device=device))
+        external: Any = torch.cuda.ExternalStream  # untyped in torch
+        stream = torch.cuda.stream(external(cupy.cuda.get_current_stream().ptr, device=device))
     with stream:
         results = run(*views)
     results = results if many else (results,)
