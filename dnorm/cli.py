@@ -72,7 +72,7 @@ def _inspect(args: argparse.Namespace, /) -> str:
 
 
 def _compile(args: argparse.Namespace, /) -> int:
-    from ._cli import gpu_compile
+    from ._cli import gpu_compile, gpu_table
 
     if args.all or args.heaviest:
         variants = gpu_compile.every_variant() if args.all else gpu_compile.heaviest_variants()
@@ -86,12 +86,12 @@ def _compile(args: argparse.Namespace, /) -> int:
     every_config = args.all or args.every_config
     rows = gpu_compile.run(cases, every_config=every_config, jobs=args.jobs, progress=progress, log=args.log)
     command = "dnorm compile " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["compile"] else "dnorm compile"
-    table = gpu_compile.render(rows, command=command)
+    table = gpu_table.render(rows, command=command)
     if args.markdown is not None:
         with open(args.markdown, "w") as f:
             f.write(table)
     print(json.dumps(gpu_compile.as_dicts(rows), indent=1) if args.json else table)
-    return 1 if gpu_compile.failures(rows) else 0
+    return 1 if gpu_table.failures(rows) else 0
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -104,7 +104,7 @@ def _causal_forward(torch: object, torch_xp: object, n: int, repeats: int) -> No
     rows = block_bounds(n, max(MIN_ROWS, rows_within(CAUSAL_BYTES, 4 * n * 4)))
 
     def forward(native: bool) -> Callable[[], object]:
-        options = kernels.Options("doubly", True, 1, 0.125, rows, False, rows, native_scan=native)
+        options = kernels.BlockedOptions("doubly", True, 1, 0.125, rows, False, rows, native_scan=native)
         return lambda: kernels.infer(q, k, v, None, alpha, None, options=options, xp=torch_xp)
 
     result = _median_ms({"two-level": forward(False), "fused": forward(True)}, repeats)

@@ -87,7 +87,7 @@ def _bytes_sent(scheme, *, processes=2, n=8, heads=4, dim=64):
     def participant(ring):
         mine = slice(ring.place * n, (ring.place + 1) * n)
         counting = _Counting(ring, sent)
-        options = sharded.Options(scheme, False, 3, 0.125, block_bounds(n, n), counting)
+        options = sharded.ShardedOptions(scheme, False, 3, 0.125, block_bounds(n, n), counting)
         shard = [x[..., mine, :] for x in (q, k, v, d_out)]
         out, residuals = sharded.forward(*shard[:3], None, np.asarray(0.5), options=options, xp=np)
         sent_forward[ring.place] = sent[ring.place]

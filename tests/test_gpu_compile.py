@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("torch", reason="the Triton kernels take torch tensors")
 pytest.importorskip("triton", reason="triton is not installed: pip install -e '.[triton]'")
 
-from dnorm._cli import gpu_compile
+from dnorm._cli import gpu_compile, gpu_table
 from dnorm._triton.compile_only import TARGETS, Build
 
 TESTS = Path(__file__).parent
@@ -53,7 +53,7 @@ def covering() -> list[gpu_compile.Row]:
     assert done.returncode in (0, 1), done.stderr[-3000:]
     rows = [gpu_compile.Row(**{**r, "switches": tuple(map(tuple, r["switches"])), "problems": tuple(r["problems"])})
             for r in json.loads(done.stdout)]  # fmt: skip
-    assert (done.returncode == 1) == bool(gpu_compile.failures(rows))
+    assert (done.returncode == 1) == bool(gpu_table.failures(rows))
     return rows
 
 

@@ -54,7 +54,7 @@ def _run_kernels(xp, p, *, scheme, causal, block_size, n_iter=3, softcap=None, d
     alpha = xp.reshape(to_xp(xp, p["alpha"], chunked=False), (3, 1, 1))
     t = p["q"].shape[-2]
     rows = block_bounds(t, block_size or t)
-    options = kernels.Options(
+    options = kernels.BlockedOptions(
         scheme, causal, n_iter, p["q"].shape[-1] ** -0.5, rows, block_size is None, rows, 0, softcap, dropout
     )
     seed = xp.asarray(SEED, dtype=xp.int32) if dropout else None
@@ -167,7 +167,7 @@ def test_residuals_hold_nothing_of_the_size_of_the_scores(xp, scheme, causal):
     q, k, v = (to_xp(xp, p[name]) for name in ("q", "k", "v"))
     alpha = xp.reshape(to_xp(xp, p["alpha"]), (3, 1, 1))
     rows = block_bounds(24, 12)
-    options = kernels.Options(scheme, causal, 3, 0.5, rows, False, rows)
+    options = kernels.BlockedOptions(scheme, causal, 3, 0.5, rows, False, rows)
     _, residuals = kernels.forward(q, k, v, to_xp(xp, p["mask"]), alpha, None, options=options, xp=xp)
     leaves, _ = flatten(residuals)  # shapes only: lazy backends compute nothing
     for leaf in leaves:

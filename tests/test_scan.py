@@ -140,7 +140,7 @@ def test_attention_and_its_gradients_take_either_form(scheme):
     results = []
     for native in (False, True):
         rows = block_bounds(t, 7)
-        options = kernels.Options(scheme, True, 1, 0.5, rows, False, rows, native_scan=native)
+        options = kernels.BlockedOptions(scheme, True, 1, 0.5, rows, False, rows, native_scan=native)
         out, residuals = kernels.forward(q, k, v, mask, alpha, None, options=options, xp=fused_xp)
         grads = kernels.backward(
             q, k, v, mask, alpha, None, out, residuals, grad, options=options, mask_grad=False, xp=fused_xp

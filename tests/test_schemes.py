@@ -112,3 +112,26 @@ def test_received_mass_mask_leaves_out_entries(xp):
     np.testing.assert_allclose(got, (w * counted).sum(axis=0), rtol=1e-12)
     additive = np.where(counted, 0.0, -np.inf)
     np.testing.assert_allclose(to_np(received_mass(to_xp(xp, w), mask=to_xp(xp, additive))), got, rtol=1e-12)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_scheme_home_describes_what_each_scheme_computes(scheme):
+    """dnorm._kernels.schemes, which every path reads, against what the public functions compute."""
+    from dnorm._kernels.schemes import SCHEMES as DESCRIBED
+    from dnorm.diagnostics import mass_lower_bound
+
+    described = DESCRIBED[scheme]
+    s = _scores(6, 4)
+    bound = np.asarray(mass_lower_bound(scheme, shape=(6, 4), alpha=0.25))
+    expected = {None: 0.0, "one": 1 / 4, "alpha": 0.25 / 4}[described.bound]
+    np.testing.assert_allclose(bound, expected)
+    mixes = not np.allclose(normalize(s, scheme, alpha=0.2), normalize(s, scheme, alpha=0.7))
+    assert mixes == described.mixed
+    unbiased = np.allclose(normalize(s, scheme, alpha=0.0), normalize(s, "softmax"))  # the plain component alone
+    assert unbiased == described.plain
+    if described.causal is None:
+        with pytest.raises(NotImplementedError, match="no strictly causal definition"):
+            normalize(s[:4], scheme, causal=True)
+    else:
+        running = not np.allclose(normalize(s[:4], scheme, causal=True), normalize(s[:4], "softmax", causal=True))
+        assert running == (described.causal == "running")

@@ -44,7 +44,7 @@ def _whole(xp, p, *, scheme, causal, softcap):
         to_xp(xp, p[name], chunked=False) for name in ("q", "k", "v", "d_out", "mask", "alpha")
     )
     rows = block_bounds(q.shape[-2], 4)
-    options = kernels.Options(scheme, causal, 2, SCALE, rows, False, rows, 0, softcap)
+    options = kernels.BlockedOptions(scheme, causal, 2, SCALE, rows, False, rows, 0, softcap)
     out, residuals = kernels.forward(q, k, v, mask, alpha, None, options=options, xp=xp)
     grads = kernels.backward(q, k, v, mask, alpha, None, out, residuals, d_out, options=options, mask_grad=False, xp=xp)
     return (
@@ -60,7 +60,7 @@ def _sharded(xp, p, size, *, scheme, causal, softcap, traced):
         q, k, v, d_out = (to_xp(xp, p[name][..., mine, :], chunked=False) for name in ("q", "k", "v", "d_out"))
         mask = to_xp(xp, p["mask"][..., mine], chunked=False)
         alpha = to_xp(xp, p["alpha"], chunked=False)
-        options = sharded.Options(scheme, causal, 2, SCALE, block_bounds(n, 2), ring, softcap)
+        options = sharded.ShardedOptions(scheme, causal, 2, SCALE, block_bounds(n, 2), ring, softcap)
         out, residuals = sharded.forward(q, k, v, mask, alpha, options=options, xp=xp)
         grads = sharded_backward.backward(q, k, v, mask, alpha, out, residuals, d_out, options=options, xp=xp)
         return [to_np(x) for x in (out, *grads[:3])] + ([to_np(grads[3])] if scheme == "hybrid" else [])

@@ -250,7 +250,7 @@ def test_cupy_arrays_reach_the_kernels_through_dlpack(monkeypatch):
     rng = np.random.default_rng(3)
     q, k, v = (rng.normal(size=(2, 7, 4)) for _ in range(3))
     alpha = np.asarray(0.5)
-    options = launch.Options("doubly", False, 3, 0.5, lead=(2,))
+    options = launch.LaunchOptions("doubly", False, 3, 0.5, lead=(2,))
     out = TRITON.infer(q, k, v, None, alpha, None, options=options, xp=np_xp)
     assert isinstance(out, np.ndarray)
     np.testing.assert_allclose(out, dnorm.attention(q, k, v, scale=0.5), rtol=1e-12, atol=1e-12)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate as check
 from ..diagnostics import Report, report
 from . import CommandError, files, text
 
@@ -69,7 +70,7 @@ def render(summary: dict[str, Any], /) -> str:
     ]
     rows = [
         [
-            name if name != "hybrid" else f"hybrid (alpha={summary['alpha']:g})",
+            f"{name} (alpha={summary['alpha']:g})" if name in check.SCHEMES and check.described(name).mixed else name,
             _cell(s["share_mean"], text.percent),
             _cell(s["share_max"], text.percent),
             _cell(s["least_mass"], text.mass),

@@ -60,11 +60,11 @@ def attention(
     one of shape ``(..., 1, 1)`` (a weight per leading index), whose chunks
     ``chunk`` receives in the same form.
     """
-    lead = max(query.ndim, key.ndim, value.ndim, 2 if mask is None else mask.ndim) - 2  # alpha broadcasts to it
-    letters = _LEAD[:lead]
+    n_lead = max(query.ndim, key.ndim, value.ndim, 2 if mask is None else mask.ndim) - 2  # alpha broadcasts to it
+    letters = _LEAD[:n_lead]
 
     def index(x: Array, trailing: str) -> str:
-        return letters[lead - (x.ndim - len(trailing)) :] + trailing
+        return letters[n_lead - (x.ndim - len(trailing)) :] + trailing
 
     pairs: list[Any] = [query, index(query, "td"), key, index(key, "kd"), value, index(value, "ke")]
     names = ["query", "key", "value"]
@@ -81,5 +81,5 @@ def attention(
         weight = given["alpha"][..., None, None] if per_index else given["alpha"]
         return chunk(given["query"], given["key"], given["value"], given.get("mask"), weight)
 
-    meta = meta_from_array(query, ndim=lead + 2)  # NumPy or CuPy chunks: the output's are of the same kind
+    meta = meta_from_array(query, ndim=n_lead + 2)  # NumPy or CuPy chunks: the output's are of the same kind
     return da.blockwise(run, letters + "te", *pairs, dtype=query.dtype, meta=meta, align_arrays=True, concatenate=True)

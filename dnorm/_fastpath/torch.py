@@ -33,9 +33,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._kernels import budget, masks, rows
-from .torch_fused import Options, Residuals, backward, forward, four_d
+from .torch_fused import FusedOptions, Residuals, backward, forward, four_d
 
-__all__ = ["Options", "Residuals", "backward", "biased_attention", "column_logsumexp", "forward", "infer", "refuses"]
+__all__ = [
+    "FusedOptions",
+    "Residuals",
+    "backward",
+    "biased_attention",
+    "column_logsumexp",
+    "forward",
+    "infer",
+    "refuses",
+]
 
 _TORCH_VERSION = tuple(int(part) for part in torch.__version__.split(".")[:2])
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -243,7 +252,7 @@ def infer(
     seed: None,
     /,
     *,
-    options: Options,
+    options: FusedOptions,
     xp: Any,
 ) -> Tensor:
     """``softmax``, ``doubly`` or ``hybrid`` attention (not causal) through torch's fused kernels, no autograd.

@@ -22,11 +22,11 @@ from torch import Tensor
 from .._kernels import masks, rows, schemes
 from .._kernels.shapes import pad, sum_to
 
-__all__ = ["Options", "Residuals", "backward", "forward", "four_d", "key_bias"]
+__all__ = ["FusedOptions", "Residuals", "backward", "forward", "four_d", "key_bias"]
 
 
 @dataclass(frozen=True)
-class Options:
+class FusedOptions:
     """The static part of a fast-path call: ``"softmax"``, ``"doubly"`` or ``"hybrid"``, and the score scale."""
 
     scheme: str
@@ -62,7 +62,7 @@ def forward(
     seed: None,
     /,
     *,
-    options: Options,
+    options: FusedOptions,
     xp: Any,
 ) -> tuple[Tensor, Residuals]:
     """The output and the :class:`Residuals`, all from the fused kernels (spec THM-GRADIENT-AS-ATTENTION).
@@ -103,7 +103,7 @@ def backward(
     grad: Tensor,
     /,
     *,
-    options: Options,
+    options: FusedOptions,
     mask_grad: bool,
     xp: Any,
 ) -> tuple[Tensor, Tensor, Tensor, None, Tensor | None]:

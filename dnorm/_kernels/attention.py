@@ -27,7 +27,7 @@ Bounds = tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
-class Options:
+class BlockedOptions:
     """Everything about one call that is not an array (hashable: a static argument under JAX).
 
     ``rows`` are the query blocks of the forward pass and ``materialize``
@@ -74,7 +74,7 @@ def forward(
     seed: Array | None,
     /,
     *,
-    options: Options,
+    options: BlockedOptions,
     xp: Any,
 ) -> tuple[Array, blocked.Residuals]:
     """``attention(query, key, value)`` and what :func:`backward` needs."""
@@ -101,7 +101,7 @@ def backward(
     grad: Array,
     /,
     *,
-    options: Options,
+    options: BlockedOptions,
     mask_grad: bool,
     xp: Any,
 ) -> tuple[Array, Array, Array, Array | None, Array | None]:
@@ -143,7 +143,7 @@ def infer(
     seed: Array | None,
     /,
     *,
-    options: Options,
+    options: BlockedOptions,
     xp: Any,
 ) -> Array:
     """The forward pass alone, where no gradient can be asked for."""
@@ -159,7 +159,7 @@ def decode(
     carry: lse.LogSumExp | None,
     /,
     *,
-    options: Options,
+    options: BlockedOptions,
     xp: Any,
 ) -> tuple[Array, lse.LogSumExp | None]:
     """The strictly causal pass of new queries from ``carry``, and the carry after them (spec DEF-DECODE-STATE).
@@ -177,15 +177,17 @@ def decode(
     return out, residuals.carries[-1] if residuals.carries else None
 
 
-def weights(scores: Array, mask: Array | None, alpha: Array, /, *, options: Options, log: bool, xp: Any) -> Array:
+def weights(
+    scores: Array, mask: Array | None, alpha: Array, /, *, options: BlockedOptions, log: bool, xp: Any
+) -> Array:
     """The ``(..., T, K)`` weights (``log``: log-weights) of given scores, normalized in the blocks ``options.rows``."""
     matrix = from_matrix(scores, mask=mask, causal=options.causal, offset=options.offset)
     return blocked.weights(matrix, options.rows, how=options.plan(), alpha=alpha, log=log, xp=xp)
 
 
-def _projections(q: Array, key: Array, mask: Array | None, options: Options, /) -> Scores:
+def _projections(q: Array, key: Array, mask: Array | None, options: BlockedOptions, /) -> Scores:
     return from_projections(q, key, mask=mask, causal=options.causal, offset=options.offset, softcap=options.softcap)
 
 
-def _dropout(options: Options, seed: Array | None, /) -> Dropout | None:
+def _dropout(options: BlockedOptions, seed: Array | None, /) -> Dropout | None:
     return Dropout(options.dropout, seed) if options.dropout > 0 else None

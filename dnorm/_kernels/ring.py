@@ -2,10 +2,10 @@
 
 ``P`` participants hold consecutive shards of one sequence, participant ``r``
 the ``r``-th. A *sweep* brings every key block to every participant once:
-at each stop a participant's queries meet the block it holds (:class:`Stop`),
+at each turn a participant's queries meet the block it holds (:class:`Turn`),
 then every participant hands its block to a neighbour. What travels with a
-block is of two kinds: what a stop only reads (the keys, values, key mask and
-finished per-key statistics) and what stops add to (a statistic being
+block is of two kinds: what a turn only reads (the keys, values, key mask and
+finished per-key statistics) and what turns add to (a statistic being
 collected, gradients of the keys). A forward sweep visits a block's owner
 first and then the participants after it, in order; a backward one visits the
 participants from the last to the owner. Either way what was added to comes
@@ -13,8 +13,8 @@ back to the block's owner at the end.
 
 The collective itself is a :class:`Ring` (``torch.distributed`` or a JAX mesh
 axis, :mod:`dnorm._distributed`): the kernels only ask it to pass arrays on.
-The next block is sent off before a stop computes, so that its transfer
-overlaps the stop's work; what the stop adds to follows after it.
+The next block is sent off before a turn computes, so that its transfer
+overlaps the turn's work; what the turn adds to follows after it.
 """
 
 from __future__ import annotations
@@ -51,13 +51,13 @@ class Ring(Protocol):
 
 
 @dataclass(frozen=True)
-class Stop:
+class Turn:
     """Where a sweep stands at one participant: the key block it holds.
 
     ``own``: the participant's own block (the diagonal one under causal).
     ``earlier``: the block's positions come before the participant's: True,
     False, or a boolean array where the participant's place is traced.
-    ``step``: how many stops the sweep made here before this one.
+    ``step``: how many turns the sweep took here before this one.
     """
 
     own: bool
@@ -65,7 +65,7 @@ class Stop:
     step: int
 
 
-Visit = Callable[[Stop, Arrays, Arrays], Arrays]
+Visit = Callable[[Turn, Arrays, Arrays], Arrays]
 
 
 def sweep(
@@ -74,7 +74,7 @@ def sweep(
     """Bring every key block here once; return ``added`` for this participant's own block, back home.
 
     ``read`` is what the block carries for the stops to read, ``added`` what
-    each stop's ``visit(stop, read, added)`` returns with its share added.
+    each turn's ``visit(turn, read, added)`` returns with its share added.
     Forwards, a block visits its owner first, then the participants after it
     in order; ``backwards``, the participants from the last to the owner
     (those before the owner first, where a causal block is not seen). A forward sweep whose ``added`` nobody
@@ -87,9 +87,9 @@ def sweep(
         read = _pass_on(ring, read, by)()
     for step in range(size):
         held = step + 1 if backwards else -step  # this participant holds block rank + held
-        stop = Stop(held % size == 0, (rank + held) % size < rank, step)
+        turn = Turn(own=held % size == 0, earlier=(rank + held) % size < rank, step=step)
         incoming = _pass_on(ring, read, by) if step < size - 1 else None  # the next block travels meanwhile
-        added = visit(stop, read, added)
+        added = visit(turn, read, added)
         if incoming is not None:
             read = incoming()
             added = _pass_on(ring, added, by)()

@@ -16,7 +16,7 @@ attention (spec THM-SHARDED-EQUALS-FULL):
 * the row pass merges the partial output of each block by its rows' statistic
   (spec DEF-ONLINE-MERGE), and keeps that statistic for the backward pass.
 
-Inside a stop the queries are processed in blocks of rows (``Options.rows``);
+Inside a turn the queries are processed in blocks of rows (``ShardedOptions.rows``);
 nothing of size ``(T, K)`` of the whole sequence exists anywhere.
 """
 
@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from . import bias, blocked, rows, schemes
 from . import logsumexp as lse
 from ._device import device_of
-from .ring import Ring, Stop, sweep
+from .ring import Ring, Turn, sweep
 from .scores import Scores, from_projections
 
 Array = Any
@@ -36,7 +36,7 @@ Bounds = tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
-class Options:
+class ShardedOptions:
     """Everything about a sharded call that is not an array (hashable: a static argument under JAX).
 
     ``rows`` are the blocks of this participant's queries; ``causal`` is the
@@ -53,12 +53,12 @@ class Options:
 
 
 class Residuals(NamedTuple):
-    """What the backward pass needs, O(local T + local K) numbers per head and stop.
+    """What the backward pass needs, O(local T + local K) numbers per head and turn.
 
     ``rounds``: every round's column statistic of this participant's keys (doubly, Sinkhorn);
     ``potentials``: the rows' statistic of ``S - c`` after every round but the last (Sinkhorn's row potentials);
     ``rows``: each component's row statistic over all keys (biased first), per block of rows;
-    ``carries``: under causal, per stop, the running statistic before each block of rows;
+    ``carries``: under causal, per turn, the running statistic before each block of rows;
     ``outputs``: each component's output when the scheme mixes two.
     """
 
@@ -70,7 +70,7 @@ class Residuals(NamedTuple):
 
 
 def forward(
-    query: Array, key: Array, value: Array, key_mask: Array | None, alpha: Array, /, *, options: Options, xp: Any
+    query: Array, key: Array, value: Array, key_mask: Array | None, alpha: Array, /, *, options: ShardedOptions, xp: Any
 ) -> tuple[Array, Residuals]:
     """This participant's rows of attention over the whole sequence, and the residuals of the backward pass.
 
@@ -83,14 +83,14 @@ def forward(
     merged: list[list[Any]] = [[None] * len(options.rows) for _ in range(n_parts)]
     carries: list[tuple[lse.LogSumExp | None, ...]] = []
 
-    def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+    def visit(turn: Turn, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
         k, v, m, *per_key = read
-        scores = tile(q, k, m, stop, options, xp=xp)
+        scores = tile(q, k, m, turn, options, xp=xp)
         if scores is None:
             carries.append(())
             return added
         values = rows.with_ones(v, None, xp=xp)
-        carry = lse.LogSumExp(*added) if how.running and not stop.own else None
+        carry = lse.LogSumExp(*added) if how.running and not turn.own else None
         before = []
         for index, (start, stop_row) in enumerate(options.rows):
             block = scores.rows(start, stop_row, xp=xp)
@@ -116,7 +116,7 @@ def forward(
 
 
 def statistics(
-    q: Array, key: Array, key_mask: Array | None, how: schemes.Plan, /, *, options: Options, xp: Any
+    q: Array, key: Array, key_mask: Array | None, how: schemes.Plan, /, *, options: ShardedOptions, xp: Any
 ) -> tuple[tuple[bias.ColumnStat, ...], tuple[tuple[lse.LogSumExp, ...], ...]]:
     """The column statistic of every round for this participant's keys, and Sinkhorn's row potentials.
 
@@ -145,13 +145,13 @@ def column_pass(
     potential: tuple[lse.LogSumExp, ...] | None,
     /,
     *,
-    options: Options,
+    options: ShardedOptions,
     xp: Any,
 ) -> lse.LogSumExp:
     """``LSE_i`` of each of this participant's keys over every participant's queries: of ``S``, or of ``S - shift -
     r`` with the row potentials ``r`` of this participant's queries."""
 
-    def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+    def visit(turn: Turn, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
         k, m, *centre = read
         scores = whole(q, k, m, options)
         total = lse.LogSumExp(*added)
@@ -167,12 +167,12 @@ def column_pass(
 
 
 def row_pass(
-    q: Array, key: Array, key_mask: Array | None, stat: bias.ColumnStat, /, *, options: Options, xp: Any
+    q: Array, key: Array, key_mask: Array | None, stat: bias.ColumnStat, /, *, options: ShardedOptions, xp: Any
 ) -> tuple[lse.LogSumExp, ...]:
     """``LSE_j (S - c)`` of this participant's queries over every key, per block of rows."""
     totals: list[Any] = [None] * len(options.rows)
 
-    def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+    def visit(turn: Turn, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
         k, m, *per_key = read
         scores = whole(q, k, m, options)
         for index, (start, stop_row) in enumerate(options.rows):
@@ -185,26 +185,28 @@ def row_pass(
     return tuple(totals)
 
 
-def whole(q: Array, key: Array, key_mask: Array | None, options: Options, /) -> Scores:
+def whole(q: Array, key: Array, key_mask: Array | None, options: ShardedOptions, /) -> Scores:
     """The scores of this participant's queries against a key block, all seen (the passes of a statistic of the
     key alone: doubly and Sinkhorn have no causal form there)."""
     return from_projections(q, key, mask=key_mask, causal=False, softcap=options.softcap)
 
 
-def tile(q: Array, key: Array, key_mask: Array | None, stop: Stop, options: Options, /, *, xp: Any) -> Scores | None:
+def tile(
+    q: Array, key: Array, key_mask: Array | None, turn: Turn, options: ShardedOptions, /, *, xp: Any
+) -> Scores | None:
     """The scores of this participant's queries against the key block it holds; None where none may see it.
 
     Under causal the own block is the diagonal one (the top-left triangle), an earlier block is seen whole and a
     later one not at all; where the participant's place is traced, a later block is hidden by its mask.
     """
-    visible = True if not options.causal or stop.own else stop.earlier
+    visible = True if not options.causal or turn.own else turn.earlier
     if visible is False:
         return None
     mask = key_mask
     if visible is not True:
         hidden = xp.reshape(visible, (1, 1))
         mask = hidden if mask is None else mask & hidden
-    return from_projections(q, key, mask=mask, causal=options.causal and stop.own, softcap=options.softcap)
+    return from_projections(q, key, mask=mask, causal=options.causal and turn.own, softcap=options.softcap)
 
 
 def lead(q: Array, key: Array, /) -> tuple[int, ...]:

@@ -25,9 +25,9 @@ from . import logsumexp as lse
 from ._device import device_of
 from .backward import Component, PerKey, step
 from .backward_sinkhorn import round_terms
-from .ring import Stop, sweep
+from .ring import Turn, sweep
 from .shapes import sum_to
-from .sharded import Options, Residuals, lead, per_key_arrays, per_key_stat, tile, whole
+from .sharded import Residuals, ShardedOptions, lead, per_key_arrays, per_key_stat, tile, whole
 
 Array = Any
 
@@ -43,7 +43,7 @@ def backward(
     grad: Array,
     /,
     *,
-    options: Options,
+    options: ShardedOptions,
     xp: Any,
 ) -> tuple[Array, Array, Array, Array | None]:
     """Gradients of ``query``, ``key``, ``value`` (this participant's shards) and of ``alpha`` (its share).
@@ -94,7 +94,7 @@ class _Work:
         deltas: list[Array],
         residuals: Residuals,
         shared: bool,
-        options: Options,
+        options: ShardedOptions,
         xp: Any,
     ) -> None:
         self.q, self.key, self.value, self.key_mask = q, key, value, key_mask
@@ -124,7 +124,7 @@ class _Work:
             xp.concat((self.grads[0][..., a:b, :], self.deltas[0][..., a:b, :]), axis=-1) for a, b in self.rows
         ]
 
-        def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+        def visit(turn: Turn, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
             k, m, *per_key = read
             scores = whole(self.q, k, m, self.options)
             (both,) = added
@@ -159,7 +159,7 @@ class _Work:
         xp = self.xp
         sums: list[Any] = [None] * len(self.rows)
 
-        def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+        def visit(turn: Turn, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
             k, m, *per_key = read
             stat = per_key_stat(later, per_key[:-1])
             scores = whole(self.q, k, m, self.options)
@@ -177,7 +177,7 @@ class _Work:
         """``dc_j = -sum_i R_ij dr_i`` of this participant's keys, ``R = exp(S - c^earlier - r)``, over every query."""
         xp = self.xp
 
-        def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+        def visit(turn: Turn, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
             k, m, *per_key = read
             stat = per_key_stat(earlier, per_key)
             scores = whole(self.q, k, m, self.options)
@@ -204,9 +204,9 @@ class _Work:
         values_grad = how.plain or how.running  # the biased component's dV came with gamma otherwise
         size = options.ring.size
 
-        def visit(stop: Stop, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+        def visit(turn: Turn, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
             k, v, m, *per_key = read
-            scores = tile(self.q, k, m, stop, options, xp=xp)
+            scores = tile(self.q, k, m, turn, options, xp=xp)
             if scores is None:
                 return added
             stats, at = [], 0
@@ -216,7 +216,7 @@ class _Work:
             d_cols = per_key[at:]
             after = added[0] if how.running else None
             d_key = added[1] if how.running else added[0]
-            carries = residuals.carries[size - 1 - stop.step] if how.running else ()
+            carries = residuals.carries[size - 1 - turn.step] if how.running else ()
             key_share, value_share = PerKey(), PerKey()
             order = range(len(self.rows) - 1, -1, -1) if options.causal else range(len(self.rows))  # widths shrink
             for index in order:

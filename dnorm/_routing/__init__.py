@@ -192,7 +192,7 @@ def decode(
     impl = cast(Decoding, r.impl)  # every implementation that serves decoding decodes
     if empty.empty(r.q, r.k):  # no new queries: no rows, and the state of the same keys
         if state is None and check.described(request.scheme).causal == "running":  # no earlier keys (checked)
-            state = tuple(xp.zeros((*request.lead, 0), dtype=work, device=device_of(query)) for _ in range(2))
+            state = tuple(xp.zeros((*request.out_lead, 0), dtype=work, device=device_of(query)) for _ in range(2))
         return finish(r, empty.output(r.q, r.k, r.v, xp=xp), xp=xp), state
     carry = lse.LogSumExp(*r.carried) if r.carried else None
     options = impl.options(r.call, r.q, r.k, r.mask, xp=xp)
@@ -212,15 +212,15 @@ def weights(
     s = budget.cast(scores, work, xp=xp)
     if s.shape[-2] == 0 or s.shape[-1] == 0:  # no queries or no keys: weights without entries
         return budget.cast(empty.weights(s), out_dtype, xp=xp)
-    options = kernels.Options(
-        request.scheme,
-        request.causal,
-        request.n_iter,
-        1.0,
-        block_bounds(s.shape[-2], s.shape[-2]),
-        True,
-        (),
-        request.offset or 0,
+    options = kernels.BlockedOptions(
+        scheme=request.scheme,
+        causal=request.causal,
+        n_iter=request.n_iter,
+        scale=1.0,
+        rows=block_bounds(s.shape[-2], s.shape[-2]),
+        materialize=True,
+        backward_rows=(),
+        offset=request.offset or 0,
         doubling=symbolic_lengths(xp),
         native_scan=delegation.native_scan(s, xp=xp),
     )
@@ -253,7 +253,7 @@ def choose(call: Call, query: Array, key: Array, value: Array, mask: Array | Non
 def _call(
     entry: str, request: check.Request, q: Array, k: Array, work: Any, /, *, training: bool, seeded: bool, xp: Any
 ) -> Call:
-    lead = request.lead
+    lead = request.out_lead  # the scores' leading shape: grouped heads split
     if request.groups > 1:  # grouped-query attention: (..., H, G, T, D) queries over (..., H, 1, K, D) keys
         lead = (*lead[:-1], lead[-1] // request.groups, request.groups)
     return Call(

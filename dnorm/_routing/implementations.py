@@ -44,7 +44,9 @@ class ArrayAPI:
     def refuses(self, call: Call, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
         return None
 
-    def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> kernels.Options:
+    def options(
+        self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any
+    ) -> kernels.BlockedOptions:
         return kernel_options(call, query, key, mask, xp=xp)
 
     def infer(self, *arrays: Array, options: Any, xp: Any) -> Array:
@@ -89,7 +91,7 @@ class Torch:
     def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
         from .._fastpath import torch as fused
 
-        return fused.Options(call.request.scheme, call.request.scale)
+        return fused.FusedOptions(scheme=call.request.scheme, scale=call.request.scale)
 
     def infer(self, *arrays: Array, options: Any, xp: Any) -> Array:
         from .._fastpath import torch as fused

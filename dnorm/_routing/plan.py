@@ -16,14 +16,14 @@ from typing import Any
 from .. import _validate as check
 from .._kernels import _delegation as delegation
 from .._kernels import budget
-from .._kernels.attention import Options
+from .._kernels.attention import BlockedOptions
 from .._kernels.scores import block_bounds
 from .contract import Call
 
 Array = Any
 
 
-def kernel_options(call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Options:
+def kernel_options(call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> BlockedOptions:
     """The kernels' options for ``call`` (spec DEF-CHUNKED-ALGORITHM, DEF-BLOCKED-BACKWARD).
 
     An explicit ``block_size`` decides the blocks everywhere. The running
@@ -54,15 +54,15 @@ def kernel_options(call: Call, query: Array, key: Array, mask: Array | None, /, 
         rows, materialize = block_bounds(n_queries, budget.rows_within(cache_bytes, row_bytes)), True
     else:
         rows, materialize = block_bounds(n_queries, budget.rows_within(budget.BLOCK_BYTES, row_bytes)), False
-    return Options(
-        request.scheme,
-        request.causal,
-        request.n_iter,
-        request.scale,
-        rows,
-        materialize,
-        rows if request.causal else backward,
-        request.offset or 0,
+    return BlockedOptions(
+        scheme=request.scheme,
+        causal=request.causal,
+        n_iter=request.n_iter,
+        scale=request.scale,
+        rows=rows,
+        materialize=materialize,
+        backward_rows=rows if request.causal else backward,
+        offset=request.offset or 0,
         softcap=request.softcap,
         dropout=request.dropout_p,
         doubling=call.symbolic,

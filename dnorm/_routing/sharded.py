@@ -26,7 +26,7 @@ KERNELS = ("auto", "array-api")
 class Sharded:
     """The sharded kernels: every scheme, forward and backward, over the participants of a :class:`Ring`."""
 
-    def infer(self, *inputs: Array, options: sharded.Options, xp: Any) -> Array:
+    def infer(self, *inputs: Array, options: sharded.ShardedOptions, xp: Any) -> Array:
         return self.forward(*inputs, options=options, xp=xp)[0]
 
     def forward(
@@ -39,7 +39,7 @@ class Sharded:
         seed: None,
         /,
         *,
-        options: sharded.Options,
+        options: sharded.ShardedOptions,
         xp: Any,
     ) -> tuple[Array, sharded.Residuals]:
         return sharded.forward(query, key, value, key_mask, alpha, options=options, xp=xp)
@@ -57,7 +57,7 @@ class Sharded:
         grad: Array,
         /,
         *,
-        options: sharded.Options,
+        options: sharded.ShardedOptions,
         mask_grad: bool,
         xp: Any,
     ) -> tuple[Array, Array, Array, None, Array | None]:
@@ -93,14 +93,14 @@ def attention(
     (q, a), (k, v, m) = heads.split(
         (q, arrays.alpha(alpha, work, query, xp=xp)), (k, v, key_mask), request.groups, xp=xp
     )
-    options = sharded.Options(
-        request.scheme,
-        request.causal,
-        request.n_iter,
-        request.scale,
-        block_bounds(q.shape[-2], _rows(q, k, work, causal=request.causal, xp=xp)),
-        ring,
-        request.softcap,
+    options = sharded.ShardedOptions(
+        scheme=request.scheme,
+        causal=request.causal,
+        n_iter=request.n_iter,
+        scale=request.scale,
+        rows=block_bounds(q.shape[-2], _rows(q, k, work, causal=request.causal, xp=xp)),
+        ring=ring,
+        softcap=request.softcap,
     )
     out = adapt.run(SHARDED, adapt.training(xp, q, k, v, a), q, k, v, m, a, None, options=options, xp=xp)
     return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)

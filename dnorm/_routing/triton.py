@@ -66,13 +66,13 @@ class Triton:
         from .._triton import configs, launch
 
         request = call.request
-        return launch.Options(
-            request.scheme,
-            request.causal,
-            request.n_iter,
-            request.scale,
-            request.softcap,
-            request.dropout_p,
+        return launch.LaunchOptions(
+            scheme=request.scheme,
+            causal=request.causal,
+            n_iter=request.n_iter,
+            scale=request.scale,
+            softcap=request.softcap,
+            dropout=request.dropout_p,
             align_end=bool(request.offset),
             blocks=configs.blocks_for(str(query.dtype), max(query.shape[-1], key.shape[-1]), heavy=_heavy(call, mask)),
             lead=call.lead,

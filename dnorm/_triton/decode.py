@@ -128,7 +128,7 @@ def _merged(
 
 
 def decode(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, alpha: Tensor, carry: Any, /, *, options: launch.Options
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, alpha: Tensor, carry: Any, /, *, options: launch.LaunchOptions
 ) -> tuple[Tensor, Any]:
     """The new queries' output ``(*lead, T, Dv)`` and the state after them (``(*lead, 1, K)`` pairs; None for softmax).
 

@@ -15,7 +15,7 @@ import triton
 from torch import Tensor
 
 from .backward import keys, queries
-from .launch import Inputs, Options, Residuals
+from .launch import Inputs, LaunchOptions, Residuals
 from .layout import Layout, dense
 from .potentials import potentials
 
@@ -43,7 +43,7 @@ def backward(
     grad: Tensor,
     /,
     *,
-    options: Options,
+    options: LaunchOptions,
     mask_grad: bool,
     layout: Layout | None = None,
 ) -> Gradients:

@@ -35,7 +35,7 @@ SMALL = Blocks((16, 16), (16, 16))
 
 
 @dataclass(frozen=True)
-class Options:
+class LaunchOptions:
     """The static part of a Triton call (hashable).
 
     ``align_end``: the causal triangle is bottom-right aligned (query ``i``
@@ -125,7 +125,7 @@ class Inputs:
     mask: Tensor | None
     alpha: Tensor
     layout: Layout
-    options: Options
+    options: LaunchOptions
 
     @property
     def acc(self) -> torch.dtype:
@@ -189,7 +189,7 @@ def forward(
     seed: Tensor | None,
     /,
     *,
-    options: Options,
+    options: LaunchOptions,
     layout: Layout | None = None,
     start: Pair | None = None,
 ) -> tuple[Tensor, Residuals]:

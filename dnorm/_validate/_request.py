@@ -16,7 +16,7 @@ class Request:
     """What a call to :func:`dnorm.attention` asks for, checked; everything but the arrays.
 
     ``offset``: query ``i`` sees the keys ``j <= i + offset`` (None: not
-    causal, spec DEF-CAUSAL-MASK). ``lead`` is the leading shape of the output
+    causal, spec DEF-CAUSAL-MASK). ``out_lead`` is the leading shape of the output
     and ``groups`` the query heads per key head (1 unless grouped-query
     attention). ``kernel`` is the implementation asked for (``"auto"``: the
     routing layer chooses).
@@ -25,7 +25,7 @@ class Request:
     scheme: str
     offset: int | None
     scale: float
-    lead: tuple[int, ...]
+    out_lead: tuple[int, ...]
     groups: int
     n_iter: int = 3
     block_size: int | None = None
