@@ -124,6 +124,7 @@ COVERING = (
     Case(Variant("doubly", mask="float", softcap=True, dropout=True, grouped=True), "bfloat16", 64, "sm_90"),
     Case(Variant("hybrid", causal="top-left", mask="bool"), "float16", 128, "sm_80"),
     Case(Variant("sinkhorn", flat=True), "float32", 72, "sm_90"),
+    Case(Variant("sinkhorn", mask="bool", softcap=True), "float16", 32, "sm_100"),
     Case(Variant("softmax", causal="bottom-right", dropout=True), "bfloat16", 32, "sm_80"),
     Case(Variant("hybrid", entry="varlen", causal="top-left", softcap=True, grouped=True), "float16", 64, "sm_100"),
     Case(Variant("hybrid", entry="decode", mask="float", grouped=True), "bfloat16", 128, "sm_90"),

@@ -128,7 +128,7 @@ class Build:
                 f"takes {self.shared / KiB:.1f} KiB of shared memory, {target.name} gives a block "
                 f"{target.shared_per_block // KiB} KiB"
             )
-        if self.blocks_per_sm() == 0:
+        if self.registers * 32 * self.num_warps > target.registers_per_sm:
             found.append(f"needs {self.registers} registers per thread at {self.num_warps} warps")
         if self.spill_stores and (self.head_dim is None or self.head_dim <= 128):
             found.append(f"spills {self.spill_stores} bytes")
