@@ -29,6 +29,10 @@ def normalize(
     alpha: float | Array = 0.5,
     n_iter: int = 3,
     log: bool = False,
+    sink: float | Array | None = None,
+    length_scale: float | Array | None = None,
+    bias: float | Array | None = None,
+    attend_current: bool = False,
 ) -> Array:
     """Attention weights of a scheme, from scores of shape ``(..., T, K)``.
 
@@ -47,12 +51,16 @@ def normalize(
     log : bool, default False
         Return the log-weights, computed in the log domain (masked entries are
         ``-inf``; no ``log(0)`` is ever evaluated).
+    {family_params}
+        Here ``length_scale`` multiplies the given scores, and ``bias`` is
+        added to them, before the mask.
 
     Returns
     -------
     array of shape (..., T, K)
-        Weights ``A`` (rows sum to one; spec THM-ROWS-SUM-TO-ONE), or their
-        logarithm, in the namespace, device and dtype of ``scores``.
+        Weights ``A`` (rows of the normalized schemes sum to one, spec
+        THM-ROWS-SUM-TO-ONE; with a sink, to one less the sink's weight), or
+        their logarithm, in the namespace, device and dtype of ``scores``.
 
     {raises}
 
@@ -70,14 +78,20 @@ def normalize(
     >>> dnorm.normalize(scores, "doubly").sum(axis=0)
     array([1., 1.])
     """
-    xp = check.namespace(scores=scores, mask=mask, alpha=check.array_or_none(alpha))
+    per_head = check.PerHead(alpha, sink, length_scale, bias)
+    xp = check.namespace(scores=scores, mask=mask, **per_head.arrays())
     check.floating(scores, "scores", xp=xp)
     scheme, offset = check.scheme_and_offset(scheme, causal=causal, n_iter=n_iter, shape=tuple(scores.shape[-2:]))
     check.flag(log, "log")
     check.mask(mask, tuple(scores.shape), name="mask", xp=xp)
     check.alpha(alpha, tuple(scores.shape[:-2]), xp=xp)
-    request = check.Request(scheme, offset, 1.0, tuple(scores.shape[:-2]), 1, n_iter=n_iter)
-    return routing.weights(scores, mask, alpha, request, log=log, xp=xp)
+    asked = check.Asked(scheme, sink=sink, length_scale=length_scale, bias=bias, attend_current=attend_current)
+    check.attention_family(scheme, asked, tuple(scores.shape[:-2]), xp=xp)
+    request = check.Request(
+        scheme, offset, 1.0, tuple(scores.shape[:-2]), 1, n_iter=n_iter, sink=sink is not None,
+        attend_current=attend_current,
+    )  # fmt: skip
+    return routing.weights(scores, mask, per_head, request, log=log, xp=xp)
 
 
 @shared_docstring
@@ -98,6 +112,10 @@ def attention(
     dropout_p: float = 0.0,
     dropout_key: object = None,
     kernel: str = "auto",
+    sink: float | Array | None = None,
+    length_scale: float | Array | None = None,
+    bias: float | Array | None = None,
+    attend_current: bool = False,
 ) -> Array:
     """Attention output ``A @ value`` of a scheme, with ``S = query @ key.T * scale``.
 
@@ -171,6 +189,7 @@ def attention(
         ``numpy.random.Generator``, required. Other libraries raise
         ``TypeError`` for ``dropout_p > 0``.
     {kernel_param}
+    {family_params}
 
     Returns
     -------
@@ -189,6 +208,7 @@ def attention(
         from ._packed import nested_attention
 
         extra = {} if mask is None else {"mask": mask}
+        family = {"sink": sink, "length_scale": length_scale, "bias": bias, "attend_current": attend_current}
         return nested_attention(
             query,
             key,
@@ -203,19 +223,22 @@ def attention(
             dropout_p=dropout_p,
             dropout_key=dropout_key,
             kernel=kernel,
+            **family,
             **extra,
         )
-    xp = check.namespace(query=query, key=key, value=value, mask=mask, alpha=check.array_or_none(alpha))
     asked = check.Asked(
         scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, block_size=block_size, softcap=softcap,
-        dropout_p=dropout_p, kernel=kernel,
+        dropout_p=dropout_p, kernel=kernel, sink=sink, length_scale=length_scale, bias=bias,
+        attend_current=attend_current,
     )  # fmt: skip
+    per_head = check.per_head_of(alpha, asked)
+    xp = check.namespace(query=query, key=key, value=value, mask=mask, **per_head.arrays())
     request = check.attention_request(query, key, value, mask, alpha, asked, xp=xp)
     seed = random.seed(dropout_key, query, xp=xp) if request.dropout_p > 0 else None
-    return routing.attention(query, key, value, mask, alpha, seed, request, xp=xp)
+    return routing.attention(query, key, value, mask, per_head, seed, request, xp=xp)
 
 
-def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
+def received_mass(weights: Array, /, *, mask: Array | None = None, sink: bool = False) -> Array:
     """Total attention each key receives: ``m_j = sum_i A[i, j]`` (spec DEF-RECEIVED-MASS).
 
     Parameters
@@ -226,12 +249,17 @@ def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
         Which entries count, broadcastable to ``(..., T, K)``: boolean (True =
         counted) or floating (entries that are ``-inf`` do not count), as the
         attention mask. Use it to leave out padding queries.
+    sink : bool, default False
+        The weights are those of the real keys of rows with a sink (spec
+        DEF-SINK): append the sink's mass, ``sum_i (1 - sum_j A[i, j])`` over
+        the rows the mask counts (every row without a mask), as key ``K``.
 
     Returns
     -------
-    array of shape (..., K)
+    array of shape (..., K), or (..., K + 1) with ``sink``
         In the namespace, device and dtype of ``weights``. Rows of every
-        scheme sum to one, so the masses sum to ``T``.
+        normalized scheme sum to one (with a sink, counting the sink's
+        weight), so the masses sum to ``T``.
 
     Raises
     ------
@@ -249,8 +277,16 @@ def received_mass(weights: Array, /, *, mask: Array | None = None) -> Array:
     xp = check.namespace(weights=weights, mask=mask)
     check.floating(weights, "weights", xp=xp)
     check.mask(mask, tuple(weights.shape), name="mask", xp=xp)
+    check.flag(sink, "sink")
     work, out_dtype = budget.compute_dtype(weights.dtype, xp=xp)
     w = budget.cast(weights, work, xp=xp)
     if mask is not None:
         w = xp.where(masks.allowed(mask, xp=xp), w, 0.0)
-    return budget.cast(xp.sum(w, axis=-2), out_dtype, xp=xp)
+    mass = xp.sum(w, axis=-2)
+    if sink:
+        rows = 1.0 - xp.sum(w, axis=-1)
+        if mask is not None:  # a row the mask counts: one that may attend some key
+            counted = xp.any(xp.broadcast_to(masks.allowed(mask, xp=xp), tuple(weights.shape)), axis=-1)
+            rows = xp.where(counted, rows, 0.0)
+        mass = xp.concat((mass, xp.sum(rows, axis=-1, keepdims=True)), axis=-1)
+    return budget.cast(mass, out_dtype, xp=xp)

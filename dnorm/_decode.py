@@ -40,6 +40,11 @@ def decode(
     alpha: float | Array = 0.5,
     softcap: float | None = None,
     kernel: str = "auto",
+    sink: float | Array | None = None,
+    length_scale: float | Array | None = None,
+    bias: float | Array | None = None,
+    attend_current: bool = False,
+    position: int | None = None,
 ) -> tuple[Array, DecodeState | None]:
     """Strictly causal attention of new queries against a KV cache, and the state for the next call.
 
@@ -65,8 +70,10 @@ def decode(
         The state returned by the call that processed positions ``< K - T``,
         arrays of shape ``(..., Hq, K - T)``; None when there are none.
         ``"softmax"`` keeps no state: pass None.
-    scheme : {"doubly", "hybrid", "softmax"}, default "doubly"
-        The strictly causal scheme (spec DEF-CAUSAL-DNAS, DEF-CAUSAL-HYBRID).
+    scheme : {"doubly", "hybrid", "softmax", "sigmoid", "stick-breaking"}, default "doubly"
+        The strictly causal scheme (spec DEF-CAUSAL-DNAS, DEF-CAUSAL-HYBRID);
+        ``"sigmoid"`` and ``"stick-breaking"`` weigh each row from its own
+        scores and keep no state, as ``"softmax"``.
     mask : array, optional
         Broadcastable to ``(..., Hq, T, K)``, as in :func:`attention`, combined
         with the causal mask: for instance the padding of a left-padded batch.
@@ -80,6 +87,14 @@ def decode(
         so every call of one sequence takes the same ``softcap``.
     {kernel_param}
         Decoding is strictly causal: ``"torch"`` and ``"dask"`` cannot serve it.
+    {family_params}
+        A sink needs no state: its running statistic at position ``p`` is
+        ``sink + log(p + 1)`` (spec DEF-SINK).
+    position : int, optional
+        The position of the first new query in its sequence: ``K - T`` (the
+        default) unless the cache dropped earlier positions (a sliding window
+        that keeps the last keys only). Only the sink's running statistic
+        under ``"doubly"`` and ``"hybrid"`` reads it.
 
     Returns
     -------
@@ -114,7 +129,8 @@ def decode(
     True
     """
     parts = (None, None) if state is None else _state_parts(state)
-    arrays = {"mask": mask, "alpha": check.array_or_none(alpha), "state.max": parts[0], "state.sum": parts[1]}
+    per_head = check.PerHead(alpha, sink, length_scale, bias)
+    arrays = {"mask": mask, **per_head.arrays(), "state.max": parts[0], "state.sum": parts[1]}
     xp = check.namespace(query=query, key=key, value=value, **arrays)
     name = check.scheme(scheme)
     if check.described(name).causal is None:
@@ -129,10 +145,20 @@ def decode(
     cap = check.softcap(softcap)
     check.mask(mask, (*lead, n_new, n_keys), name="mask", xp=xp)
     check.alpha(alpha, lead, xp=xp)
+    asked = check.Asked(name, sink=sink, length_scale=length_scale, bias=bias, attend_current=attend_current)
+    check.attention_family(name, asked, lead, xp=xp)
     offset = check.causal_offset("bottom-right", n_new, n_keys) or 0  # the new queries are the last positions
+    if position is not None and (isinstance(position, bool) or not isinstance(position, int) or position < offset):
+        msg = (
+            f"position must be an integer >= K - T = {offset} (the positions the cache holds before), got {position!r}"
+        )
+        raise ValueError(msg)
     earlier = _checked_state(parts, name, lead, offset, xp=xp)
-    request = check.Request(name, offset, factor, lead, groups, n_iter=1, softcap=cap, kernel=check.kernel(kernel))
-    out, new_state = routing.decode(query, key, value, mask, alpha, earlier, request, xp=xp)
+    request = check.Request(
+        name, offset, factor, lead, groups, n_iter=1, softcap=cap, kernel=check.kernel(kernel),
+        sink=sink is not None, attend_current=attend_current, position=position,
+    )  # fmt: skip
+    out, new_state = routing.decode(query, key, value, mask, per_head, earlier, request, xp=xp)
     return out, None if new_state is None else DecodeState(*new_state)
 
 

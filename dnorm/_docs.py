@@ -34,6 +34,12 @@ _SECTIONS = {
     * ``"hybrid"``: ``alpha * doubly + (1 - alpha) * softmax``.
     * ``"sinkhorn"``: ``n_iter`` alternating column and row normalizations,
       column first, in the log domain; ``n_iter=1`` is ``"doubly"`` exactly.
+    * ``"sigmoid"``: ``A = sigmoid(S + b)``, each key weighed alone; rows need
+      not sum to one (spec DEF-SIGMOID).
+    * ``"stick-breaking"`` (causal only): with ``beta = sigmoid(S)``, the
+      nearest earlier key takes ``beta`` of the stick, the next ``beta`` of
+      what is left, and so on; the remainder goes nowhere (spec
+      DEF-STICK-BREAKING).
 
     No key is explained away under the doubly-normalized schemes.
     {guarantee}
@@ -42,8 +48,32 @@ _SECTIONS = {
     (column max, log-sum) and applied as ``(S - max) - log(sum)``, and no
     product of probabilities that could underflow is ever formed
     (spec numerics.md).""",
-    "scheme_param": """scheme : {"doubly", "softmax", "hybrid", "sinkhorn"}, default "doubly"
-        The normalization scheme.""",
+    "scheme_param": """scheme : str, default "doubly"
+        The normalization scheme: ``"doubly"``, ``"softmax"``, ``"hybrid"``,
+        ``"sinkhorn"``, ``"sigmoid"`` or ``"stick-breaking"``.""",
+    "family_params": """sink : float or array, optional
+        A learned sink (spec DEF-SINK): one more key, seen by every query, with
+        score ``sink`` (added as it is: no scale, mask or softcap) and value 0;
+        a number or a real floating array broadcastable to the leading (batch,
+        head) dimensions, differentiable. Its weight is what a row leaves of 1
+        to the real keys. ``"softmax"`` with ``sink=0.0`` is the off-by-one
+        softmax (softmax plus one); under ``"doubly"`` every real key keeps a
+        mass of at least ``1/(K + 1)`` (spec THM-SINK-MASS-BOUND). The
+        normalized schemes only (not ``"sigmoid"`` or ``"stick-breaking"``).
+    length_scale : float or array, optional
+        Scalable softmax (SSMax, spec DEF-LENGTH-SCALE): the scores of query
+        ``i`` multiplied by ``length_scale * log(n_i)``, ``n_i`` the keys it may
+        attend after masking, causal included; a number or an array over the
+        leading dimensions (one per head, say), differentiable. Every scheme.
+    bias : float or array, optional
+        The bias ``b`` of ``"sigmoid"`` (spec DEF-SIGMOID), ``A = sigmoid(S +
+        b)``: a number or an array over the leading dimensions, differentiable;
+        by default ``-log(n_i)`` for query ``i``, which is ``-log K`` without a
+        mask or ``causal``.
+    attend_current : bool, default False
+        ``"stick-breaking"`` only: query ``i`` weighs its own position too (as
+        flash-linear-attention's ``attend_current``); by default the keys
+        strictly before it, as the reference implementations.""",
     "mask_param": """mask : array, optional
         Broadcastable to ``(..., T, K)``, as in torch's
         ``scaled_dot_product_attention``: boolean (True = may attend) or
@@ -100,8 +130,13 @@ _SECTIONS = {
         ``kernel`` that cannot serve the call, and no ``scale`` with ``D = 0``
         (``1 / sqrt(D)`` has no value). No queries or no keys are not errors:
         the output has no rows, or zero rows (spec DEF-EMPTY-ROWS-AND-KEYS).
+        An option of the family given to a scheme it does not apply to (a
+        ``sink`` to ``"sigmoid"`` or ``"stick-breaking"``, a ``bias`` to any
+        scheme but ``"sigmoid"``, ``attend_current`` to any but
+        ``"stick-breaking"``), the error naming what to use instead.
     NotImplementedError
-        For ``scheme="sinkhorn"`` with ``causal=True``.""",
+        For ``scheme="sinkhorn"`` with ``causal=True``, and
+        ``scheme="stick-breaking"`` without it.""",
 }
 
 

@@ -42,6 +42,10 @@ def varlen_attention(
     dropout_key: object = None,
     kernel: str = "auto",
     layout: str = "htd",
+    sink: float | Array | None = None,
+    length_scale: float | Array | None = None,
+    bias: float | Array | None = None,
+    attend_current: bool = False,
 ) -> Array:
     """Attention over a packed batch of sequences of different lengths (spec DEF-PACKED-BATCH).
 
@@ -81,6 +85,10 @@ def varlen_attention(
     scale, alpha, n_iter, block_size, softcap, dropout_p, dropout_key, kernel
         As in :func:`attention`, for every sequence. Each sequence draws its
         own dropout seed.
+    sink, length_scale, bias, attend_current
+        As in :func:`attention`, for every sequence: ``n_i`` counts the keys
+        of query ``i``'s own sequence, and every query of a sequence sees its
+        sink.
     layout : {"htd", "thd"}, default "htd"
         Where the packed axis is: ``"htd"``, axis -2 (``(..., total, D)``,
         heads before it); ``"thd"``, axis -3 (``(..., total, heads, D)``,
@@ -115,7 +123,13 @@ def varlen_attention(
     >>> bool(np.allclose(np.swapaxes(thd, 0, 1), out))
     True
     """
-    xp = check.namespace(query=query, key=key, value=value, alpha=check.array_or_none(alpha))
+    asked = check.Asked(
+        scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, block_size=block_size, softcap=softcap,
+        dropout_p=dropout_p, kernel=kernel, sink=sink, length_scale=length_scale, bias=bias,
+        attend_current=attend_current,
+    )  # fmt: skip
+    per_head = check.per_head_of(alpha, asked)
+    xp = check.namespace(query=query, key=key, value=value, **per_head.arrays())
     thd = check.layout(layout) == "thd"
     if thd:  # (..., total, H, D): the packed axis moves to -2, and back at the end
         query, key, value = (heads_first(x, n, xp=xp) for x, n in ((query, "query"), (key, "key"), (value, "value")))
@@ -130,10 +144,6 @@ def varlen_attention(
         raise ValueError(msg)
     n = len(starts_q) - 1
     keys = random.keys(dropout_key, n, xp=xp) if dropout_p else [dropout_key] * n
-    asked = check.Asked(
-        scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, block_size=block_size, softcap=softcap,
-        dropout_p=dropout_p, kernel=kernel,
-    )  # fmt: skip
     sequences = []
     for b in range(n):
         q0, q1, k0, k1 = starts_q[b], starts_q[b + 1], starts_k[b], starts_k[b + 1]
@@ -143,7 +153,7 @@ def varlen_attention(
             request = check.attention_request(q, k, v, None, alpha, asked, xp=xp)
             seed = random.seed(keys[b], query, xp=xp) if request.dropout_p > 0 else None
         sequences.append((q0, q1, k0, k1, request, seed))
-    out = routing.packed(query, key, value, alpha, sequences, lead, xp=xp)
+    out = routing.packed(query, key, value, per_head, sequences, lead, xp=xp)
     return xp.permute_dims(out, _swap_last_but_one(out.ndim)) if thd else out
 
 

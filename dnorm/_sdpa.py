@@ -28,6 +28,10 @@ def scaled_dot_product_attention(
     softcap: float | None = None,
     dropout_key: object = None,
     kernel: str = "auto",
+    sink: float | Array | None = None,
+    length_scale: float | Array | None = None,
+    bias: float | Array | None = None,
+    attend_current: bool = False,
 ) -> Array:
     """Drop-in for ``torch.nn.functional.scaled_dot_product_attention``, any scheme, any backend.
 
@@ -68,6 +72,7 @@ def scaled_dot_product_attention(
     dropout_key : optional
         As ``dropout_key`` of :func:`attention`.
     {kernel_param}
+    {family_params}
 
     Returns
     -------
@@ -94,4 +99,8 @@ def scaled_dot_product_attention(
         dropout_p=dropout_p,
         dropout_key=dropout_key,
         kernel=kernel,
+        sink=sink,
+        length_scale=length_scale,
+        bias=bias,
+        attend_current=attend_current,
     )

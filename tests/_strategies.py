@@ -7,8 +7,7 @@ from array_api_compat import is_dask_namespace, is_jax_namespace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from dnorm import SCHEMES
+from oracles import NORMALIZED as SCHEMES
 
 #: Every scheme with and without ``causal``, but Sinkhorn, which has no causal form (it raises, tested apart).
 SCHEME_CAUSAL = [

@@ -10,6 +10,11 @@ import math
 import numpy as np
 from scipy.special import logsumexp, softmax
 
+#: The schemes whose rows are a softmax of the scores plus a bias (spec schemes.md): what these oracles and the
+#: tests of the normalized schemes cover. The rest of the family (sigmoid, stick-breaking, sinks, the length
+#: scale) has its definitions in family_oracles.py and its tests in test_family*.py.
+NORMALIZED = ("softmax", "doubly", "hybrid", "sinkhorn")
+
 
 def _allowed(scores: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
     ok = np.ones(scores.shape, dtype=bool) if allowed is None else np.broadcast_to(allowed, scores.shape)

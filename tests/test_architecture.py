@@ -88,7 +88,7 @@ def test_no_host_function_takes_more_than_twelve_parameters():
     """Wide argument lists travel as records (the public entry points aside: their signatures are the API)."""
     import ast
 
-    public = {"attention", "varlen_attention", "scaled_dot_product_attention", "__init__"}
+    public = {"attention", "varlen_attention", "scaled_dot_product_attention", "decode", "__init__"}
     wide = {}
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

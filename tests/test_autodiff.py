@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from oracles import NORMALIZED
 
 import dnorm
 
@@ -18,7 +19,7 @@ MASK = np.array(
         [True, False, False, True, True],
     ]
 )  # key 1 is seen by no query
-CASES = [(s, m) for s in dnorm.SCHEMES for m in (None, MASK)]
+CASES = [(s, m) for s in NORMALIZED for m in (None, MASK)]
 
 
 def _t(a: np.ndarray, grad: bool = True):
@@ -55,7 +56,7 @@ def test_torch_gradcheck_causal(scheme):
         )
 
 
-@pytest.mark.parametrize("scheme", dnorm.SCHEMES)
+@pytest.mark.parametrize("scheme", NORMALIZED)
 def test_gradients_are_finite_and_zero_where_nothing_flows(scheme):
     s = _t(RNG.normal(size=(4, 5)) * 30)
     w = dnorm.normalize(s, scheme, mask=torch.tensor(MASK))
@@ -113,7 +114,7 @@ def test_jax_grad_through_jit_and_chunks():
 
 @pytest.mark.theorem("THM-BACKWARD-FINITE")
 @pytest.mark.parametrize(
-    ("scheme", "causal"), [(s, c) for s in dnorm.SCHEMES for c in (False, True) if s != "sinkhorn" or not c]
+    ("scheme", "causal"), [(s, c) for s in NORMALIZED for c in (False, True) if s != "sinkhorn" or not c]
 )
 @pytest.mark.parametrize("block_size", [None, 16])
 def test_autograd_saves_nothing_of_the_size_of_the_scores(scheme, causal, block_size):

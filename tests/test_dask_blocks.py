@@ -15,9 +15,10 @@ import warnings
 import numpy as np
 import pytest
 from array_api_compat import array_namespace
+from oracles import NORMALIZED as SCHEMES
 
-from dnorm import SCHEMES, attention
 from dnorm import _validate as check
+from dnorm import attention
 from dnorm._kernels import attention as kernels
 from dnorm._kernels import budget
 from dnorm._kernels.scores import block_bounds

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from _arrays import to_np, to_xp
 from gradient_oracles import attention_and_grads
+from oracles import NORMALIZED as SCHEMES
 
-from dnorm import SCHEMES
 from dnorm._kernels import attention as kernels
 from dnorm._kernels.scores import block_bounds
 

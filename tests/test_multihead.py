@@ -7,8 +7,7 @@ import math
 from typing import Any
 
 import pytest
-
-import dnorm
+from oracles import NORMALIZED
 
 torch = pytest.importorskip("torch", reason="the torch layer needs torch")
 import dnorm.integrations.torch as integration  # noqa: E402
@@ -159,7 +158,7 @@ def test_self_attention_padding_rows(padding: str) -> None:
     torch.testing.assert_close(layer(x, key_padding_mask=mask)[0], out, **TIGHT)  # key omitted: self-attention
 
 
-@pytest.mark.parametrize("scheme", dnorm.SCHEMES)
+@pytest.mark.parametrize("scheme", NORMALIZED)
 def test_float_padding_counts_as_padding(scheme: str) -> None:
     """Padding positions change no real position's output, and the float form (-inf at padding), which torch's
     TransformerEncoder passes on, acts as the boolean form (spec DEF-PADDING-QUERIES)."""
@@ -286,7 +285,7 @@ def _repeated(grouped: MultiheadAttention) -> MultiheadAttention:
 
 
 @pytest.mark.parametrize(
-    ("scheme", "causal"), [(s, c) for s in dnorm.SCHEMES for c in (False, True) if not (c and s == "sinkhorn")]
+    ("scheme", "causal"), [(s, c) for s in NORMALIZED for c in (False, True) if not (c and s == "sinkhorn")]
 )
 @pytest.mark.parametrize("num_kv_heads", [1, 2])
 def test_grouped_query_attention_is_repeated_heads(num_kv_heads: int, scheme: str, causal: bool) -> None:
@@ -307,7 +306,7 @@ def test_grouped_query_attention_is_repeated_heads(num_kv_heads: int, scheme: st
 # --- (3) the other schemes: weights, gradients, causality ----------------------------------------
 
 
-@pytest.mark.parametrize("scheme", dnorm.SCHEMES)
+@pytest.mark.parametrize("scheme", NORMALIZED)
 def test_weights_and_output_agree(scheme: str) -> None:
     """The materialized weights (need_weights) give the output of the unmaterialized path and respect the masks."""
     layer = _randomized(MultiheadAttention(E, H, scheme=scheme, batch_first=False))

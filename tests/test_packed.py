@@ -9,9 +9,9 @@ import pytest
 from _arrays import to_np, to_xp
 from hypothesis import given
 from hypothesis import strategies as st
+from oracles import NORMALIZED as SCHEMES
 
 import dnorm
-from dnorm import SCHEMES
 
 RNG = np.random.default_rng(53)
 CASES = [(s, c) for s in SCHEMES for c in (False, True) if not (c and s == "sinkhorn")]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from _arrays import to_np, to_xp
 from array_api_compat import is_jax_array, is_numpy_array, is_torch_array
+from oracles import NORMALIZED as SCHEMES
 from oracles import oracle
 
 import dnorm
-from dnorm import SCHEMES
 
 RNG = np.random.default_rng(41)
 CAUSAL_CASES = [(s, c) for s in SCHEMES for c in (False, True) if not (c and s == "sinkhorn")]

@@ -15,7 +15,7 @@ import itertools
 
 import numpy as np
 import pytest
-from oracles import oracle
+from oracles import NORMALIZED, oracle
 
 import dnorm
 
@@ -26,7 +26,7 @@ from dnorm._routing import triton as implementation  # noqa: E402
 from dnorm._triton import configs, launch  # noqa: E402
 
 DEVICE = "cpu" if configs.interpreted() else "cuda"
-CASES = [(s, c) for s in dnorm.SCHEMES for c in (False, True) if not (c and s == "sinkhorn")]
+CASES = [(s, c) for s in NORMALIZED for c in (False, True) if not (c and s == "sinkhorn")]
 GEN = torch.Generator().manual_seed(17)
 
 

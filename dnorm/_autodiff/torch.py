@@ -2,9 +2,11 @@
 
 ``impl`` is an implementation the routing layer chose (the array-API kernels or
 torch's fused kernels), with the methods of :class:`dnorm._routing.contract.Trainable`:
-``forward(query, key, value, mask, alpha, seed, *, options, xp) -> (out, residuals)``
+``forward(query, key, value, mask, params, seed, *, options, xp) -> (out, residuals)``
 and ``backward(..., seed, out, residuals, grad, *, options, mask_grad, xp)``, ``seed``
-dropout's integer array or None.
+dropout's integer array or None. ``params`` is ``alpha`` or a named tuple of
+tensors (``alpha``, the sink: :class:`dnorm._kernels.schemes.Parameters`), each a
+tensor autograd sees; its gradient comes back in the same structure.
 Autograd records one node and saves the inputs, the output and the residuals
 (O(T + K) per head), never the blocks of scores. The backward pass is first
 order only: asked to build a graph for a second derivative
@@ -35,15 +37,16 @@ def attention(
     key: torch.Tensor,
     value: torch.Tensor,
     mask: torch.Tensor | None,
-    alpha: torch.Tensor,
+    params: Any,
     seed: torch.Tensor | None,
     /,
     *,
     impl: Any,
     options: Any,
 ) -> torch.Tensor:
-    """``impl``'s attention output, differentiable in every floating tensor argument."""
-    return _Attention.apply(query, key, value, mask, alpha, seed, impl, options)
+    """``impl``'s attention output, differentiable in every floating tensor argument (``params``' included)."""
+    leaves, spec = flatten(params)
+    return _Attention.apply(query, key, value, mask, seed, impl, options, spec, *leaves)
 
 
 class _Attention(torch.autograd.Function):
@@ -54,15 +57,17 @@ class _Attention(torch.autograd.Function):
         key: torch.Tensor,
         value: torch.Tensor,
         mask: torch.Tensor | None,
-        alpha: torch.Tensor,
         seed: torch.Tensor | None,
         impl: Any,
         options: Any,
+        params_spec: Any,
+        *params: torch.Tensor,
     ) -> torch.Tensor:
-        out, residuals = impl.forward(query, key, value, mask, alpha, seed, options=options, xp=xp)
+        given = unflatten(params_spec, params)
+        out, residuals = impl.forward(query, key, value, mask, given, seed, options=options, xp=xp)
         leaves, spec = flatten(residuals)
-        ctx.save_for_backward(query, key, value, mask, alpha, seed, out, *leaves)
-        ctx.spec, ctx.impl, ctx.options = spec, impl, options
+        ctx.save_for_backward(query, key, value, mask, seed, out, *params, *leaves)
+        ctx.spec, ctx.impl, ctx.options, ctx.params_spec, ctx.n_params = spec, impl, options, params_spec, len(params)
         return out
 
     @staticmethod
@@ -73,14 +78,15 @@ class _Attention(torch.autograd.Function):
                 "derivative); differentiate twice with JAX, or through dnorm.normalize(...) @ value"
             )
             raise RuntimeError(msg)
-        query, key, value, mask, alpha, seed, out, *leaves = ctx.saved_tensors
+        query, key, value, mask, seed, out, *saved = ctx.saved_tensors
+        params, leaves = saved[: ctx.n_params], saved[ctx.n_params :]
         needs = ctx.needs_input_grad
-        grads = ctx.impl.backward(
+        *grads, d_params = ctx.impl.backward(
             query,
             key,
             value,
             mask,
-            alpha,
+            unflatten(ctx.params_spec, params),
             seed,
             out,
             unflatten(ctx.spec, leaves),
@@ -89,9 +95,12 @@ class _Attention(torch.autograd.Function):
             mask_grad=needs[3],
             xp=xp,
         )
-        inputs = (query, key, value, mask, alpha)
-        laid_out = (_like(g, x) if need else None for g, x, need in zip(grads, inputs, needs[:5], strict=True))
-        return (*laid_out, None, None, None)
+        # the parameters' gradients leaf by leaf: a plain alpha's is its own, a named tuple's come field by field
+        d_leaves = list(d_params) if isinstance(d_params, tuple) else [d_params]
+        inputs = (query, key, value, mask)
+        laid_out = [_like(g, x) if need else None for g, x, need in zip(grads, inputs, needs[:4], strict=True)]
+        d_given = [_like(g, x) if need else None for g, x, need in zip(d_leaves, params, needs[8:], strict=False)]
+        return (*laid_out, None, None, None, None, *d_given)
 
 
 def _like(grad: torch.Tensor | None, x: torch.Tensor, /) -> torch.Tensor | None:

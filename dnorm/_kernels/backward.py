@@ -21,6 +21,13 @@ The gradients are those of ``S``; ``dq = dS K`` (for the scaled queries) and
 there is one (spec THM-SOFTCAP-GRADIENT). Dropout's factor ``R`` multiplies
 ``dP`` and the weights of ``dV``, and ``gamma`` keeps its form with the
 ``dV`` of the dropped weights (spec THM-DROPOUT-GRADIENT).
+
+A sink (spec DEF-SINK) is one more logit in each row's softmax, of value 0: the
+weights ``A`` take it in their normalizer, and its own ``dZ`` is ``-a_sink
+delta``, which is the gradient of the sink in a plain component (spec
+THM-SINK-GRADIENT); a biased component's sink logit does not depend on the sink.
+The rows that need not sum to one (sigmoid, stick-breaking) take their ``dS``
+from :func:`.unnormalized.scores_gradient`.
 """
 
 from __future__ import annotations
@@ -28,12 +35,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from . import blocked, products, rows
+from . import blocked, products, rows, sinks, unnormalized
 from . import logsumexp as lse
 from .backward_causal import reverse_scan
 from .backward_sinkhorn import gamma_pass, potentials, round_terms
 from .dropout import Dropout, factor
-from .schemes import Plan
+from .schemes import Parameters, Plan
 from .scores import Scores, mask_rows
 from .shapes import pad, sum_to
 
@@ -46,7 +53,8 @@ class Gradients(NamedTuple):
 
     ``query`` is the gradient of the scaled queries; ``mask`` that of a
     floating mask (in the mask's own shape), when asked for; ``alpha`` that of
-    the hybrid weight, shape ``(..., 1, 1)``, for hybrid only.
+    the hybrid weight, shape ``(..., 1, 1)``, for hybrid only; ``sink`` that of
+    the sink, ``(..., 1, 1)``, where a plain component has one.
     """
 
     query: Array
@@ -54,6 +62,7 @@ class Gradients(NamedTuple):
     value: Array
     mask: Array | None
     alpha: Array | None
+    sink: Array | None = None
 
 
 class Component(NamedTuple):
@@ -61,23 +70,27 @@ class Component(NamedTuple):
 
     ``grad`` is ``dO`` of the rows scaled by the component's ``share`` of the hybrid (None: 1), ``delta`` its
     ``dO . O``; ``stat`` the rows' statistic of the component's scores over every key where the tile holds some of
-    them (a sharded sequence), else None (its weights are the tile's row softmax).
+    them (a sharded sequence), else None (its weights are the tile's row softmax); ``sink`` the rows' sink logit
+    (:mod:`.sinks`), or None.
     """
 
     grad: Array
     delta: Array
     share: Array | None
     stat: lse.LogSumExp | None
+    sink: Array | None = None
 
 
 class Step(NamedTuple):
     """What one tile gives the backward pass: its ``ds`` (before the softcap's slope), its share of ``dV`` (None
     where no component adds one here: a statistic of the key alone took the biased one's in its own pass), and
-    under the running statistic the reverse scan's carry for the tile above."""
+    under the running statistic the reverse scan's carry for the tile above; ``sink``: the gradient of the plain
+    component's sink logit summed over the tile's rows, ``(..., 1, 1)`` (None without one)."""
 
     ds: Array
     value: Array | None
     after: Array | None
+    sink: Array | None = None
 
 
 def step(
@@ -103,9 +116,20 @@ def step(
     """
     ds = None
     value = None
+    d_sink = None
     for component, y in zip(components, (biased, block) if how.biased else (block,), strict=False):
-        a = rows.softmax(y, xp=xp) if component.stat is None else xp.exp(lse.subtract(y, component.stat, xp=xp))
-        dz = a * ((dp if component.share is None else component.share * dp) - component.delta)
+        if how.rows != "normalized":  # each key weighed alone, or broken off a stick: no row normalization
+            dz, a = unnormalized.scores_gradient(y, how.rows, dp, xp=xp)
+        elif component.stat is not None:
+            a = xp.exp(lse.subtract(y, component.stat, xp=xp))
+        elif component.sink is not None:
+            a, a_sink = rows.with_sink(y, component.sink, xp=xp)
+            if y is block:  # the sink's dZ, -a_sink delta: its gradient (a biased logit does not depend on it)
+                d_sink = -xp.sum(a_sink * component.delta, axis=-2, keepdims=True)
+        else:
+            a = rows.softmax(y, xp=xp)
+        if how.rows == "normalized":
+            dz = a * ((dp if component.share is None else component.share * dp) - component.delta)
         if y is biased and how.running:
             b = xp.exp(biased)
             h, after = reverse_scan(dz, b, after, doubling=how.doubling, xp=xp)
@@ -116,7 +140,7 @@ def step(
             share = products.t_matmul(a if keep is None else a * keep, component.grad, fold=shared, xp=xp)
             value = share if value is None else value + share
         ds = dz if ds is None else ds + dz
-    return Step(ds, value, after)
+    return Step(ds, value, after, d_sink)
 
 
 def attend_backward(
@@ -129,15 +153,18 @@ def attend_backward(
     /,
     *,
     how: Plan,
-    alpha: Array,
+    params: Parameters,
     mask_grad: bool,
     xp: Any,
     drop: Dropout | None = None,
+    position: int = 0,
 ) -> Gradients:
     """The gradients of ``out = attend(scores, value, ...)`` given ``grad = dL/dout``.
 
-    ``how`` and ``drop`` as in the forward pass, whose biased scores each block recomputes.
+    ``how``, ``drop`` and ``position`` as in the forward pass, whose biased scores each block recomputes;
+    ``params``: its ``alpha`` and sink.
     """
+    alpha, sink = params
     outputs = residuals.outputs or (out,)
     weights = rows.shares(alpha) if how.mixed else (None,)
     grads = [grad if w is None else w * grad for w in weights]
@@ -147,10 +174,16 @@ def attend_backward(
     d_value = PerKey()
     d_columns: list[Array] = []
     d_rows: list[list[Array]] = []
+    last = residuals.rounds[-1].sink if residuals.rounds else None
     if how.rounds:
-        shares, gamma = gamma_pass(scores, value, bounds, residuals.rounds[-1], grads[0], deltas[0], drop, xp=xp)
+        shares, gamma, gamma_sink = gamma_pass(
+            scores, value, bounds, residuals.rounds[-1], grads[0], deltas[0], drop, xp=xp
+        )
         d_value.add(xp.sum(shares, axis=-3, keepdims=True) if shared else shares, xp=xp)  # gamma stays per head
-        d_columns, d_rows = potentials(scores, bounds, residuals.rounds, -gamma, xp=xp)
+        d_columns, d_rows = potentials(
+            scores, bounds, residuals.rounds, -gamma, xp=xp, d_sink=None if gamma_sink is None else -gamma_sink
+        )
+    d_sink = None
     d_key = PerKey()
     d_query: list[Array] = []
     d_mask: list[Array] = []
@@ -170,12 +203,16 @@ def attend_backward(
         terms = None
         if how.rounds:
             terms = round_terms(block, biased, residuals.rounds, d_columns, d_rows[index], xp=xp)
+        logits = sinks.logits(how, last, sink, (start, stop), position, block, xp=xp)
+        chosen = logits if how.mixed else (logits[0] if how.biased else logits[1],)
         components = tuple(
-            Component(g[..., start:stop, :], d[..., start:stop, :], w, None)
-            for g, d, w in zip(grads, deltas, weights, strict=True)
+            Component(g[..., start:stop, :], d[..., start:stop, :], w, None, logit)
+            for g, d, w, logit in zip(grads, deltas, weights, chosen, strict=True)
         )
         tile = step(block, biased, dp, components, how=how, terms=terms, after=after, keep=keep, shared=shared, xp=xp)
         ds, after = tile.ds, tile.after
+        if tile.sink is not None:
+            d_sink = tile.sink if d_sink is None else d_sink + tile.sink
         if tile.value is not None:
             d_value.add(tile.value, xp=xp)
         if mask_grad and scores.mask is not None:  # the mask is added to the capped scores
@@ -193,7 +230,12 @@ def attend_backward(
     mask = _mask_total(d_mask, scores.mask, xp=xp) if d_mask else None
     n_keys = scores.n_keys
     return Gradients(
-        blocked.concat_rows(d_query, xp=xp), d_key.total(n_keys, xp=xp), d_value.total(n_keys, xp=xp), mask, d_alpha
+        blocked.concat_rows(d_query, xp=xp),
+        d_key.total(n_keys, xp=xp),
+        d_value.total(n_keys, xp=xp),
+        mask,
+        d_alpha,
+        d_sink,
     )
 
 

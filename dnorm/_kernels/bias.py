@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from . import _delegation as delegation
 from . import logsumexp as lse
+from . import sinks
 from .budget import cast
 from .scan import scan
 from .scores import Scores
@@ -35,10 +36,13 @@ class ColumnStat(NamedTuple):
 
     ``shift`` is None for a statistic of the scores themselves; Sinkhorn's
     later rounds are statistics of the column-centred scores ``S - shift``.
+    ``sink``: with a sink (spec DEF-SINK), its logit after this round's column
+    normalization, ``(..., 1, 1)`` (:mod:`.sinks`); else None.
     """
 
     shift: Array | None
     stats: lse.LogSumExp
+    sink: Array | None = None
 
 
 def subtract(stat: ColumnStat, block: Array, /, *, xp: Any) -> Array:
@@ -63,14 +67,13 @@ def per_key(stat: ColumnStat, /, *, xp: Any) -> tuple[Array, Array]:
     return hi, xp.exp(-lo)
 
 
-def columns(scores: Scores, bounds: Bounds, /, *, xp: Any) -> ColumnStat:
-    """``c_j = logsumexp`` of column ``j`` over all query rows (the DNAS bias)."""
-    return ColumnStat(
-        None, _merge_all([lse.reduce(scores.rows(a, b, xp=xp), axis=-2, xp=xp) for a, b in bounds], xp=xp)
-    )
+def columns(scores: Scores, bounds: Bounds, /, *, xp: Any, sink: bool = False) -> ColumnStat:
+    """``c_j = logsumexp`` of column ``j`` over all query rows (the DNAS bias); ``sink``: with the sink's logit."""
+    found = _merge_all([lse.reduce(scores.rows(a, b, xp=xp), axis=-2, xp=xp) for a, b in bounds], xp=xp)
+    return ColumnStat(None, found, sinks.first_round(scores.n_rows, found.max, xp=xp) if sink else None)
 
 
-def sinkhorn(scores: Scores, bounds: Bounds, /, *, n_iter: int, xp: Any) -> tuple[ColumnStat, ...]:
+def sinkhorn(scores: Scores, bounds: Bounds, /, *, n_iter: int, xp: Any, sink: bool = False) -> tuple[ColumnStat, ...]:
     """The column statistic of every round, ``c^(1), ..., c^(n_iter)``, column first.
 
     Round one is :func:`columns` itself, so ``n_iter=1`` is ``doubly`` bit for
@@ -78,17 +81,24 @@ def sinkhorn(scores: Scores, bounds: Bounds, /, *, n_iter: int, xp: Any) -> tupl
     the column maximum, so that no offset of a few units is ever added to
     scores of magnitude 1e4 and rounded away.  Each round is one pass over the
     blocks: the row statistic of ``D - c`` is local to a block, and the block's
-    share of the next ``colLSE(D - r)`` is merged in at once.
+    share of the next ``colLSE(D - r)`` is merged in at once. With a ``sink``,
+    its logit joins every row statistic and takes its next value from them
+    (spec THM-SINK-IN-EVERY-ROUND).
     """
-    rounds = [columns(scores, bounds, xp=xp)]
+    rounds = [columns(scores, bounds, xp=xp, sink=sink)]
     shift = zero_if_empty(rounds[0].stats.max, xp=xp)
     for _ in range(n_iter - 1):
-        shares = []
+        shares, potentials = [], []
         for start, stop in bounds:
             block = scores.rows(start, stop, xp=xp)
-            row = lse.reduce(subtract(rounds[-1], block, xp=xp), axis=-1, xp=xp)
+            row = sinks.with_sink(
+                lse.reduce(subtract(rounds[-1], block, xp=xp), axis=-1, xp=xp), rounds[-1].sink, xp=xp
+            )
             shares.append(lse.reduce(lse.subtract(block - shift, row, xp=xp), axis=-2, xp=xp))
-        rounds.append(ColumnStat(shift, _merge_all(shares, xp=xp)))
+            potentials.append(row)
+        rounds.append(
+            ColumnStat(shift, _merge_all(shares, xp=xp), sinks.next_round(potentials, xp=xp) if sink else None)
+        )
     return tuple(rounds)
 
 

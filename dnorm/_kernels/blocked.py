@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from . import bias, rows
+from . import bias, rows, sinks
 from . import logsumexp as lse
 from .dropout import Dropout, factor
 from .schemes import Plan
@@ -44,15 +44,31 @@ class Residuals(NamedTuple):
     outputs: tuple[Array, ...]
 
 
-def weights(scores: Scores, bounds: Bounds, /, *, how: Plan, alpha: Array, log: bool, xp: Any) -> Array:
-    """The ``(..., T, K)`` weights of the scheme ``how``, or log-weights with ``log=True``."""
+def weights(
+    scores: Scores,
+    bounds: Bounds,
+    /,
+    *,
+    how: Plan,
+    alpha: Array,
+    log: bool,
+    xp: Any,
+    sink: Array | None = None,
+    position: int = 0,
+) -> Array:
+    """The ``(..., T, K)`` weights of the scheme ``how``, or log-weights with ``log=True``.
+
+    ``sink``: the sink's score (spec DEF-SINK), when ``how.sink``; ``position``: that of row 0 in its sequence.
+    """
     rounds = statistics(scores, bounds, how, xp=xp)
     blocks = []
     carry = None
+    last = rounds[-1].sink if rounds else None
     for start, stop in bounds:
         block = scores.rows(start, stop, xp=xp)
         biased, carry = bias_block(block, how, rounds, carry, xp=xp)
-        w = rows.weights(block, biased, mixed=how.mixed, alpha=alpha, log=log, xp=xp)
+        logits = sinks.logits(how, last, sink, (start, stop), position, block, xp=xp)
+        w = rows.weights(block, biased, mixed=how.mixed, alpha=alpha, log=log, xp=xp, sinks=logits, rows=how.rows)
         blocks.append(pad(w, scores.n_keys, -xp.inf if log else 0.0, axis=-1, xp=xp))  # causal blocks stop early
     return concat_rows(blocks, xp=xp)
 
@@ -68,12 +84,15 @@ def attend(
     xp: Any,
     carry: lse.LogSumExp | None = None,
     drop: Dropout | None = None,
+    sink: Array | None = None,
+    position: int = 0,
 ) -> tuple[Array, Residuals]:
     """The attention output ``weights @ value`` of the scheme ``how``, one block of query rows at a time, and the
     residuals.
 
     ``carry`` is the running statistic of earlier queries (causal decoding), for the keys they saw;
-    ``drop`` drops weights after the normalization (spec DEF-DROPOUT), which leaves every statistic as it is.
+    ``drop`` drops weights after the normalization (spec DEF-DROPOUT), which leaves every statistic as it is;
+    ``sink`` and ``position`` as in :func:`weights`.
     """
     rounds = statistics(scores, bounds, how, xp=xp)
     ones = scores.n_rows >= ONE_PRODUCT_ROWS
@@ -90,8 +109,20 @@ def attend(
         biased, carry = bias_block(block, how, (), carry, xp=xp)  # None unless running: per_key serves the others
         width = block.shape[-1]
         keep = factor(drop, start, stop, width, tuple(block.shape[:-2]), xp=xp, like=block)
+        logits = sinks.logits(how, rounds[-1].sink if rounds else None, sink, (start, stop), position, block, xp=xp)
         parts.append(
-            rows.outputs(block, biased, values[..., :width, :], per_key, plain=how.plain, xp=xp, ones=ones, keep=keep)
+            rows.outputs(
+                block,
+                biased,
+                values[..., :width, :],
+                per_key,
+                plain=how.plain,
+                xp=xp,
+                ones=ones,
+                keep=keep,
+                sinks=logits,
+                rows=how.rows,
+            )
         )
     carries.append(carry)
     outputs = tuple(concat_rows([p[k] for p in parts], xp=xp) for k in range(len(parts[0])))
@@ -102,9 +133,9 @@ def attend(
 def statistics(scores: Scores, bounds: Bounds, how: Plan, /, *, xp: Any) -> tuple[bias.ColumnStat, ...]:
     """The column statistics of the key alone, one per round (pass 1 of doubly, ``n_iter`` passes of sinkhorn)."""
     if how.rounds == 1:
-        return (bias.columns(scores, bounds, xp=xp),)
+        return (bias.columns(scores, bounds, xp=xp, sink=how.sink),)
     if how.rounds > 1:
-        return bias.sinkhorn(scores, bounds, n_iter=how.rounds, xp=xp)
+        return bias.sinkhorn(scores, bounds, n_iter=how.rounds, xp=xp, sink=how.sink)
     return ()
 
 

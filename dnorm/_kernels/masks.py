@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._device import device_of
+
 Array = Any
 
 
@@ -76,3 +78,22 @@ def hide_queries(mask: Array, positions: Array, /, *, xp: Any) -> Array:
     if is_boolean(mask, xp=xp):
         return mask & ~rows
     return xp.where(rows, -xp.inf, mask)
+
+
+def counts(mask: Array | None, n_queries: int, n_keys: int, offset: int | None, like: Array, /, *, xp: Any) -> Array:
+    """``n_i``, how many keys each query may attend, ``(..., T, 1)`` in ``like``'s dtype (spec DEF-LENGTH-SCALE).
+
+    The keys ``mask`` allows (``-inf`` entries of a floating mask hide theirs) and, with a causal ``offset``, the
+    keys ``j <= i + offset``: each row counts its own, so a causal row reads nothing after its position.
+    """
+    dev = device_of(like)
+    if offset is not None:
+        rows = xp.arange(n_queries, dtype=like.dtype, device=dev)[:, None]
+        if mask is None:
+            return xp.clip(rows + (offset + 1), min=0.0, max=float(n_keys))
+        seen = xp.arange(n_keys, dtype=like.dtype, device=dev)[None, :] <= rows + offset
+        return xp.sum(xp.astype(allowed(mask, xp=xp) & seen, like.dtype), axis=-1, keepdims=True)
+    if mask is None:
+        return xp.full((1, 1), float(n_keys), dtype=like.dtype, device=dev)
+    every = xp.broadcast_to(allowed(mask, xp=xp), (*mask.shape[:-2], mask.shape[-2], n_keys))
+    return xp.sum(xp.astype(every, like.dtype), axis=-1, keepdims=True)

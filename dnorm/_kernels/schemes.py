@@ -1,16 +1,24 @@
 """What a scheme is, written once: every path (kernels, sharded sweeps, Triton launches, decoding, fast paths,
 diagnostics, integrations) reads :data:`SCHEMES` and :func:`plan`, and no other module compares scheme names.
 
-Every scheme is a row softmax of the scores plus a bias from column statistics (spec
-THM-DNAS-AS-BIASED-SOFTMAX). A :class:`Scheme` says which statistics its bias takes, whether it has an unbiased
-component and mixes the two, what form it takes under ``causal=True``, and the least mass it guarantees a key;
-a :class:`Plan` is what one call computes: the scheme under its ``causal`` and ``n_iter``.
+The normalized schemes are a row softmax of the scores plus a bias from column statistics (spec
+THM-DNAS-AS-BIASED-SOFTMAX); the others weigh each key by a sigmoid, alone (spec DEF-SIGMOID) or broken off a
+stick (spec DEF-STICK-BREAKING). A :class:`Scheme` says how its rows weigh the keys, which statistics its bias
+takes, whether it has an unbiased component and mixes the two, what form it takes under ``causal=True``, and the
+least mass it guarantees a key; a :class:`Plan` is what one call computes: the scheme under its ``causal`` and
+``n_iter``, with or without a sink (spec DEF-SINK). :class:`Parameters` are the learned numbers of a call that
+reach the implementations as arrays: the hybrid's ``alpha`` and the sink.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
+
+#: How a row turns its scores into weights: a softmax of the (biased) scores, whose weights sum to one
+#: (``"normalized"``); a sigmoid of each score alone (``"gated"``, spec DEF-SIGMOID); the stick-breaking process
+#: from the nearest key back (``"sticks"``, spec DEF-STICK-BREAKING).
+Rows = Literal["normalized", "gated", "sticks"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +32,9 @@ class Scheme:
     triangle alone: softmax), ``"running"`` (the running column statistic, spec DEF-CAUSAL-STATISTIC) or None
     (it has none). ``bound``: the least mass a key receives as a multiple of ``1/k_j`` (spec
     THM-MASS-LOWER-BOUND-MASKED): ``"one"``, ``"alpha"`` (spec THM-HYBRID-MASS-BOUND) or None (no bound, spec
-    THM-SOFTMAX-EXPLAINS-AWAY); ``theorem`` the identifier that proves it or its counterexample.
+    THM-SOFTMAX-EXPLAINS-AWAY); ``theorem`` the identifier that proves it or its counterexample. ``rows``: how
+    a row weighs its keys (:data:`Rows`); ``bidirectional``: it has a form without ``causal`` (stick-breaking has
+    none).
     """
 
     name: str
@@ -34,11 +44,19 @@ class Scheme:
     causal: Literal["mask", "running"] | None
     bound: Literal["one", "alpha"] | None
     theorem: str
+    rows: Rows = "normalized"
+    bidirectional: bool = True
 
     @property
     def biased(self) -> bool:
-        """Whether it has a component with the bias (every scheme but softmax)."""
+        """Whether it has a component with the bias (doubly, hybrid and Sinkhorn)."""
         return self.columns != "none"
+
+    @property
+    def sinks(self) -> bool:
+        """Whether a sink joins its rows (spec DEF-SINK): the normalized schemes; a sink of value 0 would change
+        nothing where each key is weighed alone."""
+        return self.rows == "normalized"
 
 
 #: Every scheme by its name, in the order the docs list them.
@@ -57,8 +75,16 @@ SCHEMES = {
         Scheme(
             "sinkhorn", "rounds", plain=False, mixed=False, causal=None, bound="one", theorem="THM-SINKHORN-ONE-IS-DNAS"
         ),
+        Scheme(
+            "sigmoid", "none", plain=True, mixed=False, causal="mask", bound=None,
+            theorem="THM-SIGMOID-EXPLAINS-AWAY", rows="gated",
+        ),
+        Scheme(
+            "stick-breaking", "none", plain=True, mixed=False, causal="mask", bound=None,
+            theorem="THM-STICK-BREAKING-EXPLAINS-AWAY", rows="sticks", bidirectional=False,
+        ),
     )
-}
+}  # fmt: skip
 
 #: The names :func:`dnorm._validate.scheme` accepts.
 NAMES = tuple(SCHEMES)
@@ -72,7 +98,9 @@ class Plan(NamedTuple):
     itself, and hybrid, whose biased component is weighted by ``alpha`` and the plain one by ``1 - alpha``:
     ``mixed``). ``doubling``: the running statistic's scans take the chunk totals by doubling (symbolic lengths,
     :func:`.scan.scan`); ``native``: the running statistic comes from the namespace's fused scan
-    (:mod:`._delegation`).
+    (:mod:`._delegation`). ``rows``: how the plain component weighs its keys (:data:`Rows`); ``sink``: a sink
+    joins every component's rows (spec DEF-SINK); ``strict``: query ``i`` sees the keys before its position only
+    (stick-breaking without ``attend_current``: the causal triangle one key shorter).
     """
 
     rounds: int
@@ -81,6 +109,9 @@ class Plan(NamedTuple):
     mixed: bool
     doubling: bool = False
     native: bool = False
+    rows: Rows = "normalized"
+    sink: bool = False
+    strict: bool = False
 
     @property
     def biased(self) -> bool:
@@ -94,12 +125,43 @@ class Plan(NamedTuple):
         return self.mixed or self.rounds > 1 or self.running
 
 
-def plan(name: str, /, *, causal: bool, n_iter: int, doubling: bool = False, native: bool = False) -> Plan:
-    """The :class:`Plan` of scheme ``name`` for a call; ``causal`` selects its causal form (None raises)."""
+def plan(
+    name: str,
+    /,
+    *,
+    causal: bool,
+    n_iter: int,
+    doubling: bool = False,
+    native: bool = False,
+    sink: bool = False,
+    attend_current: bool = False,
+) -> Plan:
+    """The :class:`Plan` of scheme ``name`` for a call; ``causal`` selects its causal form (None raises), ``sink``
+    adds a sink to its rows and ``attend_current`` lets stick-breaking's queries weigh their own position."""
     scheme = SCHEMES[name]
     if causal and scheme.causal is None:
         msg = f"the {name} scheme has no causal form"
         raise ValueError(msg)
     running = causal and scheme.causal == "running"
     rounds = 0 if running else {"none": 0, "one": 1, "rounds": n_iter}[scheme.columns]
-    return Plan(rounds, running, scheme.plain, scheme.mixed, doubling and running, native and running)
+    strict = scheme.rows == "sticks" and not attend_current
+    return Plan(
+        rounds, running, scheme.plain, scheme.mixed, doubling and running, native and running, scheme.rows,
+        sink and scheme.sinks, strict,
+    )  # fmt: skip
+
+
+class Parameters(NamedTuple):
+    """The learned numbers of a call as arrays of the compute dtype (the implementations' ``params``).
+
+    ``alpha``: the hybrid's weight (spec DEF-HYBRID), broadcasting against ``(..., T, K)``; ``sink``: the sink's
+    score (spec DEF-SINK) of shape ``(..., 1, 1)``, or None without a sink.
+    """
+
+    alpha: Any
+    sink: Any = None
+
+
+def parameters(given: Any, /) -> Parameters:
+    """``given`` as :class:`Parameters`: itself, or a plain ``alpha`` array (a caller with no sink)."""
+    return given if isinstance(given, Parameters) else Parameters(given)

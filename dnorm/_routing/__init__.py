@@ -9,7 +9,9 @@ the call (:class:`.contract.Call`), picks an implementation
 (:data:`.implementations.IMPLEMENTATIONS`, or the one ``kernel=`` names, which
 raises ``ValueError`` saying why when it cannot serve the call: never a silent
 fallback), and runs it, through the framework's autodiff adapter
-(:mod:`dnorm._autodiff`) when gradients may be asked for.
+(:mod:`dnorm._autodiff`) when gradients may be asked for. The numbers given per
+head (:class:`dnorm._validate.PerHead`) become the queries' length scale and the
+sigmoid's bias (:mod:`.family`), and the implementations' parameters.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from typing import Any, NamedTuple, cast
 from .. import _validate as check
 from .._kernels import _delegation as delegation
 from .._kernels import attention as kernels
-from .._kernels import budget
+from .._kernels import budget, schemes
 from .._kernels import logsumexp as lse
 from .._kernels._device import device_of
 from .._kernels.scores import block_bounds
-from . import adapt, arrays, empty, heads
+from . import adapt, arrays, empty, family, heads
 from .contract import Call, Decoding, Implementation, Packs
 from .implementations import IMPLEMENTATIONS
 from .plan import symbolic_lengths
@@ -39,7 +41,8 @@ class Routed(NamedTuple):
     """A call on its way: the implementation chosen and its arrays (grouped heads split, upcast where it
     ``upcasts``), in the order :func:`route` runs every entry point through.
 
-    ``carried``: the arrays given per query head beside the query, mask and ``alpha`` (decoding's state).
+    ``params``: the parameters the implementation takes (``alpha``, the sink); ``carried``: the arrays given per
+    query head beside the query, mask and parameters (decoding's state).
     """
 
     impl: Implementation
@@ -48,7 +51,7 @@ class Routed(NamedTuple):
     k: Array
     v: Array
     mask: Array | None
-    alpha: Array
+    params: schemes.Parameters
     carried: tuple[Array, ...]
     out_dtype: Any
 
@@ -56,26 +59,29 @@ class Routed(NamedTuple):
 def route(
     entry: str,
     request: check.Request,
-    arrays_in: tuple[Array, Array, Array, Array | None, float | Array],
+    arrays_in: tuple[Array, Array, Array, Array | None, check.PerHead],
     /,
     *,
     carried: tuple[Array, ...] = (),
     seeded: bool,
     xp: Any,
 ) -> Routed:
-    """The one pipeline of every entry point: the compute dtype, grouped heads split, the call described, an
-    implementation chosen (the one ``kernel=`` names, or raise saying why), and half precision upcast for the
-    implementations that take float32 (the Triton kernels read it as it is)."""
-    query, key, value, mask, alpha = arrays_in
+    """The one pipeline of every entry point: the compute dtype, the family's scaled queries and sigmoid bias,
+    grouped heads split, the call described, an implementation chosen (the one ``kernel=`` names, or raise saying
+    why), and half precision upcast for the implementations that take float32 (the Triton kernels read it as it
+    is)."""
+    query, key, value, mask, per_head = arrays_in
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
-    per_query_head = (query, arrays.mask(mask, work, xp=xp), arrays.alpha(alpha, work, query, xp=xp), *carried)
-    (q, m, a, *rest), (k, v) = heads.split(per_query_head, (key, value), request.groups, xp=xp)
-    training = entry == "attention" and adapt.training(xp, q, k, v, m, a)
+    query, mask = family.scores_and_mask(query, arrays.mask(mask, work, xp=xp), per_head, request, key.shape[-2], xp=xp)
+    params = family.parameters(per_head, work, query, xp=xp)
+    per_query_head = (query, mask, params.alpha, params.sink, *carried)
+    (q, m, a, sink, *rest), (k, v) = heads.split(per_query_head, (key, value), request.groups, xp=xp)
+    training = entry == "attention" and adapt.training(xp, q, k, v, m, a, sink)
     call = _call(entry, request, q, k, work, training=training, seeded=seeded, xp=xp)
     impl = choose(call, q, k, v, m)
     if impl.upcasts and not empty.empty(q, k):
         q, k, v = (budget.cast(x, work, xp=xp) for x in (q, k, v))
-    return Routed(impl, call, q, k, v, m, a, tuple(rest), out_dtype)
+    return Routed(impl, call, q, k, v, m, schemes.Parameters(a, sink), tuple(rest), out_dtype)
 
 
 def finish(routed: Routed, out: Array, /, *, xp: Any) -> Array:
@@ -88,7 +94,7 @@ def attention(
     key: Array,
     value: Array,
     mask: Array | None,
-    alpha: float | Array,
+    per_head: check.PerHead,
     seed: Array | None,
     request: check.Request,
     /,
@@ -96,12 +102,12 @@ def attention(
     xp: Any,
 ) -> Array:
     """The output of :func:`dnorm.attention` for checked arguments, by the implementation the call is routed to."""
-    r = route("attention", request, (query, key, value, mask, alpha), seeded=seed is not None, xp=xp)
+    r = route("attention", request, (query, key, value, mask, per_head), seeded=seed is not None, xp=xp)
     if empty.empty(r.q, r.k):  # no queries or no keys: no rows or zero rows (spec DEF-EMPTY-ROWS-AND-KEYS)
         return finish(r, empty.output(r.q, r.k, r.v, xp=xp), xp=xp)
     options = r.impl.options(r.call, r.q, r.k, r.mask, xp=xp)
     return finish(
-        r, adapt.run(r.impl, r.call.training, r.q, r.k, r.v, r.mask, r.alpha, seed, options=options, xp=xp), xp=xp
+        r, adapt.run(r.impl, r.call.training, r.q, r.k, r.v, r.mask, r.params, seed, options=options, xp=xp), xp=xp
     )
 
 
@@ -109,7 +115,7 @@ def packed(
     query: Array,
     key: Array,
     value: Array,
-    alpha: float | Array,
+    per_head: check.PerHead,
     sequences: Sequence[tuple[int, int, int, int, check.Request | None, Array | None]],
     lead: tuple[int, ...],
     /,
@@ -119,14 +125,18 @@ def packed(
     """:func:`dnorm.varlen_attention`: each sequence ``(q0, q1, k0, k1, request, seed)`` of the packed arrays alone.
 
     A sequence without keys (``request`` None) gets zero rows. An implementation that ``packs`` computes every
-    sequence in one launch over the packed arrays; the others, one sequence at a time.
+    sequence in one launch over the packed arrays; the others, one sequence at a time (and every implementation,
+    where the family scales each sequence's rows by what that sequence sees: a length scale, a sigmoid).
     """
     requests = [request for *_, request, _ in sequences if request is not None]
-    if requests:
+    per_row = per_head.length_scale is not None or (
+        bool(requests) and check.described(requests[0].scheme).rows == "gated"
+    )
+    if requests and not per_row:
         whole = replace(requests[0], offset=max(r.offset or 0 for r in requests) if requests[0].causal else None)
         call = _call("attention", whole, query, key, query.dtype, training=False, seeded=False, xp=xp)
         if isinstance(choose(call, query, key, value, None), Packs):
-            return _packed_at_once(query, key, value, alpha, sequences, whole, xp=xp)
+            return _packed_at_once(query, key, value, per_head, sequences, whole, xp=xp)
     outputs = []
     for q0, q1, k0, k1, request, seed in sequences:
         if q1 == q0:
@@ -136,7 +146,7 @@ def packed(
             outputs.append(xp.zeros(shape, dtype=query.dtype, device=device_of(query)))
             continue
         q, k, v = query[..., q0:q1, :], key[..., k0:k1, :], value[..., k0:k1, :]
-        outputs.append(attention(q, k, v, None, alpha, seed, request, xp=xp))
+        outputs.append(attention(q, k, v, None, per_head, seed, request, xp=xp))
     if not outputs:
         return xp.zeros((*lead, 0, value.shape[-1]), dtype=query.dtype, device=device_of(query))
     return outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=-2)
@@ -146,7 +156,7 @@ def _packed_at_once(
     query: Array,
     key: Array,
     value: Array,
-    alpha: float | Array,
+    per_head: check.PerHead,
     sequences: Sequence[tuple[int, int, int, int, check.Request | None, Array | None]],
     request: check.Request,
     /,
@@ -158,13 +168,13 @@ def _packed_at_once(
     if request.dropout_p > 0:  # a sequence without queries or keys drew no seed, and needs none
         zero = xp.zeros((), dtype=xp.int32, device=device_of(query))
         seed = xp.stack([zero if s is None else xp.reshape(s, ()) for *_, s in sequences])
-    r = route("attention", request, (query, key, value, None, alpha), seeded=seed is not None, xp=xp)
+    r = route("attention", request, (query, key, value, None, per_head), seeded=seed is not None, xp=xp)
     impl = cast(Packs, r.impl)  # packed() offered the batch to it because it packs
     starts_q = (*(s[0] for s in sequences), sequences[-1][1])
     starts_k = (*(s[2] for s in sequences), sequences[-1][3])
     options = impl.packed_options(impl.options(r.call, r.q, r.k, None, xp=xp), starts_q, starts_k)
     return finish(
-        r, adapt.run(impl, r.call.training, r.q, r.k, r.v, None, r.alpha, seed, options=options, xp=xp), xp=xp
+        r, adapt.run(impl, r.call.training, r.q, r.k, r.v, None, r.params, seed, options=options, xp=xp), xp=xp
     )
 
 
@@ -173,7 +183,7 @@ def decode(
     key: Array,
     value: Array,
     mask: Array | None,
-    alpha: float | Array,
+    per_head: check.PerHead,
     state: tuple[Array, Array] | None,
     request: check.Request,
     /,
@@ -188,7 +198,7 @@ def decode(
     """
     work, _ = budget.compute_dtype(query.dtype, xp=xp)
     earlier = () if state is None else tuple(xp.expand_dims(budget.cast(x, work, xp=xp), axis=-2) for x in state)
-    r = route("decode", request, (query, key, value, mask, alpha), carried=earlier, seeded=False, xp=xp)
+    r = route("decode", request, (query, key, value, mask, per_head), carried=earlier, seeded=False, xp=xp)
     impl = cast(Decoding, r.impl)  # every implementation that serves decoding decodes
     if empty.empty(r.q, r.k):  # no new queries: no rows, and the state of the same keys
         if state is None and check.described(request.scheme).causal == "running":  # no earlier keys (checked)
@@ -196,7 +206,7 @@ def decode(
         return finish(r, empty.output(r.q, r.k, r.v, xp=xp), xp=xp), state
     carry = lse.LogSumExp(*r.carried) if r.carried else None
     options = impl.options(r.call, r.q, r.k, r.mask, xp=xp)
-    out, last = impl.decode(r.q, r.k, r.v, r.mask, r.alpha, carry, options=options, xp=xp)
+    out, last = impl.decode(r.q, r.k, r.v, r.mask, r.params, carry, options=options, xp=xp)
     new_state = None
     if last is not None:
         groups = request.groups
@@ -205,11 +215,13 @@ def decode(
 
 
 def weights(
-    scores: Array, mask: Array | None, alpha: float | Array, request: check.Request, /, *, log: bool, xp: Any
+    scores: Array, mask: Array | None, per_head: check.PerHead, request: check.Request, /, *, log: bool, xp: Any
 ) -> Array:
     """:func:`dnorm.normalize`: the weights of given scores, which only the array-API kernels form."""
     work, out_dtype = budget.compute_dtype(scores.dtype, xp=xp)
-    s = budget.cast(scores, work, xp=xp)
+    s, m = family.scores_and_mask(
+        budget.cast(scores, work, xp=xp), arrays.mask(mask, work, xp=xp), per_head, request, scores.shape[-1], xp=xp
+    )
     if s.shape[-2] == 0 or s.shape[-1] == 0:  # no queries or no keys: weights without entries
         return budget.cast(empty.weights(s), out_dtype, xp=xp)
     options = kernels.BlockedOptions(
@@ -223,10 +235,11 @@ def weights(
         offset=request.offset or 0,
         doubling=symbolic_lengths(xp),
         native_scan=delegation.native_scan(s, xp=xp),
+        sink=request.sink,
+        attend_current=request.attend_current,
+        position=request.first_position,
     )
-    w = kernels.weights(
-        s, arrays.mask(mask, work, xp=xp), arrays.alpha(alpha, work, scores, xp=xp), options=options, log=log, xp=xp
-    )
+    w = kernels.weights(s, m, family.parameters(per_head, work, scores, xp=xp), options=options, log=log, xp=xp)
     return budget.cast(w, out_dtype, xp=xp)
 
 

@@ -10,7 +10,9 @@ computation of :mod:`.sharded` also is); :class:`Decoding`
 adds the strictly causal continuation from a carry (:func:`dnorm.decode`).
 The arrays a method receives are checked, in the compute dtype, grouped-query
 heads split (:mod:`dnorm._routing.heads`), the mask at least two-dimensional and
-``alpha`` an array that broadcasts against ``(..., T, K)``.
+``params`` the learned numbers (:class:`dnorm._kernels.schemes.Parameters`:
+``alpha``, an array that broadcasts against ``(..., T, K)``, and the sink's; the
+sharded computation takes ``alpha`` alone).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class Computes(Protocol):
         key: Array,
         value: Array,
         mask: Array | None,
-        alpha: Array,
+        params: Any,
         seed: Array | None,
         /,
         *,
@@ -79,7 +81,7 @@ class Differentiable(Computes, Protocol):
         key: Array,
         value: Array,
         mask: Array | None,
-        alpha: Array,
+        params: Any,
         seed: Array | None,
         /,
         *,
@@ -95,7 +97,7 @@ class Differentiable(Computes, Protocol):
         key: Array,
         value: Array,
         mask: Array | None,
-        alpha: Array,
+        params: Any,
         seed: Array | None,
         out: Array,
         residuals: Any,
@@ -105,8 +107,9 @@ class Differentiable(Computes, Protocol):
         options: Any,
         mask_grad: bool,
         xp: Any,
-    ) -> tuple[Array, Array, Array, Array | None, Array | None]:
-        """Gradients of query, key, value, a floating mask (if ``mask_grad``) and ``alpha``, in their shapes."""
+    ) -> tuple[Array, Array, Array, Array | None, Any]:
+        """Gradients of query, key, value, a floating mask (if ``mask_grad``) and the parameters, in their shapes (the
+        parameters' in their structure)."""
         ...
 
 
@@ -152,7 +155,7 @@ class Decoding(Implementation, Protocol):
         key: Array,
         value: Array,
         mask: Array | None,
-        alpha: Array,
+        params: Any,
         carry: Any,
         /,
         *,

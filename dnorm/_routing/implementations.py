@@ -28,6 +28,7 @@ from array_api_compat import array_namespace
 
 from .. import _validate as check
 from .._kernels import attention as kernels
+from .._kernels.schemes import Parameters
 from .contract import Call, Implementation
 from .plan import kernel_options, task_lead
 from .triton import Triton
@@ -76,6 +77,10 @@ class Torch:
             return "torch's fused kernels have no strictly causal form, which decoding is"
         if check.described(request.scheme).columns == "rounds":
             return f"it computes at most one column statistic; {request.scheme}'s rounds take the array-API kernels"
+        if check.described(request.scheme).rows != "normalized":
+            return f"torch's fused kernels normalize every row, which scheme={request.scheme!r} does not"
+        if request.sink:
+            return "torch's fused kernels take no sink (spec DEF-SINK): kernel='array-api' or kernel='triton'"
         if request.causal:
             return "torch's fused kernels have no strictly causal form (causal=True needs the running statistic)"
         if request.block_size is not None:
@@ -96,17 +101,24 @@ class Torch:
     def infer(self, *arrays: Array, options: Any, xp: Any) -> Array:
         from .._fastpath import torch as fused
 
-        return fused.infer(*arrays, options=options, xp=xp)
+        return fused.infer(*_alpha_alone(arrays), options=options, xp=xp)
 
     def forward(self, *arrays: Array, options: Any, xp: Any) -> tuple[Array, Any]:
         from .._fastpath import torch as fused
 
-        return fused.forward(*arrays, options=options, xp=xp)
+        return fused.forward(*_alpha_alone(arrays), options=options, xp=xp)
 
     def backward(self, *arrays: Any, options: Any, mask_grad: bool, xp: Any) -> Any:
         from .._fastpath import torch as fused
 
-        return fused.backward(*arrays, options=options, mask_grad=mask_grad, xp=xp)
+        *grads, d_alpha = fused.backward(*_alpha_alone(arrays), options=options, mask_grad=mask_grad, xp=xp)
+        return (*grads, Parameters(d_alpha))
+
+
+def _alpha_alone(arrays: tuple[Any, ...], /) -> tuple[Any, ...]:
+    """The arrays of a call with its parameters as ``alpha`` alone (a path that takes no sink, as refused)."""
+    query, key, value, mask, params, *rest = arrays
+    return (query, key, value, mask, params.alpha, *rest)
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,8 @@ class Dask:
             return "it serves attention; decoding runs the array-API kernels on Dask arrays (kernel='array-api')"
         if call.seeded:
             return "dnorm draws no dropout seed for Dask arrays"
+        if call.request.sink:
+            return "its chunks take alpha alone; a sink takes the array-API kernels (kernel='array-api')"
         from .._fastpath import dask as chunkwise
 
         return chunkwise.refuses(query, key, value, mask, groups=call.request.groups)
@@ -155,7 +169,7 @@ class Dask:
         key: Array,
         value: Array,
         mask: Array | None,
-        alpha: Array,
+        params: Parameters,
         seed: Array | None,
         /,
         *,
@@ -164,12 +178,13 @@ class Dask:
     ) -> Array:
         from .._fastpath import dask as chunkwise
 
-        return chunkwise.attention(query, key, value, mask, alpha, chunk=_chunk_runner(options))
+        return chunkwise.attention(query, key, value, mask, params.alpha, chunk=_chunk_runner(options))
 
 
 def _chunk_runner(options: ChunkOptions) -> Callable[..., Array]:
     def run(query: Array, key: Array, value: Array, mask: Array | None, alpha: Array) -> Array:
-        return options.inner.infer(query, key, value, mask, alpha, None, options=options.options, xp=options.xp)
+        params = Parameters(alpha)
+        return options.inner.infer(query, key, value, mask, params, None, options=options.options, xp=options.xp)
 
     return run
 

@@ -67,6 +67,9 @@ def kernel_options(call: Call, query: Array, key: Array, mask: Array | None, /, 
         dropout=request.dropout_p,
         doubling=call.symbolic,
         native_scan=native,
+        sink=request.sink,
+        attend_current=request.attend_current,
+        position=request.first_position,
     )
 
 

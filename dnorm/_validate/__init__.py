@@ -15,6 +15,7 @@ from ._arrays import (
     library,
     mask,
     namespace,
+    per_head,
     qkv,
 )
 from ._options import (
@@ -24,6 +25,7 @@ from ._options import (
     SCHEMES,
     causal_offset,
     described,
+    family,
     flag,
     kernel,
     layout,
@@ -34,7 +36,9 @@ from ._options import (
     scheme_and_offset,
     softcap,
 )
-from ._request import Asked, Request, attention_request
+from ._request import Asked, PerHead, Request, attention_request
+from ._request import family as attention_family
+from ._request import per_head as per_head_of
 
 __all__ = [
     "ALIGNMENTS",
@@ -42,15 +46,18 @@ __all__ = [
     "LAYOUTS",
     "SCHEMES",
     "Asked",
+    "PerHead",
     "Request",
     "accelerated",
     "alpha",
     "array_or_none",
+    "attention_family",
     "attention_request",
     "broadcast_shapes",
     "broadcasts_to",
     "causal_offset",
     "described",
+    "family",
     "flag",
     "floating",
     "kernel",
@@ -58,6 +65,8 @@ __all__ = [
     "library",
     "mask",
     "namespace",
+    "per_head",
+    "per_head_of",
     "positive_int",
     "probability",
     "qkv",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from numbers import Real
 from typing import Any
@@ -135,6 +136,26 @@ def alpha(value: object, lead: tuple[int, ...], /, *, xp: Any) -> None:
             raise ValueError(msg)
 
 
+def per_head(value: object, lead: tuple[int, ...], name: str, /, *, xp: Any) -> None:
+    """``value`` is None, a finite real number, or a real floating array broadcastable over the leading dims (a
+    sink, a length scale, a sigmoid's bias: one per head, say)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not (isinstance(value, Real) or hasattr(value, "dtype")):
+        msg = f"{name} must be a real number or a real floating array, got {type(value).__name__}"
+        raise TypeError(msg)
+    if isinstance(value, Real):
+        if not math.isfinite(float(value)):
+            msg = f"{name} must be finite, got {value}"
+            raise ValueError(msg)
+        return
+    array: Array = value
+    if not xp.isdtype(array.dtype, "real floating"):
+        msg = f"{name} must be a number or a real floating array, got dtype {array.dtype}"
+        raise TypeError(msg)
+    broadcasts_to(tuple(array.shape), lead, name, "leading (batch, head)")
+
+
 def qkv(
     query: Array, key: Array, value: Array, /, *, xp: Any, grouped: bool | None = None
 ) -> tuple[tuple[int, ...], int]:
@@ -176,8 +197,9 @@ def qkv(
 
 
 def array_or_none(alpha: object, /) -> Array | None:
-    """``alpha`` when it is an array (whose library must match the others'), None for a number."""
-    return None if isinstance(alpha, Real) else alpha
+    """``alpha`` (or a sink, a length scale, a bias) when it is an array (whose library must match the others'),
+    None for a number or None."""
+    return None if alpha is None or isinstance(alpha, Real) else alpha
 
 
 def _is_concrete(x: Array) -> bool:

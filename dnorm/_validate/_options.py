@@ -126,6 +126,12 @@ def scheme_and_offset(
     """Check the options every scheme function takes; return the scheme and the causal offset (None: not causal)."""
     name = scheme(scheme_name)
     positive_int(n_iter, "n_iter")
+    if not described(name).bidirectional and causal is False:
+        msg = (
+            f"scheme={name!r} is causal only (query i weighs the keys before it, the nearest first): pass "
+            "causal=True, or a scheme with a bidirectional form"
+        )
+        raise NotImplementedError(msg)
     if described(name).causal is None and causal is not False and isinstance(causal, bool | str):
         msg = (
             f"scheme={name!r} has no strictly causal definition: use causal=False with an "
@@ -141,6 +147,29 @@ def scheme_and_offset(
         )
         raise ValueError(msg)
     return name, offset
+
+
+def family(name: str, /, *, sink: object, bias: object, attend_current: bool) -> None:
+    """Refuse an option of the normalization family given to a scheme it does not apply to, naming what to use."""
+    found = described(name)
+    if sink is not None and not found.sinks:
+        msg = (
+            f"sink= joins the normalized rows of 'softmax', 'doubly', 'hybrid' and 'sinkhorn' (spec DEF-SINK); "
+            f"scheme={name!r} weighs each key on its own, where a sink of value 0 changes nothing: leave sink out"
+        )
+        raise ValueError(msg)
+    if bias is not None and found.rows != "gated":
+        msg = (
+            f"bias= is the bias of scheme='sigmoid' (spec DEF-SIGMOID), not of scheme={name!r}: to add a bias "
+            "to every score of another scheme, pass it as a floating mask="
+        )
+        raise ValueError(msg)
+    if attend_current and found.rows != "sticks":
+        msg = (
+            f"attend_current=True lets scheme='stick-breaking' weigh a query's own position; scheme={name!r} "
+            "already does under causal=True: leave attend_current out"
+        )
+        raise ValueError(msg)
 
 
 #: Where :func:`dnorm.varlen_attention` finds the packed axis: -2 (``(..., total, D)``) or -3 (FlashAttention's).
