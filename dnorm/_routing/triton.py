@@ -60,6 +60,8 @@ class Triton:
             return "under torch.compile it is not traced (its launches are Python); compile with kernel='array-api'"
         if mask is not None and str(mask.dtype) not in ("torch.bool", *_FLOATS):
             return f"it takes a boolean or floating mask, got {mask.dtype}"
+        if schemes.SCHEMES[call.request.scheme].rows == "sticks":
+            return "its kernels have no stick-breaking pass yet: kernel='array-api' computes scheme='stick-breaking'"
         return None
 
     def options(self, call: Call, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
@@ -76,11 +78,21 @@ class Triton:
             align_end=bool(request.offset),
             blocks=configs.blocks_for(str(query.dtype), max(query.shape[-1], key.shape[-1]), heavy=_heavy(call, mask)),
             lead=call.lead,
+            sink=request.sink,
+            attend_current=request.attend_current,
+            dropped=request.first_position - (request.offset or 0),
         )
 
     def infer(self, *arrays: Array, options: Any, xp: Any) -> Array:
         if not _is_torch(arrays[0]):  # CuPy arrays: the same kernels on torch views of them, on CuPy's stream
-            return through_dlpack(lambda *ts: self.forward(*ts, options=options, xp=_torch_xp())[0], arrays, xp=xp)
+            q, k, v, mask, params, seed = arrays
+            flat = (q, k, v, mask, *params, seed)
+
+            def run(*ts: Any) -> Any:
+                given = (*ts[:4], schemes.Parameters(ts[4], ts[5]), ts[6])
+                return self.forward(*given, options=options, xp=_torch_xp())[0]
+
+            return through_dlpack(run, flat, xp=xp)
         return self.forward(*arrays, options=options, xp=xp)[0]
 
     def forward(
@@ -89,7 +101,7 @@ class Triton:
         k: Array,
         v: Array,
         mask: Array | None,
-        alpha: Array,
+        params: schemes.Parameters,
         seed: Array | None,
         /,
         *,
@@ -98,8 +110,9 @@ class Triton:
     ) -> tuple[Array, Any]:
         from .._triton import launch
 
+        alpha, sink = params
         layout = _layout(q, k, v, mask, alpha, seed, options)
-        out, residuals = launch.forward(q, k, v, mask, alpha, seed, options=options, layout=layout)
+        out, residuals = launch.forward(q, k, v, mask, alpha, seed, options=options, layout=layout, sink=sink)
         return _unflatten(out, q, options), residuals
 
     def backward(
@@ -108,7 +121,7 @@ class Triton:
         k: Array,
         v: Array,
         mask: Array | None,
-        alpha: Array,
+        params: schemes.Parameters,
         seed: Array | None,
         out: Array,
         residuals: Any,
@@ -118,16 +131,17 @@ class Triton:
         options: Any,
         mask_grad: bool,
         xp: Any,
-    ) -> tuple[Array, Array, Array, Array | None, Array | None]:
+    ) -> tuple[Array, Array, Array, Array | None, schemes.Parameters]:
         from .._kernels.shapes import sum_to
         from .._triton import gradients
 
+        alpha, sink = params
         lead = options.lead
         # dO in the inputs' dtype, as the products read V: the output reaches the caller cast to that dtype, so the
         # gradient arriving here holds values of that dtype (half precision: exactly representable)
         flat = grad.to(v.dtype).reshape(-1, grad.shape[-1]).contiguous()
         layout = _layout(q, k, v, mask, alpha, seed, options)
-        d_q, d_k, d_v, d_mask, d_alpha = gradients.backward(
+        d_q, d_k, d_v, d_mask, d_alpha, d_sink = gradients.backward(
             q, k, v, mask, alpha, seed, out.reshape(flat.shape), residuals, flat, options=options,
             mask_grad=mask_grad, layout=layout,
         )  # fmt: skip
@@ -145,25 +159,30 @@ class Triton:
         if d_alpha is not None:
             full = d_alpha.reshape(*lead, 1, 1) if alpha.ndim else d_alpha.sum()
             alpha_out = sum_to(full, tuple(alpha.shape), xp=xp).to(alpha.dtype)
-        return shaped[0], shaped[1], shaped[2], mask_out, alpha_out
+        sink_out = None
+        if sink is not None:  # per program: a packed batch's sequences of one lead index summed
+            per_lead = sink.new_zeros(lead) if d_sink is None else d_sink.reshape(-1, *lead).sum(0)
+            sink_out = sum_to(per_lead.reshape(*lead, 1, 1), tuple(sink.shape), xp=xp).to(sink.dtype)
+        return shaped[0], shaped[1], shaped[2], mask_out, schemes.Parameters(alpha_out, sink_out)
 
     def decode(
-        self, q: Array, k: Array, v: Array, mask: Array | None, alpha: Array, carry: Any, /, *, options: Any, xp: Any
+        self, q: Array, k: Array, v: Array, mask: Array | None, params: Any, carry: Any, /, *, options: Any, xp: Any
     ) -> tuple[Array, Any]:
         from .._kernels.logsumexp import LogSumExp
         from .._triton import decode as split
 
         if not _is_torch(q):  # CuPy arrays, through DLPack
-            flat = (q, k, v, mask, alpha, *(carry if carry is not None else (None, None)))
+            flat = (q, k, v, mask, *params, *(carry if carry is not None else (None, None)))
 
             def step(*ts: Any) -> tuple[Any, ...]:
-                carried = None if ts[5] is None else LogSumExp(*ts[5:])
-                out, state = split.decode(ts[0], ts[1], ts[2], ts[3], ts[4], carried, options=options)
+                carried = None if ts[6] is None else LogSumExp(*ts[6:])
+                given = schemes.Parameters(ts[4], ts[5])
+                out, state = split.decode(ts[0], ts[1], ts[2], ts[3], given, carried, options=options)
                 return (out,) if state is None else (out, *state)
 
             results = through_dlpack(step, flat, xp=xp, many=True)
             return results[0], None if len(results) == 1 else LogSumExp(*results[1:])
-        return split.decode(q, k, v, mask, alpha, carry, options=options)
+        return split.decode(q, k, v, mask, params, carry, options=options)
 
     def packed_options(self, options: Any, starts_q: tuple[int, ...], starts_k: tuple[int, ...], /) -> Any:
         """The options of a packed batch: the same passes, one program per sequence and lead index."""

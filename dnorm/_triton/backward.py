@@ -13,6 +13,10 @@ statistic adds to the gradient of the scores ``dS``:
   with ``G_i = (1 - B_i)(dZ_i + G_(i+1))`` a reverse scan up the queries and
   ``G'`` its value at the row below, carried from tile to tile.
 
+A sink is in the saved row pairs, so the weights need nothing more (its own
+gradient is formed from them, :mod:`.sinks`). ``GATED`` (sigmoid attention):
+the plain component's weights are ``sigmoid(S)``, and ``dS = A (1 - A) R dP``.
+
 :func:`keys` runs one program per block of keys over the query blocks (``dK``,
 ``dV``, ``gamma``, the causal carries ``G``); :func:`queries` one per block of
 queries over the key blocks (``dQ`` and a floating mask's gradient ``dS``).
@@ -24,7 +28,7 @@ import triton
 import triton.language as tl
 
 from .configs import tunable
-from .rows import biased_tile, running
+from .rows import biased_tile, running, sigmoid
 from .tiles import compose, finite, keep, load_rows, log_sum, scores
 
 
@@ -133,7 +137,7 @@ def keys(
     HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, SOFTCAP: tl.constexpr, CAUSAL: tl.constexpr,
     ALIGN_END: tl.constexpr, BIASED: tl.constexpr, ROUNDS: tl.constexpr, RUNNING: tl.constexpr,
     PLAIN: tl.constexpr, MIXED: tl.constexpr, DROPOUT: tl.constexpr, HAS_LEAD: tl.constexpr,
-    GAMMA_ONLY: tl.constexpr, FULL_DS: tl.constexpr,
+    GAMMA_ONLY: tl.constexpr, FULL_DS: tl.constexpr, GATED: tl.constexpr,
     HALF: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """dK, dV (and gamma) of one block of keys.
@@ -206,10 +210,14 @@ def keys(
                     zq = tl.dot(tl.trans((slope * dz).to(q.dtype)), q, zq, input_precision=PRECISION)
                     bq = tl.dot(tl.trans((slope * tl.exp(y)).to(q.dtype)), q, bq, input_precision=PRECISION)
         if PLAIN:
-            a = weights(s, tl.load(ROW_P + qstat + offs_m, mask=inside_q, other=0.0),
-                        tl.load(ROW_P + row_round + qstat + offs_m, mask=inside_q, other=1.0))  # fmt: skip
-            delta = tl.load(DELTA_P + qstat + offs_m, mask=inside_q, other=0.0)
-            dz_p = a * ((1.0 - w_b) * dp - delta[:, None]) if MIXED else a * (dp - delta[:, None])
+            if GATED:
+                a = sigmoid(s)
+                dz_p = a * (1.0 - a) * dp
+            else:
+                a = weights(s, tl.load(ROW_P + qstat + offs_m, mask=inside_q, other=0.0),
+                            tl.load(ROW_P + row_round + qstat + offs_m, mask=inside_q, other=1.0))  # fmt: skip
+                delta = tl.load(DELTA_P + qstat + offs_m, mask=inside_q, other=0.0)
+                dz_p = a * ((1.0 - w_b) * dp - delta[:, None]) if MIXED else a * (dp - delta[:, None])
             kept_a = tl.where(kept, a * factor, 0.0) if DROPOUT else a
             w_p = (1.0 - w_b) if MIXED else 1.0
             d_v += tl.dot(tl.trans((w_p * kept_a).to(do.dtype)), do, input_precision=PRECISION)
@@ -237,7 +245,7 @@ def queries(
     HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, SOFTCAP: tl.constexpr, CAUSAL: tl.constexpr,
     ALIGN_END: tl.constexpr, BIASED: tl.constexpr, ROUNDS: tl.constexpr, RUNNING: tl.constexpr,
     PLAIN: tl.constexpr, MIXED: tl.constexpr, DROPOUT: tl.constexpr, HAS_LEAD: tl.constexpr,
-    MASK_GRAD: tl.constexpr,
+    MASK_GRAD: tl.constexpr, GATED: tl.constexpr,
     HALF: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """dQ of one block of queries, and a floating mask's gradient ``dS`` (``MASK_GRAD``, ``(P, T, K)``)."""
@@ -294,8 +302,12 @@ def queries(
                 ds = _rounds(s, y, dz, COLS, ROWS, DC, DR, kstat, qstat, offs_m, offs_n, n_q, n_k,
                              col_round, row_round, ROUNDS)  # fmt: skip
         if PLAIN:
-            w_p = (1.0 - w_b) if MIXED else 1.0
-            ds += weights(s, row_p_m, row_p_s) * (w_p * dp - delta_p[:, None])
+            if GATED:
+                a = sigmoid(s)
+                ds += a * (1.0 - a) * dp
+            else:
+                w_p = (1.0 - w_b) if MIXED else 1.0
+                ds += weights(s, row_p_m, row_p_s) * (w_p * dp - delta_p[:, None])
         if MASK_GRAD:  # the mask is added to the capped scores: its gradient is dS itself, (P, T, K)
             grad_ptrs = DMASK + (qstat + offs_m)[:, None] * n_k_max + offs_n[None, :]
             tl.store(grad_ptrs, ds, mask=inside_q[:, None] & inside_k[None, :])

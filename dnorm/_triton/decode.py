@@ -6,7 +6,9 @@ for its keys it continues the running column pair of the state down the new
 queries (a scan of ``T`` rows from the state), writes the new state of those
 keys, and keeps per new query its share of the row softmax, ``(max, sum)``
 and the unnormalized output, for each component. :func:`combine` merges the
-shares of every stretch and normalizes the rows (and mixes the hybrid).
+shares of every stretch and normalizes the rows (and mixes the hybrid), each
+component's sink logit joining its rows there (spec DEF-SINK). Sigmoid
+attention (``GATED``) keeps no row statistic: its shares add up.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from . import launch
+from . import launch, sinks
 from .configs import interpreted, tunable
 from .layout import dense
-from .rows import online, running
+from .rows import online, running, sigmoid
 from .tiles import finite, load_rows, scores
 
 
@@ -34,7 +36,8 @@ def split_step(
     d, dv, scale, softcap, n_start, n_splits, keys_per_split,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
     HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, SOFTCAP: tl.constexpr, BIASED: tl.constexpr,
-    PLAIN: tl.constexpr, HAS_STATE: tl.constexpr, HALF: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+    PLAIN: tl.constexpr, HAS_STATE: tl.constexpr, GATED: tl.constexpr, HALF: tl.constexpr, ACC: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):  # fmt: skip
     split, p = tl.program_id(0), tl.program_id(1)
     n_q, n_k = tl.load(n_q_of + p), tl.load(n_k_of + p)
@@ -72,7 +75,11 @@ def split_step(
             tl.store(NEW_S + kstat + offs_n, tl.sum(tl.where(last, run_s, 0.0), axis=0), mask=inside)
             m_b, l_b, acc_b = online(m_b, l_b, acc_b, y, v, s, 1.0, True, False, PRECISION)
         if PLAIN:
-            m_p, l_p, acc_p = online(m_p, l_p, acc_p, s, v, s, 1.0, True, False, PRECISION)
+            if GATED:  # shares that add up: each one's "max" 0 and "sum" 0
+                m_p = tl.zeros((BQ,), dtype=ACC)
+                acc_p += tl.dot(sigmoid(s).to(v.dtype), v, input_precision=PRECISION)
+            else:
+                m_p, l_p, acc_p = online(m_p, l_p, acc_p, s, v, s, 1.0, True, False, PRECISION)
     part = (p * n_splits + split) * BQ  # every row stored: those past the new queries as empty shares
     if BIASED:
         tl.store(PART_M + part + offs_m, m_b)
@@ -89,18 +96,31 @@ def split_step(
 @tunable
 @triton.jit
 def combine(
-    PART_M, PART_L, PART_O, ALPHA, OUT, alpha_off, n_q_of, n_splits, dv, n_programs, stride_o,
-    BQ: tl.constexpr, BDV: tl.constexpr, MIXED: tl.constexpr, ACC: tl.constexpr,
+    PART_M, PART_L, PART_O, ALPHA, SINK_P, OUT, alpha_off, n_q_of, n_k_of, n_splits, dv, n_programs, stride_o, dropped,
+    BQ: tl.constexpr, BDV: tl.constexpr, BIASED: tl.constexpr, MIXED: tl.constexpr, HAS_SINK: tl.constexpr,
+    ACC: tl.constexpr,
 ):  # fmt: skip
-    """The rows of every stretch merged and normalized: ``sum_s acc_s e^(m_s - m) / sum_s l_s e^(m_s - m)``."""
+    """The rows of every stretch merged and normalized: ``sum_s acc_s e^(m_s - m) / sum_s l_s e^(m_s - m)``.
+
+    ``HAS_SINK``: each component's sink logit joins its rows, ``-log(p_i + 1)`` for the biased one (decoding is
+    causal) and the sink itself for the plain one.
+    """
     p = tl.program_id(0)
     n_q = tl.load(n_q_of + p)
     offs_m, offs_dv = tl.arange(0, BQ), tl.arange(0, BDV)
-    out = _merged(PART_M, PART_L, PART_O, p * n_splits * BQ, offs_m, offs_dv, n_splits, BQ, BDV, ACC)
+    plain_logit = tl.full((BQ,), float("-inf"), dtype=ACC)
+    first_logit = plain_logit
+    if HAS_SINK:
+        plain_logit = tl.load(SINK_P + p) + tl.zeros((BQ,), dtype=ACC)
+        first_logit = plain_logit
+        if BIASED:
+            first_logit = -tl.log((offs_m + tl.load(n_k_of + p) - n_q + dropped + 1).to(ACC))
+    out = _merged(PART_M, PART_L, PART_O, p * n_splits * BQ, offs_m, offs_dv, n_splits, first_logit, BQ, BDV, ACC)
     if MIXED:
         second = _merged(
-            PART_M, PART_L, PART_O, (n_programs + p) * n_splits * BQ, offs_m, offs_dv, n_splits, BQ, BDV, ACC
-        )
+            PART_M, PART_L, PART_O, (n_programs + p) * n_splits * BQ, offs_m, offs_dv, n_splits, plain_logit,
+            BQ, BDV, ACC,
+        )  # fmt: skip
         alpha = tl.load(ALPHA + tl.load(alpha_off + p))
         out = alpha * out + (1 - alpha) * second
     rows = offs_m < n_q
@@ -113,12 +133,14 @@ def combine(
 
 @triton.jit
 def _merged(
-    PART_M, PART_L, PART_O, first, offs_m, offs_dv, n_splits, BQ: tl.constexpr, BDV: tl.constexpr, ACC: tl.constexpr
-):
-    m = tl.full((BQ,), float("-inf"), dtype=ACC)
+    PART_M, PART_L, PART_O, first, offs_m, offs_dv, n_splits, logit,
+    BQ: tl.constexpr, BDV: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    """The shares of every stretch merged, the sink ``logit`` joined (``-inf``: none), and normalized."""
+    m = logit
     for s in range(n_splits):
         m = tl.maximum(m, tl.load(PART_M + first + s * BQ + offs_m))
-    total = tl.zeros((BQ,), dtype=ACC)
+    total = tl.exp(logit - finite(m))
     acc = tl.zeros((BQ, BDV), dtype=ACC)
     for s in range(n_splits):
         w = tl.exp(tl.load(PART_M + first + s * BQ + offs_m) - finite(m))
@@ -128,12 +150,14 @@ def _merged(
 
 
 def decode(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, alpha: Tensor, carry: Any, /, *, options: launch.LaunchOptions
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, params: Any, carry: Any, /, *, options: launch.LaunchOptions
 ) -> tuple[Tensor, Any]:
     """The new queries' output ``(*lead, T, Dv)`` and the state after them (``(*lead, 1, K)`` pairs; None for softmax).
 
-    More new queries than one block of rows take the forward pass from the state instead (chunked prefill).
+    ``params`` are ``alpha`` and the sink (:class:`dnorm._kernels.schemes.Parameters`). More new queries than one
+    block of rows take the forward pass from the state instead (chunked prefill).
     """
+    alpha, sink = params
     lead = options.lead
     how = options.plan()
     acc_t, _ = launch.accumulator(q.dtype)
@@ -143,7 +167,7 @@ def decode(
         start = launch.Pair(*(x.expand(*lead, 1, x.shape[-1]).reshape(-1, x.shape[-1]).to(acc_t).contiguous()
                               for x in carry))  # fmt: skip
     if n_q > 16 or (interpreted() and n_q > options.blocks.forward[0]):
-        out, residuals = launch.forward(q, k, v, mask, alpha, None, options=options, start=start)
+        out, residuals = launch.forward(q, k, v, mask, alpha, None, options=options, start=start, sink=sink)
         state = None
         if residuals.carries is not None:
             state = _state(residuals.carries.last, lead, n_k)
@@ -167,10 +191,11 @@ def decode(
         )
     )  # fmt: skip
     out = inputs.new(programs, n_q, v.shape[-1])
+    sink_p = sinks.per_program(sink, inputs.layout, lead, acc_t) if how.sink and sink is not None else empty
     combine[(programs,)](
         **combine.bind(
-            inputs.arguments(), sizes, PART_M=parts.max, PART_L=parts.sum, PART_O=part_o, OUT=out,
-            n_splits=n_splits, n_programs=programs, stride_o=n_q * v.shape[-1], MIXED=how.mixed,
+            inputs.arguments(), sizes, PART_M=parts.max, PART_L=parts.sum, PART_O=part_o, OUT=out, SINK_P=sink_p,
+            n_splits=n_splits, n_programs=programs, stride_o=n_q * v.shape[-1], BIASED=how.biased, MIXED=how.mixed,
         )
     )  # fmt: skip
     state = _state(new, lead, n_k) if how.biased else None

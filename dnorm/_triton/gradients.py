@@ -3,7 +3,9 @@
 Doubly, hybrid and softmax: one pass per block of keys (dK, dV, gamma) and one per block of queries (dQ, a
 floating mask's gradient). Sinkhorn: gamma first, back through its potentials (:mod:`.potentials`), then the
 two passes with every round's terms. The causal variants: the key pass runs up the query blocks and leaves the
-reverse scan's carry at each block's first row for the query pass. No atomics: deterministic.
+reverse scan's carry at each block's first row for the query pass. No atomics: deterministic. A sink's numbers
+per row (its gradient, Sinkhorn's sink column in the potentials) are reductions over the rows, in torch
+(:mod:`.sinks`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 import triton
 from torch import Tensor
 
+from . import sinks
 from .backward import keys, queries
 from .launch import Inputs, LaunchOptions, Residuals
 from .layout import Layout, dense
@@ -22,13 +25,15 @@ from .potentials import potentials
 
 class Gradients(NamedTuple):
     """The backward pass's buffers: ``query``, ``key`` and ``value`` as ``(rows, padded head size)`` (rows leading
-    index-major), a floating mask's ``(P, T, K)`` (None unless asked for), ``alpha``'s per leading index (hybrid)."""
+    index-major), a floating mask's ``(P, T, K)`` (None unless asked for), ``alpha``'s per leading index (hybrid),
+    the sink's per program (where a plain component takes it)."""
 
     query: Tensor
     key: Tensor
     value: Tensor
     mask: Tensor | None
     alpha: Tensor | None
+    sink: Tensor | None = None
 
 
 def backward(
@@ -96,13 +101,22 @@ def backward(
     def keys_pass(*, gamma_only: bool, full_ds: bool) -> None:
         keys[grid_k](**keys.bind(shared, DK=d_k, DV=d_v, GAMMA=gamma, GAMMA_ONLY=gamma_only, FULL_DS=full_ds))
 
+    rows = sinks.rows_of(layout) if how.sink else None
     if rounds > 1:  # Sinkhorn: gamma first, back through the potentials, then the whole dS
         keys_pass(gamma_only=True, full_ds=False)
         dc[rounds - 1] = -gamma
+        d_sink = None  # the sink column's potential (spec THM-SINK-IN-EVERY-ROUND)
+        if rows is not None and residuals.biased is not None:
+            a_sink = sinks.weight(residuals.sinks[-1], rows, residuals.biased)
+            d_sink = rows.sum(a_sink * delta_b, layout.programs)  # -gamma of the sink: sum_i a_sink delta
         for u in range(rounds - 2, -1, -1):
             for to_rows, grid in ((True, grid_q), (False, grid_k)):
                 d_in, d_out = (dc, dr) if to_rows else (dr, dc)
                 potentials[grid](**potentials.bind(shared, D_IN=d_in, D_OUT=d_out, u=u, TO_ROWS=to_rows))
+                if to_rows and rows is not None and d_sink is not None:  # the sink's column of P^(u+1), and R^u's
+                    row_u = residuals.rows[u]
+                    dr[u] -= sinks.weight(residuals.sinks[u + 1], rows, row_u) * rows.spread(d_sink, dr[u])
+                    d_sink = -rows.sum(sinks.weight(residuals.sinks[u], rows, row_u) * dr[u], layout.programs)
         keys_pass(gamma_only=False, full_ds=True)
     else:
         keys_pass(gamma_only=False, full_ds=False)
@@ -117,4 +131,7 @@ def backward(
         assert shares is not None
         per_row = (grad * (residuals.outputs.biased - residuals.outputs.plain)).sum(-1)
         d_alpha = per_row.reshape(shares.numel(), -1).sum(-1)  # per leading index
-    return Gradients(d_q, d_k, d_v, d_mask if mask_grad else None, d_alpha)
+    d_sink = None
+    if rows is not None and residuals.sink is not None and residuals.plain is not None:  # spec THM-SINK-GRADIENT
+        d_sink = -rows.sum(sinks.weight(residuals.sink, rows, residuals.plain) * delta_p, layout.programs)
+    return Gradients(d_q, d_k, d_v, d_mask if mask_grad else None, d_alpha, d_sink)

@@ -26,7 +26,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .._kernels import schemes
-from . import columns, rows
+from . import columns, rows, sinks
 from .configs import Blocks
 from .layout import Layout, dense
 
@@ -42,7 +42,10 @@ class LaunchOptions:
     sees the keys ``j <= i + K - T``); ``blocks`` the query and key block
     sizes of the passes (:class:`Blocks`); ``lead`` the leading shape of the
     scores (grouped heads split); ``packed``: the sequences' offsets of a packed batch
-    along axis -2 (queries, keys), each normalized on its own.
+    along axis -2 (queries, keys), each normalized on its own. ``sink``: a sink joins
+    the rows (spec DEF-SINK); ``attend_current``: as :func:`dnorm.attention`'s;
+    ``dropped``: positions before the first query beyond the causal offset (a
+    decoding cache that dropped them), which the running sink statistic counts.
     """
 
     scheme: str
@@ -55,10 +58,15 @@ class LaunchOptions:
     blocks: Blocks = SMALL
     lead: tuple[int, ...] = ()
     packed: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    sink: bool = False
+    attend_current: bool = False
+    dropped: int = 0
 
     def plan(self) -> schemes.Plan:
         """What the call computes (:func:`dnorm._kernels.schemes.plan`)."""
-        return schemes.plan(self.scheme, causal=self.causal, n_iter=self.n_iter)
+        return schemes.plan(
+            self.scheme, causal=self.causal, n_iter=self.n_iter, sink=self.sink, attend_current=self.attend_current
+        )
 
 
 class Pair(NamedTuple):
@@ -96,7 +104,8 @@ class Residuals(NamedTuple):
     ``columns``: per round the column statistic (one round for doubly, ``n_iter`` for Sinkhorn, none otherwise);
     ``rows``: per Sinkhorn round but the last, the row statistic of ``S - c`` (the next round's row potential);
     ``biased`` and ``plain``: the row statistics of each component's softmax; ``carries``: the running statistic
-    (causal); ``outputs``: the hybrid's two components.
+    (causal); ``outputs``: the hybrid's two components; ``sinks``: with a sink, per round its biased logit per
+    program (spec DEF-SINK); ``sink``: the sink per program, where a plain component takes it.
     """
 
     columns: tuple[Round, ...]
@@ -105,6 +114,8 @@ class Residuals(NamedTuple):
     plain: Pair | None
     carries: Carries | None
     outputs: Components | None
+    sinks: tuple[Tensor, ...] = ()
+    sink: Tensor | None = None
 
 
 def accumulator(dtype: torch.dtype, /) -> tuple[torch.dtype, Any]:
@@ -170,6 +181,8 @@ class Inputs:
             "d": q.shape[-1], "dv": v.shape[-1], "scale": options.scale, "softcap": options.softcap or 1.0,
             "HAS_MASK": mask is not None, "MASK_BOOL": mask is not None and mask.dtype == torch.bool,
             "SOFTCAP": options.softcap is not None, "CAUSAL": options.causal, "ALIGN_END": options.align_end,
+            "HAS_SINK": self.options.plan().sink, "GATED": self.options.plan().rows == "gated",
+            "dropped": options.dropped,
             "HAS_LEAD": self.layout.has_lead, "HALF": q.dtype in (torch.float16, torch.bfloat16), "ACC": acc,
             "PRECISION": "ieee" if q.dtype in (torch.float32, torch.float64) else "tf32",
         }  # fmt: skip
@@ -192,11 +205,13 @@ def forward(
     options: LaunchOptions,
     layout: Layout | None = None,
     start: Pair | None = None,
+    sink: Tensor | None = None,
 ) -> tuple[Tensor, Residuals]:
     """The output ``(q_rows, Dv)`` (``P * T`` rows, or a packed batch's per leading index) in the compute dtype, and
     the residuals.
 
-    ``start`` is decoding's state before the call (causal only), a pair of ``(P, K - T)`` arrays.
+    ``start`` is decoding's state before the call (causal only), a pair of ``(P, K - T)`` arrays; ``sink`` the
+    sink's score, ``(..., 1, 1)`` over the lead (``options.sink``).
     """
     inputs = Inputs(q, k, v, mask, alpha, layout or dense(q, k, v, mask, alpha, seed, options.lead), options)
     how = options.plan()
@@ -204,14 +219,22 @@ def forward(
     empty = inputs.empty()
     cols: list[Round] = []
     potentials: list[Pair] = []
+    logits: list[Tensor] = []  # with a sink: its biased logit after each round, per program
+    sink_p = sinks.per_program(sink, layout, options.lead, inputs.acc) if how.sink and sink is not None else None
     for t in range(how.rounds):
         shift = torch.zeros(layout.k_rows, dtype=inputs.acc, device=q.device)
         if t > 0:
             shift = torch.where(cols[0].stat.max == -torch.inf, 0.0, cols[0].stat.max)
         cols.append(Round(shift, _column_stats(inputs, shift, potentials[-1] if potentials else None)))
+        if how.sink:  # spec THM-SINK-IN-EVERY-ROUND
+            first = sinks.first_round(layout, inputs.acc)
+            logits.append(first if t == 0 else sinks.next_round(sinks.rows_of(layout), potentials[-1], layout.programs))
         if t < how.rounds - 1:  # the row potential of this round, for the next one
             potentials.append(Pair(inputs.new(layout.q_rows), inputs.new(layout.q_rows)))
-            _row_pass(inputs, None, cols[-1], None, row_b=potentials[-1], row_p=None, outputs=None, round_=t > 0)
+            _row_pass(
+                inputs, None, cols[-1], None, row_b=potentials[-1], row_p=None, outputs=None, round_=t > 0,
+                sink=(logits[-1] if logits else None, None),
+            )  # fmt: skip
     carry = _carries(inputs, start) if how.running else None
     out = inputs.new(layout.q_rows, v.shape[-1])
     components = Components(inputs.new(*out.shape), inputs.new(*out.shape)) if how.mixed else None
@@ -220,8 +243,9 @@ def forward(
     _row_pass(
         inputs, seed, cols[-1] if cols else None, carry, row_b=row_b, row_p=row_p,
         outputs=(out, components or Components(empty, empty)), round_=how.rounds > 1,
+        sink=(logits[-1] if logits else None, sink_p),
     )  # fmt: skip
-    return out, Residuals(tuple(cols), tuple(potentials), row_b, row_p, carry, components)
+    return out, Residuals(tuple(cols), tuple(potentials), row_b, row_p, carry, components, tuple(logits), sink_p)
 
 
 def _column_stats(inputs: Inputs, shift: Tensor, potential: Pair | None, /) -> Pair:
@@ -269,9 +293,11 @@ def _row_pass(
     row_p: Pair | None,
     outputs: tuple[Tensor, Components] | None,
     round_: bool,
+    sink: tuple[Tensor | None, Tensor | None] = (None, None),
 ) -> None:
     """The row pass: each component's row statistic (``row_b``, ``row_p``) and, with ``outputs``, the output (and
-    the hybrid's components); without them only the biased rows' statistic (Sinkhorn's row potential)."""
+    the hybrid's components); without them only the biased rows' statistic (Sinkhorn's row potential). ``sink``:
+    the biased and the plain component's sink logit per program (the running one is formed in the kernel)."""
     layout, empty = inputs.layout, inputs.empty()
     sizes = inputs.sizes()
     out, components = outputs if outputs is not None else (empty, Components(empty, empty))
@@ -284,6 +310,7 @@ def _row_pass(
             CARRY_S=carry.before.sum if carry else empty, OUT=out, OUT_B=components.biased, OUT_P=components.plain,
             ROW_M_B=row_b.max if row_b else empty, ROW_S_B=row_b.sum if row_b else empty,
             ROW_M_P=row_p.max if row_p else empty, ROW_S_P=row_p.sum if row_p else empty,
+            SINK_B=empty if sink[0] is None else sink[0], SINK_P=empty if sink[1] is None else sink[1],
             stride_ot=inputs.v.shape[-1], stride_od=1,  # outputs: contiguous (P, T, Dv)
             BIASED=row_b is not None, ROUND=round_, RUNNING=carry is not None, PLAIN=row_p is not None,
             VALUES=outputs is not None,

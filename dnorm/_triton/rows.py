@@ -9,7 +9,11 @@ start by a scan down its rows; ``PLAIN`` adds the unbiased softmax beside it
 online softmax keeps ``(max, sum)`` and the output accumulators in the compute
 dtype; dropout drops weights after the normalization (spec DEF-DROPOUT). The
 row pairs are stored for the backward pass; without ``VALUES`` only they are
-(Sinkhorn's row statistics).
+(Sinkhorn's row statistics). ``HAS_SINK``: each component's sink logit joins
+its row pair after the keys (spec DEF-SINK: ``SINK_B`` and ``SINK_P`` per
+program, the running statistic's ``-log(p_i + 1)`` formed here). ``GATED``
+(sigmoid attention, spec DEF-SIGMOID): the plain component weighs each key by
+``sigmoid(S)`` alone, and its rows are not normalized.
 """
 
 from __future__ import annotations
@@ -52,19 +56,34 @@ def online(m, total, acc, y, v, kept, factor, VALUES: tl.constexpr, DROPOUT: tl.
     return top, total, acc
 
 
+@triton.jit
+def with_sink(m, total, acc, logit):
+    """A row pair and its output accumulator with the sink logit joined: one more term, of value 0."""
+    top = tl.maximum(m, logit)
+    rescale = tl.exp(m - finite(top))
+    return top, total * rescale + tl.exp(logit - top), acc * rescale[:, None]
+
+
+@triton.jit
+def sigmoid(s):
+    """``1 / (1 + exp(-s))``: 0 for a hidden pair (``-inf``)."""
+    return 1.0 / (1.0 + tl.exp(-s))
+
+
 @tunable
 @triton.jit
 def row_pass(
-    Q, K, V, MASK, SHIFT, COL_M, COL_S, CARRY_M, CARRY_S, ALPHA,
+    Q, K, V, MASK, SHIFT, COL_M, COL_S, CARRY_M, CARRY_S, ALPHA, SINK_B, SINK_P,
     OUT, OUT_B, OUT_P, ROW_M_B, ROW_S_B, ROW_M_P, ROW_S_P,
     q_off, k_off, v_off, mask_off, o_off, kstat_off, qstat_off, carry_off, alpha_off, n_q_of, n_k_of, head_of, seed_of,
     stride_qt, stride_qd, stride_kt, stride_kd, stride_vt, stride_vd, stride_mm, stride_mn, stride_ot, stride_od,
     stride_cb,
-    d, dv, scale, softcap, threshold, factor,
+    d, dv, scale, softcap, threshold, factor, dropped,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
     HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, SOFTCAP: tl.constexpr, CAUSAL: tl.constexpr,
     ALIGN_END: tl.constexpr, BIASED: tl.constexpr, ROUND: tl.constexpr, RUNNING: tl.constexpr,
     PLAIN: tl.constexpr, VALUES: tl.constexpr, DROPOUT: tl.constexpr, HAS_LEAD: tl.constexpr,
+    HAS_SINK: tl.constexpr, GATED: tl.constexpr,
     HALF: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     qb, p = tl.program_id(0), tl.program_id(1)
@@ -109,7 +128,22 @@ def row_pass(
                 y = biased_tile(s, shift, col_m, col_s, ROUND)
             m_b, l_b, acc_b = online(m_b, l_b, acc_b, y, v, kept, factor, VALUES, DROPOUT, PRECISION)
         if PLAIN:
-            m_p, l_p, acc_p = online(m_p, l_p, acc_p, s, v, kept, factor, VALUES, DROPOUT, PRECISION)
+            if GATED:  # each key weighed alone: no row statistic, no normalization
+                e = sigmoid(s)
+                if DROPOUT:
+                    e = tl.where(kept, e * factor, 0.0)
+                acc_p += tl.dot(e.to(v.dtype), v, input_precision=PRECISION)
+            else:
+                m_p, l_p, acc_p = online(m_p, l_p, acc_p, s, v, kept, factor, VALUES, DROPOUT, PRECISION)
+    if HAS_SINK:
+        if BIASED:
+            if RUNNING:  # C of the sink's column at position p: sink + log(p + 1) (every query sees it)
+                logit_b = -tl.log((offs_m + offset + dropped + 1).to(ACC))
+            else:
+                logit_b = tl.load(SINK_B + p) + tl.zeros((BQ,), dtype=ACC)
+            m_b, l_b, acc_b = with_sink(m_b, l_b, acc_b, logit_b)
+        if PLAIN:
+            m_p, l_p, acc_p = with_sink(m_p, l_p, acc_p, tl.load(SINK_P + p) + tl.zeros((BQ,), dtype=ACC))
     rows = offs_m < n_q
     o_ptrs = offs_m[:, None] * stride_ot + offs_dv[None, :] * stride_od
     o_mask = rows[:, None] & (offs_dv[None, :] < dv)
