@@ -64,7 +64,7 @@ def _run(env: Any, name: str, **kwargs: Any) -> Any:
 
 
 def test_register_names(minilm: Any) -> None:
-    assert minilm.names == ["dnorm_softmax", "dnorm_doubly", "dnorm_hybrid", "dnorm_sinkhorn"]
+    assert minilm.names == [f"dnorm_{scheme}" for scheme in dnorm.SCHEMES]
     for name in minilm.names:
         assert name in minilm.transformers.AttentionInterface()
         assert name in minilm.transformers.AttentionMaskInterface()
