@@ -162,6 +162,7 @@ def attention(
             f"{query.shape[-2]} queries and {key.shape[-2]} keys on this participant"
         )
         raise ValueError(msg)
+    check.sharded_scheme(scheme)  # the normalization family's other forms are not sharded yet
     asked = check.Asked(scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, softcap=softcap, kernel=kernel)
     request = check.attention_request(query, key, value, None, alpha, asked, xp=xp)
     mask = _key_mask(key_padding_mask, key, xp=xp)

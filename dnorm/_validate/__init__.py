@@ -34,6 +34,7 @@ from ._options import (
     scale,
     scheme,
     scheme_and_offset,
+    sharded_scheme,
     softcap,
 )
 from ._request import Asked, PerHead, Request, attention_request
@@ -73,5 +74,6 @@ __all__ = [
     "scale",
     "scheme",
     "scheme_and_offset",
+    "sharded_scheme",
     "softcap",
 ]

@@ -172,6 +172,18 @@ def family(name: str, /, *, sink: object, bias: object, attend_current: bool) ->
         raise ValueError(msg)
 
 
+def sharded_scheme(value: object, /) -> str:
+    """A scheme :func:`dnorm.distributed.attention` shards: the normalized ones (the family's others not yet)."""
+    name = scheme(value)
+    if described(name).rows != "normalized":
+        msg = (
+            f"scheme={name!r} is not sharded yet: dnorm.distributed.attention takes 'softmax', 'doubly', 'hybrid' "
+            "and 'sinkhorn' (and no sink, length_scale or bias); run dnorm.attention on the whole sequence"
+        )
+        raise NotImplementedError(msg)
+    return name
+
+
 #: Where :func:`dnorm.varlen_attention` finds the packed axis: -2 (``(..., total, D)``) or -3 (FlashAttention's).
 LAYOUTS = ("htd", "thd")
 
