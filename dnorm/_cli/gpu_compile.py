@@ -41,7 +41,8 @@ class Variant:
     call, no state); ``causal``: None, ``"top-left"`` or ``"bottom-right"``
     (fewer queries than keys); ``mask``: None, ``"bool"`` or ``"float"`` (a
     learned bias: its gradient too); ``grouped``: four query heads over two key
-    heads, ``alpha`` one per head; ``flat``: no leading axes, ``(T, D)`` arrays.
+    heads, ``alpha`` one per head; ``flat``: no leading axes, ``(T, D)`` arrays;
+    ``sink``: a learned sink per head (spec DEF-SINK).
     """
 
     scheme: str
@@ -52,27 +53,35 @@ class Variant:
     dropout: bool = False
     grouped: bool = False
     flat: bool = False
+    sink: bool = False
 
     @property
     def name(self) -> str:
         parts = [self.scheme, self.entry if self.entry != "attention" else ""]
         parts += [self.causal or "", f"{self.mask}-mask" if self.mask else ""]
         parts += ["softcap" if self.softcap else "", "dropout" if self.dropout else ""]
-        parts += ["grouped" if self.grouped else "", "flat" if self.flat else ""]
+        parts += ["grouped" if self.grouped else "", "flat" if self.flat else "", "sink" if self.sink else ""]
         return " ".join(p for p in parts if p)
 
 
+def _schemes() -> list[str]:
+    """The schemes the Triton kernels compute (stick-breaking takes the array-API kernels)."""
+    return [name for name in check.SCHEMES if check.described(name).rows != "sticks"]
+
+
 def _forms() -> list[Variant]:
-    """Every scheme with every causal form it has (Sinkhorn has none; doubly and hybrid bottom-right decode)."""
-    forms = [Variant(name) for name in check.SCHEMES]
-    forms += [Variant(name, causal="top-left") for name in check.SCHEMES if check.described(name).causal]
+    """Every scheme with every causal form it has (Sinkhorn has none; doubly and hybrid bottom-right decode), and
+    each scheme a sink joins with one."""
+    forms = [Variant(name) for name in _schemes()]
+    forms += [Variant(name, causal="top-left") for name in _schemes() if check.described(name).causal]
     # bottom-right with fewer queries than keys: the schemes without a running statistic (the others decode)
-    return forms + [Variant(n, causal="bottom-right") for n in check.SCHEMES if check.described(n).causal == "mask"]
+    forms += [Variant(n, causal="bottom-right") for n in _schemes() if check.described(n).causal == "mask"]
+    return forms + [replace(form, sink=True) for form in forms if check.described(form.scheme).sinks]
 
 
 def _decoding() -> list[str]:
     """The schemes with a strictly causal form: those :func:`dnorm.decode` takes."""
-    return [name for name in check.SCHEMES if check.described(name).causal]
+    return [name for name in _schemes() if check.described(name).causal]
 
 
 def every_variant() -> list[Variant]:
@@ -94,7 +103,7 @@ def every_variant() -> list[Variant]:
     for scheme in _decoding():
         for entry in ("prefill", "decode"):
             found += [Variant(scheme, entry=entry), Variant(scheme, entry=entry, mask="bool", softcap=True)]
-            found += [Variant(scheme, entry=entry, mask="float", grouped=True)]
+            found += [Variant(scheme, entry=entry, mask="float", grouped=True, sink=_sinks(scheme))]
     return found
 
 
@@ -105,7 +114,12 @@ def heaviest_variants() -> list[Variant]:
     found = [replace(form, **loaded) for form in _forms()]
     found += [replace(form, entry="varlen", softcap=True, dropout=True, grouped=True) for form in _forms()]
     found += [Variant(scheme, entry="decode", mask="bool", softcap=True) for scheme in _decoding()]
+    found += [Variant(s, entry="decode", mask="bool", softcap=True, sink=True) for s in _decoding() if _sinks(s)]
     return [*found, Variant("softmax", causal="top-left"), Variant("doubly"), Variant("softmax")]
+
+
+def _sinks(scheme: str, /) -> bool:
+    return check.described(scheme).sinks
 
 
 @dataclass(frozen=True)
@@ -121,15 +135,15 @@ class Case:
 #: CI's covering subset (``dnorm compile``): every switch of every kernel on and off, each dtype, head size
 #: class and target at least once, the default configuration only. tests/test_gpu_compile.py checks the coverage.
 COVERING = (
-    Case(Variant("doubly", mask="float", softcap=True, dropout=True, grouped=True), "bfloat16", 64, "sm_90"),
+    Case(Variant("doubly", mask="float", softcap=True, dropout=True, grouped=True, sink=True), "bfloat16", 64, "sm_90"),
     Case(Variant("hybrid", causal="top-left", mask="bool"), "float16", 128, "sm_80"),
     Case(Variant("sinkhorn", flat=True), "float32", 72, "sm_90"),
     Case(Variant("sinkhorn", mask="bool", softcap=True), "float16", 32, "sm_100"),
-    Case(Variant("softmax", causal="bottom-right", dropout=True), "bfloat16", 32, "sm_80"),
+    Case(Variant("sigmoid", causal="bottom-right", dropout=True), "bfloat16", 32, "sm_80"),
     Case(Variant("hybrid", entry="varlen", causal="top-left", softcap=True, grouped=True), "float16", 64, "sm_100"),
-    Case(Variant("hybrid", entry="decode", mask="float", grouped=True), "bfloat16", 128, "sm_90"),
+    Case(Variant("hybrid", entry="decode", mask="float", grouped=True, sink=True), "bfloat16", 128, "sm_90"),
     Case(Variant("doubly", entry="decode", mask="bool", softcap=True), "float32", 64, "sm_80"),
-    Case(Variant("softmax", entry="decode"), "float16", 32, "sm_100"),
+    Case(Variant("sigmoid", entry="decode"), "float16", 32, "sm_100"),
 )
 
 
@@ -175,6 +189,8 @@ def drive(variant: Variant, dtype: str, head_dim: int, /) -> None:
     k, v = (normal(*lead, kv_heads, n_k, head_dim) if not variant.flat else normal(n_k, head_dim) for _ in range(2))
     options: dict[str, Any] = {"kernel": "triton"}
     options["alpha"] = torch.linspace(0.2, 0.8, heads) if variant.grouped else 0.3  # the hybrid's (others: unused)
+    if variant.sink:
+        options["sink"] = torch.linspace(-1.0, 1.0, heads).requires_grad_(training)
     if variant.softcap:
         options["softcap"] = 20.0
     if variant.entry in ("prefill", "decode"):
