@@ -143,6 +143,7 @@ COVERING = (
     Case(Variant("hybrid", entry="varlen", causal="top-left", softcap=True, grouped=True), "float16", 64, "sm_100"),
     Case(Variant("hybrid", entry="decode", mask="float", grouped=True, sink=True), "bfloat16", 128, "sm_90"),
     Case(Variant("doubly", entry="decode", mask="bool", softcap=True), "float32", 64, "sm_80"),
+    Case(Variant("softmax", entry="decode"), "float16", 32, "sm_100"),
     Case(Variant("sigmoid", entry="decode"), "float16", 32, "sm_100"),
 )
 
