@@ -97,18 +97,21 @@ def key_bound(
     dtype: Any,
     device: Any,
     xp: Any,
+    sink: bool = False,
 ) -> Array:
-    """Per-key guaranteed mass ``(..., K)`` for scores of ``shape`` (see :func:`dnorm.diagnostics.mass_lower_bound`)."""
+    """Per-key guaranteed mass ``(..., K)`` for scores of ``shape`` (see :func:`dnorm.diagnostics.mass_lower_bound`);
+    ``sink``: with a sink, one more key in every row (spec THM-SINK-MASS-BOUND)."""
     lead, (n_queries, n_keys) = shape[:-2], shape[-2:]
     guarantee = check.described(scheme).bound  # spec THM-MASS-LOWER-BOUND-MASKED, THM-HYBRID-MASS-BOUND
     if guarantee is None or n_queries == 0:
         return xp.zeros((*lead, n_keys), dtype=dtype, device=device)
+    extra = 1.0 if sink else 0.0
     if allowed is None:
-        bound = xp.full((*lead, n_keys), 1.0 / max(n_keys, 1), dtype=dtype, device=device)
+        bound = xp.full((*lead, n_keys), 1.0 / (max(n_keys, 1) + extra), dtype=dtype, device=device)
     else:
         per_query = xp.sum(xp.astype(allowed, dtype), axis=-1)
         widest = xp.max(xp.where(allowed, per_query[..., None], 0.0), axis=-2)
-        bound = xp.where(widest > 0, 1.0 / xp.where(widest > 0, widest, xp.ones_like(widest)), 0.0)
+        bound = xp.where(widest > 0, 1.0 / (xp.where(widest > 0, widest, xp.ones_like(widest)) + extra), 0.0)
     if guarantee == "one":
         return bound
     if isinstance(alpha, Real):
@@ -123,3 +126,11 @@ def summary(
     seen = visible(allowed, xp=xp)
     least_bound = None if bound is None else least(bound, seen, xp=xp)
     return share(mass, allowed, limit, n_queries=n_queries, xp=xp), least(mass, seen, xp=xp), least_bound
+
+
+def sink_share(weights: Array, allowed: Array, /, *, xp: Any) -> Array:
+    """The sink's mean weight ``1 - sum_j A_ij`` over the rows that see a key (spec DEF-SINK), ``(...)``."""
+    active = xp.any(allowed, axis=-1)
+    left = xp.where(active, 1.0 - xp.sum(weights, axis=-1), 0.0)
+    count = xp.sum(xp.astype(active, weights.dtype), axis=-1)
+    return xp.sum(left, axis=-1) / xp.where(count > 0, count, xp.ones_like(count))

@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._cli import demo
 
             summary = {
-                "layers": demo.layers(threshold=args.threshold, alpha=args.alpha),
+                "layers": demo.layers(
+                    threshold=args.threshold, alpha=args.alpha, schemes=tuple(args.schemes), sink=args.sink
+                ),
                 "backends": demo.backends(),
             }
             output = json.dumps(summary, indent=2) if args.json else demo.render(summary)
@@ -98,8 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dnorm",
         description="Explaining away in attention: which keys receive (almost) no attention under "
-        "softmax, doubly-normalized, hybrid and Sinkhorn attention. Without a COMMAND: the report on "
-        "the embedded scores of all-MiniLM-L6-v2, then one of its heads on every installed backend.",
+        "softmax, doubly-normalized, hybrid, Sinkhorn, sigmoid and stick-breaking attention, with or without "
+        "a sink. Without a COMMAND: the report on the embedded scores of all-MiniLM-L6-v2, then one of its "
+        "heads on every installed backend.",
     )
     _report_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -194,6 +197,22 @@ def _report_options(parser: argparse.ArgumentParser, /) -> None:
         default=0.5,
         help="hybrid = A doubly + (1 - A) softmax (default 0.5)",
     )
+    from . import SCHEMES
+
+    parser.add_argument(
+        "--schemes",
+        metavar="S",
+        type=_listed(SCHEMES, str),
+        default=list(SCHEMES),
+        help=f"comma-separated schemes to report on scores (default all: {','.join(SCHEMES)})",
+    )
+    parser.add_argument(
+        "--sink",
+        metavar="X",
+        type=_finite,
+        default=None,
+        help="add a sink of score X to the normalized schemes and report its share (0: the off-by-one softmax)",
+    )
 
 
 def _listed(allowed: Sequence[Any], kind: Callable[[str], Any], /) -> Callable[[str], list[Any]]:
@@ -212,6 +231,14 @@ def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
         msg = f"must be at least 1, got {number}"
+        raise argparse.ArgumentTypeError(msg)
+    return number
+
+
+def _finite(value: str) -> float:
+    number = float(value)
+    if number in (float("inf"), float("-inf")) or number != number:
+        msg = f"must be a finite number, got {value}"
         raise argparse.ArgumentTypeError(msg)
     return number
 

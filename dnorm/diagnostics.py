@@ -124,6 +124,7 @@ def mass_lower_bound(
     shape: Sequence[int] | None = None,
     mask: Array | None = None,
     alpha: float | Array = 0.5,
+    sink: bool = False,
 ) -> Array:
     """The received mass each key is guaranteed under a scheme, whatever the scores.
 
@@ -138,6 +139,10 @@ def mass_lower_bound(
       column normalization gives a matrix whose columns sum to one over the
       queries seeing each key (so entries are at most 1 and row ``i`` sums to
       at most ``k_i``), and the final row normalization divides by those sums.
+    * ``"sigmoid"``, ``"stick-breaking"``: 0 (spec THM-SIGMOID-EXPLAINS-AWAY,
+      THM-STICK-BREAKING-EXPLAINS-AWAY).
+    * with ``sink=True`` every row has one more key: ``1 / (K + 1)`` and
+      ``1 / (k̄_j + 1)`` (spec THM-SINK-MASS-BOUND).
 
     The bounds are tight for doubly (spec THM-MASS-BOUND-TIGHT). They are for
     ``causal=False``; describe a causal or ``-inf``-score pattern by the mask.
@@ -153,6 +158,8 @@ def mass_lower_bound(
     alpha : float or array, default 0.5
         The hybrid weight, in [0, 1]: a number or an array broadcastable over
         the leading dimensions.
+    sink : bool, default False
+        The rows have a sink (spec DEF-SINK).
 
     Returns
     -------
@@ -180,6 +187,7 @@ def mass_lower_bound(
     array([0.25, 0.25, 0.25])
     """
     name = check.scheme(scheme)
+    check.flag(sink, "sink")
     alpha_array: Array | None = None if isinstance(alpha, Real) else alpha
     xp = np_xp if mask is None and alpha_array is None else check.namespace(mask=mask, alpha=alpha_array)
     full = _mass.full_shape(shape, mask, xp=xp)
@@ -189,7 +197,7 @@ def mass_lower_bound(
     dtype = floating[0] if floating else xp.asarray(0.0).dtype
     where = device(given[0]) if given else None
     allowed = _mass.allowed_pairs(mask, full, xp=xp)
-    return _mass.key_bound(name, full, allowed, alpha, dtype=dtype, device=where, xp=xp)
+    return _mass.key_bound(name, full, allowed, alpha, dtype=dtype, device=where, xp=xp, sink=sink)
 
 
 @dataclass(frozen=True)
@@ -208,12 +216,16 @@ class MassReport:
         The least mass the scheme guarantees, the smallest :func:`mass_lower_bound`
         over the visible keys, so that ``least_mass >= bound``; ``None`` for
         weights of unknown origin.
+    sink_share : array of shape (...) or None
+        With a sink (spec DEF-SINK): the sink's mean weight over the rows that
+        see a key, what the rows leave the real keys; None without one.
     """
 
     mass: Array
     share: Array
     least_mass: Array
     bound: Array | None
+    sink_share: Array | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +247,8 @@ def report(
     alpha: float | Array = 0.5,
     n_iter: int = 3,
     threshold: float = 0.1,
+    sink: float | Array | None = None,
+    length_scale: float | Array | None = None,
 ) -> Report:
     """Explaining-away diagnostics of scores under every scheme side by side, or of given weights.
 
@@ -249,8 +263,15 @@ def report(
     schemes : sequence of str, optional
         Schemes to apply to scores; default :data:`dnorm.SCHEMES`. Not allowed
         with ``kind="weights"``, which reports the weights as ``"weights"``.
+        ``"stick-breaking"``, causal only, is reported on the causal triangle
+        of the scores.
     alpha, n_iter
         As in :func:`dnorm.normalize`, for the hybrid and Sinkhorn schemes.
+    sink, length_scale
+        As in :func:`dnorm.normalize`: the sink joins the schemes it applies
+        to (the normalized ones: where each key is weighed alone it would
+        change nothing), each reporting its share; the length scale every
+        scheme.
     threshold : float, default 0.1
         As in :func:`explained_away_share`.
 
@@ -294,7 +315,22 @@ def report(
         allowed = xp.logical_and(allowed, _mass.allowed_pairs(mask, shape, xp=xp))
     results = {}
     for name in names:
-        mass = received_mass(normalize(x, name, mask=mask, alpha=alpha, n_iter=n_iter))
-        bound = _mass.key_bound(name, shape, allowed, alpha, dtype=mass.dtype, device=device(x), xp=xp)
-        results[name] = MassReport(mass, *_mass.summary(mass, allowed, limit, bound, n_queries=shape[-2], xp=xp))
+        scheme = check.described(name)
+        joined = sink if scheme.sinks else None
+        causal = not scheme.bidirectional  # stick-breaking: its causal form, the only one
+        pairs = xp.logical_and(allowed, _before(shape, x, xp=xp)) if causal else allowed
+        w = normalize(x, name, mask=mask, alpha=alpha, n_iter=n_iter, causal="top-left" if causal else False,
+                      sink=joined, length_scale=length_scale)  # fmt: skip
+        mass = received_mass(w)
+        bound = _mass.key_bound(
+            name, shape, pairs, alpha, dtype=mass.dtype, device=device(x), xp=xp, sink=joined is not None
+        )
+        found = _mass.summary(mass, pairs, limit, bound, n_queries=shape[-2], xp=xp)
+        results[name] = MassReport(mass, *found, _mass.sink_share(w, pairs, xp=xp) if joined is not None else None)
     return Report(kind, limit, results)
+
+
+def _before(shape: tuple[int, ...], like: Array, /, *, xp: Any) -> Array:
+    """Boolean ``(T, K)``: key ``j`` is before query ``i`` (stick-breaking's strict triangle)."""
+    rows = xp.arange(shape[-2], device=device(like))[:, None]
+    return xp.arange(shape[-1], device=device(like))[None, :] < rows

@@ -87,8 +87,8 @@ def test_inspect_prints_one_row_per_scheme(capsys, scores_file):
     status, out, _ = _run(capsys, "inspect", str(scores_file), "--alpha", "0.3")
     assert status == 0
     assert "24 elements of 29 queries x 29 keys" in out
-    rows = [line.split()[0] for line in out.splitlines()[-4:]]
-    assert rows == ["softmax", "doubly", "hybrid", "sinkhorn"]
+    rows = [line.split()[0] for line in out.splitlines()[-6:]]
+    assert rows == ["softmax", "doubly", "hybrid", "sinkhorn", "sigmoid", "stick-breaking"]
     assert "hybrid (alpha=0.3)" in out
 
 

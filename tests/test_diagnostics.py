@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from _arrays import to_np, to_xp
 from array_api_extra.testing import lazy_xp_function
+from oracles import NORMALIZED as SCHEMES
 
 from dnorm import normalize, received_mass
 from dnorm.diagnostics import explained_away_share, least_received_mass, mass_lower_bound, report
@@ -180,7 +181,7 @@ def test_report_puts_the_schemes_side_by_side(xp):
     s, allowed = RNG.normal(size=(3, 6, 5)) * 5, _masks(3, 6, 5)
     s[0, 2, 3] = -np.inf  # counts as masked
     seen = allowed & (s != -np.inf)
-    r = report(to_xp(xp, s), mask=to_xp(xp, allowed), alpha=0.3, threshold=0.5)
+    r = report(to_xp(xp, s), mask=to_xp(xp, allowed), alpha=0.3, threshold=0.5, schemes=SCHEMES)
     assert list(r.schemes) == ["softmax", "doubly", "hybrid", "sinkhorn"]
     for name, got in r.schemes.items():
         w = to_np(normalize(to_xp(xp, s), name, mask=to_xp(xp, allowed), alpha=0.3))

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .. import SCHEMES, attention
+from .. import _validate as check
 from . import text
 from .backends import installed
 
@@ -32,7 +33,7 @@ def run(*, size: int, repeat: int, heads: int, dim: int, stream: TextIO) -> dict
             times = []
             for _ in range(repeat + 1):
                 start = time.perf_counter()
-                backend.wait(attention(q, k, v, scheme))
+                backend.wait(attention(q, k, v, scheme, causal=not check.described(scheme).bidirectional))
                 times.append(time.perf_counter() - start)
                 progress.advance(f"{backend.name} {scheme}")
             medians[backend.name][scheme] = 1e3 * statistics.median(times[1:])

@@ -6,22 +6,23 @@ from typing import Any
 
 import numpy as np
 
-from .. import normalize, received_mass
+from .. import SCHEMES, normalize, received_mass
 from ..data import load_example_scores
 from ..diagnostics import report
 from . import text
 from .backends import installed
 
-#: The schemes of the real-model table.
-SCHEMES = ("softmax", "doubly", "hybrid")
 #: The backend example: sentence, layer and head (0-based) of the embedded scores.
 EXAMPLE = (0, 0, 2)
 
 
-def layers(*, threshold: float, alpha: float) -> dict[str, Any]:
-    """Per layer and scheme: mean explained-away share, least mass and least guaranteed mass."""
+def layers(
+    *, threshold: float, alpha: float, schemes: tuple[str, ...] = SCHEMES, sink: float | None = None
+) -> dict[str, Any]:
+    """Per layer and scheme: mean explained-away share, least mass, least guaranteed mass, and the sink's mean
+    share where a sink joins the scheme."""
     ex = load_example_scores()
-    result = report(ex.scores, mask=ex.mask, schemes=SCHEMES, alpha=alpha, threshold=threshold)
+    result = report(ex.scores, mask=ex.mask, schemes=schemes, alpha=alpha, threshold=threshold, sink=sink)
     lengths = ex.key_mask.sum(axis=1)
     rows = []
     for layer in range(ex.scores.shape[1]):
@@ -31,6 +32,7 @@ def layers(*, threshold: float, alpha: float) -> dict[str, Any]:
                 "share": float(np.mean(r.share[:, layer])),
                 "least_mass": float(np.min(r.least_mass[:, layer])),
                 "bound": None if r.bound is None else float(np.min(r.bound[:, layer])),
+                "sink_share": None if r.sink_share is None else float(np.mean(r.sink_share[:, layer])),
             }
         rows.append(row)
     return {
@@ -40,13 +42,17 @@ def layers(*, threshold: float, alpha: float) -> dict[str, Any]:
         "tokens": [int(lengths.min()), int(lengths.max())],
         "threshold": threshold,
         "alpha": alpha,
+        "schemes": list(schemes),
+        "sink": sink,
         "definitions": {
             "share": "mean over sentences and heads of the share of a head's real tokens explained away",
             "least_mass": "smallest received mass of any real token over sentences and heads",
             "bound": (
                 "smallest mass the scheme guarantees over sentences and heads "
-                "(doubly: 1/K, K the tokens of the longest sentence)"
+                "(doubly: 1/K, K the tokens of the longest sentence; 1/(K + 1) with a sink)"
             ),
+            "sink_share": "mean over sentences, heads and rows of the sink's weight (with --sink)",
+            "stick-breaking": "causal only: reported on the causal triangle of the same scores",
         },
         "layers": rows,
     }
@@ -96,14 +102,24 @@ def render(summary: dict[str, Any], /) -> str:
         "away  = share of a head's keys explained away, mean over sentences and heads",
         "least = smallest m_j of any key, over sentences and heads",
         "bound = the least mass the scheme guarantees (doubly: 1/K, K the tokens of the longest sentence)",
-        f"hybrid = {lay['alpha']:g} x doubly + {1 - lay['alpha']:g} x softmax",
+        f"hybrid = {lay['alpha']:g} x doubly + {1 - lay['alpha']:g} x softmax; stick-breaking on the causal triangle",
+        *(
+            [f"sink = the sink's mean weight in a row (sink score {lay['sink']:g}, every normalized scheme)"]
+            if lay["sink"] is not None
+            else []
+        ),
         "",
     ]
-    pairs = (("share", text.percent), ("least_mass", text.mass))
-    rows = [[str(row["layer"])] + [f(row[s][k]) for s in SCHEMES for k, f in pairs] for row in lay["layers"]]
-    bounds = {s: min(row[s]["bound"] for row in lay["layers"]) for s in SCHEMES}
-    rows.append(["bound"] + [c for s in SCHEMES for c in ("", text.mass(bounds[s]))])
-    first = text.table(["layer"] + ["away", "least"] * len(SCHEMES), rows, groups=[(s, 2) for s in SCHEMES])
+    schemes = lay["schemes"]
+    columns = {s: [("share", "away", text.percent), ("least_mass", "least", text.mass)] for s in schemes}
+    for s in schemes:
+        if lay["layers"][0][s]["sink_share"] is not None:
+            columns[s].append(("sink_share", "sink", text.percent))
+    rows = [[str(row["layer"])] + [f(row[s][k]) for s in schemes for k, _, f in columns[s]] for row in lay["layers"]]
+    bounds = {s: min(row[s]["bound"] for row in lay["layers"]) for s in schemes}
+    rows.append(["bound"] + [c for s in schemes for c in ("", text.mass(bounds[s]), "")[: len(columns[s])]])
+    header = ["layer"] + [label for s in schemes for _, label, _ in columns[s]]
+    first = text.table(header, rows, groups=[(s, len(columns[s])) for s in schemes])
     least = [
         [r["backend"]]
         + [f"{text.mass(r[s]['least_mass'])} ({r[s]['key']})" for s in ("softmax", "doubly")]

@@ -31,7 +31,7 @@ def summarize(args: argparse.Namespace, /) -> tuple[dict[str, Any], Report, np.n
         raise CommandError(msg)
     options: dict[str, Any] = {"kind": args.kind, "mask": mask, "threshold": args.threshold}
     if args.kind == "scores":
-        options["alpha"] = args.alpha
+        options |= {"alpha": args.alpha, "schemes": tuple(args.schemes), "sink": args.sink}
     result = report(x, **options)
     schemes = {
         name: {
@@ -39,6 +39,7 @@ def summarize(args: argparse.Namespace, /) -> tuple[dict[str, Any], Report, np.n
             "share_max": _finite(np.max(r.share)),
             "least_mass": _finite(np.min(r.least_mass)),
             "bound": None if r.bound is None else _finite(np.min(r.bound)),
+            "sink_share": None if r.sink_share is None else _finite(np.mean(r.sink_share)),
         }
         for name, r in result.schemes.items()
     }
@@ -51,6 +52,7 @@ def summarize(args: argparse.Namespace, /) -> tuple[dict[str, Any], Report, np.n
         "elements": elements,
         "threshold": args.threshold,
         "alpha": args.alpha if args.kind == "scores" else None,
+        "sink": args.sink if args.kind == "scores" else None,
         "schemes": schemes,
     }
     return summary, result, x, mask
@@ -75,10 +77,14 @@ def render(summary: dict[str, Any], /) -> str:
             _cell(s["share_max"], text.percent),
             _cell(s["least_mass"], text.mass),
             "n/a" if s["bound"] is None else _cell(s["bound"], text.mass),
+            *([_cell(s["sink_share"], text.percent)] if summary["sink"] is not None else []),
         ]
         for name, s in summary["schemes"].items()
     ]
     header = ["scheme" if summary["kind"] == "scores" else "", "away (mean)", "away (max)", "least", "bound"]
+    if summary["sink"] is not None:
+        lines.insert(-1, f"sink: a sink of score {summary['sink']:g} joins the normalized schemes; its mean weight.")
+        header.append("sink")
     return "\n".join([*lines, text.table(header, rows)])
 
 

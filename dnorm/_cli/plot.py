@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate as check
 from .. import masks, normalize
 from ..diagnostics import Report
 from . import CommandError, text
@@ -32,7 +33,10 @@ def write(
         panels = {"weights": flat[head]}
     else:
         one_mask = None if flat_mask is None else flat_mask[head]
-        panels = {name: normalize(flat[head], name, mask=one_mask, alpha=alpha) for name in result.schemes}
+        panels = {
+            name: normalize(flat[head], name, mask=one_mask, alpha=alpha, causal=_causal(name))
+            for name in result.schemes
+        }
     # show the queries and keys up to the last allowed pair (padding left out)
     rows, cols = np.flatnonzero(allowed[head].any(axis=1)), np.flatnonzero(allowed[head].any(axis=0))
     extent = (rows[-1] + 1 if rows.size else t, cols[-1] + 1 if cols.size else k)
@@ -80,3 +84,8 @@ def _distributions(ax: Any, result: Report, allowed: np.ndarray, /) -> None:
     ax.set_xlabel("received mass m_j / mean mass T/K (visible keys of every element)")
     ax.set_ylabel("keys")
     ax.legend(fontsize=9)
+
+
+def _causal(name: str, /) -> str | bool:
+    """Stick-breaking's causal form (its only one), top-left as the report takes it; the others bidirectional."""
+    return "top-left" if not check.described(name).bidirectional else False
