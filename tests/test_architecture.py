@@ -89,6 +89,7 @@ def test_no_host_function_takes_more_than_twelve_parameters():
     import ast
 
     public = {"attention", "varlen_attention", "scaled_dot_product_attention", "decode", "__init__"}
+    public.add("attention_forward")  # transformers' attention-function contract, and the options register() binds
     wide = {}
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
