@@ -1,4 +1,4 @@
-"""Attention over one sequence sharded across processes or devices: context parallelism for every scheme.
+"""Attention over one sequence sharded across processes or devices: context parallelism for every normalized scheme.
 
 :func:`attention` is :func:`dnorm.attention` for a sequence whose positions are
 split into consecutive shards, one per participant: the processes of a
@@ -41,6 +41,7 @@ def attention(
     n_iter: int = 3,
     softcap: float | None = None,
     key_padding_mask: Array | None = None,
+    length_scale: float | Array | None = None,
     kernel: str = "auto",
 ) -> Array:
     """This participant's shard of ``dnorm.attention`` over a sequence sharded along its positions (axis -2).
@@ -98,6 +99,15 @@ def attention(
         heads (for example ``(B, K_local)`` for keys ``(B, H, K_local, D)``).
         dnorm's convention, as torch's ``scaled_dot_product_attention``;
         torch's ``nn.MultiheadAttention`` marks padding with True instead.
+    length_scale : float or array, optional
+        Scalable softmax (spec DEF-LENGTH-SCALE), as in :func:`dnorm.attention`:
+        the scores of query ``i`` times ``length_scale * log n_i``, ``n_i`` the
+        keys of the whole sequence it may attend (every participant's key
+        padding mask and the causal triangle counted). A number, or an array
+        over the leading dims (one per head); differentiable, its gradient
+        shared among the participants as ``alpha``'s. The family's other
+        forms (``sink=``, ``"sigmoid"``, ``"stick-breaking"``) are not sharded
+        yet.
     kernel : {"auto", "array-api"}, default "auto"
         The implementation of each participant's blocks: the array-API
         kernels. The other names of :func:`dnorm.attention` raise
@@ -124,7 +134,8 @@ def attention(
         different lengths, a ``kernel`` other than ``"auto"`` or
         ``"array-api"``, and the errors of :func:`dnorm.attention`.
     NotImplementedError
-        For ``scheme="sinkhorn"`` with ``causal``.
+        For ``scheme="sinkhorn"`` with ``causal``, and the schemes
+        ``"sigmoid"`` and ``"stick-breaking"``, not sharded yet.
 
     Examples
     --------
@@ -146,7 +157,12 @@ def attention(
         )
     """
     xp = check.namespace(
-        query=query, key=key, value=value, key_padding_mask=key_padding_mask, alpha=check.array_or_none(alpha)
+        query=query,
+        key=key,
+        value=value,
+        key_padding_mask=key_padding_mask,
+        alpha=check.array_or_none(alpha),
+        length_scale=check.array_or_none(length_scale),
     )
     library = check.library(xp)
     if kernel not in routing.KERNELS:
@@ -163,11 +179,14 @@ def attention(
         )
         raise ValueError(msg)
     check.sharded_scheme(scheme)  # the normalization family's other forms are not sharded yet
-    asked = check.Asked(scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, softcap=softcap, kernel=kernel)
+    asked = check.Asked(
+        scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, softcap=softcap, kernel=kernel,
+        length_scale=length_scale,
+    )  # fmt: skip
     request = check.attention_request(query, key, value, None, alpha, asked, xp=xp)
     mask = _key_mask(key_padding_mask, key, xp=xp)
     ring = _ring(library, group, axis_name, (query, key, value))
-    return routing.attention(query, key, value, mask, alpha, request, ring, xp=xp)
+    return routing.attention(query, key, value, mask, alpha, length_scale, request, ring, xp=xp)
 
 
 def _key_mask(mask: Array | None, key: Array, /, *, xp: Any) -> Array | None:

@@ -17,6 +17,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _processes import LENGTH_CASES
 
 import dnorm
 
@@ -27,27 +28,30 @@ CASES = [
 SIZE, N = 4, 3
 
 
-def compare(scheme, causal, rng):
+def compare(scheme, causal, rng, *, per_head="alpha", masked=True):
     """Largest differences of the output and of the gradients of (query, key, value, alpha), and the dtypes.
 
-    Grouped heads (4 query heads over 2), padded keys (sharded with the keys), a softcap and one hybrid
-    weight per head, unvarying along the axis (its gradient is the sum of the devices' shares).
+    Grouped heads (4 query heads over 2), padded keys (sharded with the keys; none where not ``masked``), a
+    softcap and one hybrid weight per head (``per_head="length_scale"``: one length scale per head instead),
+    unvarying along the axis (its gradient is the sum of the devices' shares).
     """
     length = SIZE * N
     q, d_out = (jnp.asarray(rng.normal(size=(2, 4, length, 3))) for _ in range(2))
     k, v = (jnp.asarray(rng.normal(size=(2, 2, length, 3))) for _ in range(2))
     keep = jnp.asarray(rng.random((2, length)) < 0.8).at[1, 0].set(False)
+    if not masked:
+        keep = jnp.ones_like(keep)
     alpha = jnp.asarray([0.2, 0.4, 0.6, 0.9])
     options = {"causal": causal, "softcap": 2.0, "scale": 0.5}
 
     def whole(q, k, v, a):
-        return dnorm.attention(q, k, v, scheme, mask=keep[:, None, None, :], alpha=a, **options)
+        return dnorm.attention(q, k, v, scheme, mask=keep[:, None, None, :], **{per_head: a}, **options)
 
     mesh = jax.make_mesh((SIZE,), ("seq",))
     seq = jax.P(None, None, "seq", None)
     sharded = jax.shard_map(
         lambda q, k, v, m, a: dnorm.distributed.attention(
-            q, k, v, scheme, key_padding_mask=m, alpha=a, axis_name="seq", **options
+            q, k, v, scheme, key_padding_mask=m if masked else None, **{per_head: a}, axis_name="seq", **options
         ),
         mesh=mesh,
         in_specs=(seq, seq, seq, jax.P(None, "seq"), jax.P()),
@@ -71,6 +75,9 @@ def compare(scheme, causal, rng):
 def main(out_path):
     rng = np.random.default_rng(2009)
     results = {f"{s}-{c}": compare(s, c, rng) for s, c in CASES}
+    for s, c, masked in LENGTH_CASES:
+        name = f"{s}-{c}-length{'' if masked else '-unmasked'}"
+        results[name] = compare(s, c, rng, per_head="length_scale", masked=masked)
     with open(out_path, "w") as f:
         json.dump(results, f)
 

@@ -13,6 +13,10 @@ HERE = Path(__file__).parent
 TOLERANCE = 1e-12
 CASES = [f"{s}-{c}" for s in ("softmax", "doubly", "hybrid", "sinkhorn") for c in (False, True)]
 CASES.remove("sinkhorn-True")
+# scalable softmax (spec DEF-LENGTH-SCALE), n_i counted over the whole sequence: one length scale per head in
+# place of alpha, with padded keys and without a key mask (grouped heads sharing no mask)
+LENGTH_CASES = [("softmax", False, True), ("doubly", True, True), ("doubly", True, False)]
+CASES += [f"{s}-{c}-length{'' if masked else '-unmasked'}" for s, c, masked in LENGTH_CASES]
 
 
 def start(script: str, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -16,6 +16,7 @@ import warnings
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as collective
+from _processes import LENGTH_CASES
 
 import dnorm
 
@@ -33,6 +34,9 @@ def main(out_path: str) -> None:
     n = 5
     for scheme, causal in CASES:
         results[f"{scheme}-{causal}"] = compare(scheme, causal, generator, rank, size, n)
+    for scheme, causal, masked in LENGTH_CASES:
+        name = f"{scheme}-{causal}-length{'' if masked else '-unmasked'}"
+        results[name] = compare(scheme, causal, generator, rank, size, n, per_head="length_scale", masked=masked)
     results["gathered"] = compare("doubly", True, generator, rank, size, n, gather=True)
     odd = [r for r in range(size) if r % 2]  # a group of its own: the odd ranks share another sequence
     group = dist.new_group(odd)
@@ -45,11 +49,13 @@ def main(out_path: str) -> None:
     dist.destroy_process_group()
 
 
-def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=None):
+def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=None, per_head="alpha", masked=True):
     """Largest differences (output, d_query, d_key, d_value, d_alpha), and whether every gradient is laid out as
     its input (contiguous, or with ``gather`` in the strides of ``(B, T, H, D)`` activations).
 
-    Grouped heads (4 query heads over 2), padded keys, a softcap and one hybrid weight per head. With ``gather``
+    Grouped heads (4 query heads over 2), padded keys (none where not ``masked``), a softcap and one hybrid weight
+    per head (``per_head="length_scale"``: one length scale per head instead, its gradient compared for every
+    scheme). With ``gather``
     the outputs are gathered by ``torch.distributed.nn.functional.all_gather`` and every process takes the
     gradient of the whole sequence's loss (divided by the processes, whose gradients the gather's backward sums).
     ``rank`` and ``size`` are those in ``group`` (None: the default group).
@@ -60,11 +66,13 @@ def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=Non
     d_out = torch.randn(2, 4, length, 3, generator=generator, dtype=torch.float64)
     keep = torch.rand(2, length, generator=generator) < 0.8
     keep[1, 0] = False
+    if not masked:
+        keep[:] = True
     alpha = torch.tensor([0.2, 0.4, 0.6, 0.9], dtype=torch.float64)
     options = {"causal": causal, "softcap": 2.0, "scale": 0.5}
     whole = [x.clone().requires_grad_() for x in (q, k, v, alpha)]
     want = dnorm.attention(
-        *whole[:3], scheme, mask=keep[:, None, None, :], alpha=whole[3], **options, kernel="array-api"
+        *whole[:3], scheme, mask=keep[:, None, None, :], **{per_head: whole[3]}, **options, kernel="array-api"
     )
     want.backward(d_out)
     mine = slice(rank * n, (rank + 1) * n)
@@ -72,8 +80,9 @@ def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=Non
     if gather:  # in the layout of (B, T, H, D) activations: the gradients must come back in it
         shards = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in shards]
     ours = [x.detach().requires_grad_() for x in shards] + [alpha.clone().requires_grad_()]
+    padding = keep[:, mine] if masked else None
     got = dnorm.distributed.attention(
-        *ours[:3], scheme, key_padding_mask=keep[:, mine], alpha=ours[3], group=group, **options
+        *ours[:3], scheme, key_padding_mask=padding, **{per_head: ours[3]}, group=group, **options
     )
     if gather:
         with warnings.catch_warnings():  # deprecated for a private module, but it is the collective users call
@@ -83,12 +92,13 @@ def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=Non
         got = everything[..., mine, :]
     else:
         got.backward(d_out[..., mine, :])
-    d_alpha = ours[3].grad.clone() if scheme == "hybrid" else torch.zeros(())
+    shared = scheme == "hybrid" or per_head != "alpha"  # a gradient to compare
+    d_alpha = ours[3].grad.clone() if shared else torch.zeros(())
     if not gather:  # each process holds its rows' share of alpha's gradient
         dist.all_reduce(d_alpha, group=group)
     errors = [(got - want[..., mine, :]).abs().max().item()]
     errors += [(a.grad - b.grad[..., mine, :]).abs().max().item() for a, b in zip(ours[:3], whole[:3], strict=True)]
-    errors.append((d_alpha - whole[3].grad).abs().max().item() if scheme == "hybrid" else 0.0)
+    errors.append((d_alpha - whole[3].grad).abs().max().item() if shared else 0.0)
     return {"errors": errors, "laid_out": all(x.grad.stride() == x.stride() for x in ours[:3])}
 
 

@@ -209,6 +209,38 @@ def tile(
     return from_projections(q, key, mask=mask, causal=options.causal and turn.own, softcap=options.softcap)
 
 
+def counts(query: Array, key_mask: Array | None, n_keys: int, /, *, ring: Ring, causal: bool, xp: Any) -> Array:
+    """``n_i``: the keys of the whole sequence each of this participant's queries may attend (spec
+    DEF-LENGTH-SCALE), ``(..., T_local, 1)`` in the dtype of ``query``.
+
+    ``key_mask`` is the participants' boolean ``(..., 1, 1, K_local)`` key padding mask: the count of its allowed
+    keys is collected by a sweep of the masks (one number per row travels nowhere: each participant adds the
+    blocks it is shown). Under causal, the own block counts its keys up to each row (the top-left triangle) and
+    an earlier block all of its keys; without a mask the count is the position in the whole sequence, plus one.
+    """
+    dtype, device = query.dtype, device_of(query)
+    if key_mask is None:
+        if not causal:
+            return xp.full((1, 1), float(n_keys * ring.size), dtype=dtype, device=device)
+        rows = xp.arange(1, query.shape[-2] + 1, dtype=dtype, device=device)[:, None]
+        return rows + ring.rank() * n_keys
+    total = [xp.zeros((1, 1), dtype=dtype, device=device)]
+
+    def visit(turn: Turn, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+        allowed = xp.astype(read[0], dtype)
+        if causal and turn.own:
+            seen = xp.cumulative_sum(allowed, axis=-1)
+            total[0] = total[0] + xp.reshape(seen, (*seen.shape[:-2], seen.shape[-1], 1))
+        elif not causal or turn.earlier is True:
+            total[0] = total[0] + xp.sum(allowed, axis=-1, keepdims=True)
+        elif turn.earlier is not False:  # the participant's place is traced
+            total[0] = total[0] + xp.sum(allowed, axis=-1, keepdims=True) * xp.astype(turn.earlier, dtype)
+        return added
+
+    sweep(ring, (key_mask,), (), visit)
+    return total[0]
+
+
 def lead(q: Array, key: Array, /) -> tuple[int, ...]:
     """The leading shape of the scores of ``q`` against ``key`` (their leading shapes broadcast)."""
     a, b = tuple(q.shape[:-2]), tuple(key.shape[:-2])

@@ -50,12 +50,18 @@ def scores_and_mask(
     n = counts(request, mask, query.shape[-2], n_keys, like, xp=xp)
     log_n = xp.log(xp.clip(n, min=1.0))
     if per_head.length_scale is not None:
-        factor = _per_head(per_head.length_scale, work, like, xp=xp) * log_n
+        factor = length_factor(per_head.length_scale, n, like, xp=xp)
         query = budget.cast(budget.cast(query, work, xp=xp) * factor, query.dtype, xp=xp)
     if gated:
         bias = -log_n if per_head.bias is None else _per_head(per_head.bias, work, like, xp=xp)
         mask = bias if mask is None else masks.apply(xp.broadcast_to(bias, _both(bias, mask)), mask, xp=xp)
     return query, mask
+
+
+def length_factor(length_scale: float | Array, n: Array, like: Array, /, *, xp: Any) -> Array:
+    """``length_scale * log n_i`` (``log 1 = 0``, and 0 for a row that sees no key), ``n`` the keys each row may
+    attend, in the dtype of ``like`` (spec DEF-LENGTH-SCALE)."""
+    return _per_head(length_scale, like.dtype, like, xp=xp) * xp.log(xp.clip(n, min=1.0))
 
 
 def parameters(per_head: check.PerHead, dtype: Any, like: Array, /, *, xp: Any) -> schemes.Parameters:

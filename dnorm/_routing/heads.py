@@ -23,9 +23,10 @@ def group(x: Array | None, heads: int, groups: int, /, *, xp: Any) -> Array | No
     return xp.reshape(x, (*x.shape[:-3], heads, groups, *x.shape[-2:]))
 
 
-def share(x: Array, /, *, xp: Any) -> Array:
-    """Key or value heads ``(..., H, K, D)`` as ``(..., H, 1, K, D)``: one head for a group of query heads."""
-    return xp.expand_dims(x, axis=-3)
+def share(x: Array | None, /, *, xp: Any) -> Array | None:
+    """Key or value heads ``(..., H, K, D)`` as ``(..., H, 1, K, D)``: one head for a group of query heads (an
+    absent key mask stays None)."""
+    return None if x is None else xp.expand_dims(x, axis=-3)
 
 
 def ungroup(x: Array, /, *, xp: Any) -> Array:

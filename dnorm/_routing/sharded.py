@@ -15,7 +15,7 @@ from .. import _validate as check
 from .._kernels import budget, sharded, sharded_backward
 from .._kernels.ring import Ring
 from .._kernels.scores import block_bounds
-from . import adapt, arrays, heads
+from . import adapt, arrays, family, heads
 
 Array = Any
 
@@ -78,6 +78,7 @@ def attention(
     value: Array,
     key_mask: Array | None,
     alpha: float | Array,
+    length_scale: float | Array | None,
     request: check.Request,
     ring: Ring,
     /,
@@ -86,10 +87,15 @@ def attention(
 ) -> Array:
     """This participant's shard of the output of :func:`dnorm.distributed.attention`, for checked arguments.
 
-    ``key_mask`` is boolean, ``(..., 1, 1, K_local)`` with the key heads' axis of size 1, or None.
+    ``key_mask`` is boolean, ``(..., 1, 1, K_local)`` with the key heads' axis of size 1, or None. A
+    ``length_scale`` multiplies the queries by ``length_scale * log n_i`` (spec DEF-LENGTH-SCALE), ``n_i`` counted
+    over the whole sequence, before the sharded kernels, in operations that autodiff differentiates.
     """
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
     q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
+    if length_scale is not None:
+        n = sharded.counts(q, key_mask, key.shape[-2], ring=ring, causal=request.causal, xp=xp)
+        q = q * family.length_factor(length_scale, n, q, xp=xp)
     (q, a), (k, v, m) = heads.split(
         (q, arrays.alpha(alpha, work, query, xp=xp)), (k, v, key_mask), request.groups, xp=xp
     )

@@ -173,12 +173,12 @@ def family(name: str, /, *, sink: object, bias: object, attend_current: bool) ->
 
 
 def sharded_scheme(value: object, /) -> str:
-    """A scheme :func:`dnorm.distributed.attention` shards: the normalized ones (the family's others not yet)."""
+    """A scheme :func:`dnorm.distributed.attention` shards: the normalized ones (sigmoid and stick-breaking not yet)."""
     name = scheme(value)
     if described(name).rows != "normalized":
         msg = (
             f"scheme={name!r} is not sharded yet: dnorm.distributed.attention takes 'softmax', 'doubly', 'hybrid' "
-            "and 'sinkhorn' (and no sink, length_scale or bias); run dnorm.attention on the whole sequence"
+            "and 'sinkhorn' (with length_scale, without a sink); run dnorm.attention on the whole sequence"
         )
         raise NotImplementedError(msg)
     return name
