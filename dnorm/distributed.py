@@ -41,6 +41,7 @@ def attention(
     n_iter: int = 3,
     softcap: float | None = None,
     key_padding_mask: Array | None = None,
+    sink: float | Array | None = None,
     length_scale: float | Array | None = None,
     kernel: str = "auto",
 ) -> Array:
@@ -99,6 +100,14 @@ def attention(
         heads (for example ``(B, K_local)`` for keys ``(B, H, K_local, D)``).
         dnorm's convention, as torch's ``scaled_dot_product_attention``;
         torch's ``nn.MultiheadAttention`` marks padding with True instead.
+    sink : float or array, optional
+        A learned sink (spec DEF-SINK), as in :func:`dnorm.attention`: one more
+        key of score ``sink`` and value 0 that every query of the whole
+        sequence sees (gpt-oss's sinks), for ``"softmax"``, ``"doubly"`` and
+        ``"hybrid"``; its column statistic is in closed form, so nothing more
+        travels. A number, or an array over the leading dims (one per head);
+        differentiable, its gradient shared among the participants as
+        ``alpha``'s.
     length_scale : float or array, optional
         Scalable softmax (spec DEF-LENGTH-SCALE), as in :func:`dnorm.attention`:
         the scores of query ``i`` times ``length_scale * log n_i``, ``n_i`` the
@@ -106,8 +115,8 @@ def attention(
         padding mask and the causal triangle counted). A number, or an array
         over the leading dims (one per head); differentiable, its gradient
         shared among the participants as ``alpha``'s. The family's other
-        forms (``sink=``, ``"sigmoid"``, ``"stick-breaking"``) are not sharded
-        yet.
+        forms (``"sigmoid"``, ``"stick-breaking"``, a sink under
+        ``"sinkhorn"``) are not sharded yet.
     kernel : {"auto", "array-api"}, default "auto"
         The implementation of each participant's blocks: the array-API
         kernels. The other names of :func:`dnorm.attention` raise
@@ -134,8 +143,8 @@ def attention(
         different lengths, a ``kernel`` other than ``"auto"`` or
         ``"array-api"``, and the errors of :func:`dnorm.attention`.
     NotImplementedError
-        For ``scheme="sinkhorn"`` with ``causal``, and the schemes
-        ``"sigmoid"`` and ``"stick-breaking"``, not sharded yet.
+        For ``scheme="sinkhorn"`` with ``causal`` or a ``sink``, and the
+        schemes ``"sigmoid"`` and ``"stick-breaking"``, not sharded yet.
 
     Examples
     --------
@@ -162,6 +171,7 @@ def attention(
         value=value,
         key_padding_mask=key_padding_mask,
         alpha=check.array_or_none(alpha),
+        sink=check.array_or_none(sink),
         length_scale=check.array_or_none(length_scale),
     )
     library = check.library(xp)
@@ -178,15 +188,16 @@ def attention(
             f"{query.shape[-2]} queries and {key.shape[-2]} keys on this participant"
         )
         raise ValueError(msg)
-    check.sharded_scheme(scheme)  # the normalization family's other forms are not sharded yet
+    check.sharded_scheme(scheme, sink=sink is not None)  # the normalization family's other forms: not yet
     asked = check.Asked(
-        scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, softcap=softcap, kernel=kernel,
+        scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, softcap=softcap, kernel=kernel, sink=sink,
         length_scale=length_scale,
     )  # fmt: skip
     request = check.attention_request(query, key, value, None, alpha, asked, xp=xp)
     mask = _key_mask(key_padding_mask, key, xp=xp)
     ring = _ring(library, group, axis_name, (query, key, value))
-    return routing.attention(query, key, value, mask, alpha, length_scale, request, ring, xp=xp)
+    per_head = check.PerHead(alpha, sink, length_scale)
+    return routing.attention(query, key, value, mask, per_head, request, ring, xp=xp)
 
 
 def _key_mask(mask: Array | None, key: Array, /, *, xp: Any) -> Array | None:

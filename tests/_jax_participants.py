@@ -17,7 +17,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _processes import LENGTH_CASES
+from _processes import JAX_FAMILY_CASES, family_case
 
 import dnorm
 
@@ -32,7 +32,7 @@ def compare(scheme, causal, rng, *, per_head="alpha", masked=True):
     """Largest differences of the output and of the gradients of (query, key, value, alpha), and the dtypes.
 
     Grouped heads (4 query heads over 2), padded keys (sharded with the keys; none where not ``masked``), a
-    softcap and one hybrid weight per head (``per_head="length_scale"``: one length scale per head instead),
+    softcap and one hybrid weight per head (or one length scale or sink per head, ``per_head``),
     unvarying along the axis (its gradient is the sum of the devices' shares).
     """
     length = SIZE * N
@@ -75,9 +75,8 @@ def compare(scheme, causal, rng, *, per_head="alpha", masked=True):
 def main(out_path):
     rng = np.random.default_rng(2009)
     results = {f"{s}-{c}": compare(s, c, rng) for s, c in CASES}
-    for s, c, masked in LENGTH_CASES:
-        name = f"{s}-{c}-length{'' if masked else '-unmasked'}"
-        results[name] = compare(s, c, rng, per_head="length_scale", masked=masked)
+    for per_head, s, c, masked in JAX_FAMILY_CASES:
+        results[family_case(per_head, s, c, masked)] = compare(s, c, rng, per_head=per_head, masked=masked)
     with open(out_path, "w") as f:
         json.dump(results, f)
 

@@ -13,10 +13,27 @@ HERE = Path(__file__).parent
 TOLERANCE = 1e-12
 CASES = [f"{s}-{c}" for s in ("softmax", "doubly", "hybrid", "sinkhorn") for c in (False, True)]
 CASES.remove("sinkhorn-True")
-# scalable softmax (spec DEF-LENGTH-SCALE), n_i counted over the whole sequence: one length scale per head in
-# place of alpha, with padded keys and without a key mask (grouped heads sharing no mask)
-LENGTH_CASES = [("softmax", False, True), ("doubly", True, True), ("doubly", True, False)]
-CASES += [f"{s}-{c}-length{'' if masked else '-unmasked'}" for s, c, masked in LENGTH_CASES]
+# the normalization family, one parameter per head in place of alpha (per_head, scheme, causal, masked): scalable
+# softmax (spec DEF-LENGTH-SCALE, n_i counted over the whole sequence) and a sink (spec DEF-SINK: the plain
+# component's logit, doubly's -log T and the running -log(p_i + 1)); padded keys, or no key mask at all
+FAMILY_CASES = [
+    ("length_scale", "softmax", False, True),
+    ("length_scale", "doubly", True, True),
+    ("length_scale", "doubly", True, False),
+    ("sink", "softmax", False, True),
+    ("sink", "hybrid", False, True),
+    ("sink", "doubly", True, False),
+]
+
+
+def family_case(per_head: str, scheme: str, causal: bool, masked: bool) -> str:
+    return f"{scheme}-{causal}-{per_head}{'' if masked else '-unmasked'}"
+
+
+# under JAX (each case compiles for seconds) the ones whose counts and logits read a traced place on the axis
+JAX_FAMILY_CASES = [FAMILY_CASES[1], FAMILY_CASES[4], FAMILY_CASES[5]]
+JAX_CASES = CASES + [family_case(*case) for case in JAX_FAMILY_CASES]
+CASES += [family_case(*case) for case in FAMILY_CASES]
 
 
 def start(script: str, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

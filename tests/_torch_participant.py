@@ -16,7 +16,7 @@ import warnings
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as collective
-from _processes import LENGTH_CASES
+from _processes import FAMILY_CASES, family_case
 
 import dnorm
 
@@ -34,9 +34,9 @@ def main(out_path: str) -> None:
     n = 5
     for scheme, causal in CASES:
         results[f"{scheme}-{causal}"] = compare(scheme, causal, generator, rank, size, n)
-    for scheme, causal, masked in LENGTH_CASES:
-        name = f"{scheme}-{causal}-length{'' if masked else '-unmasked'}"
-        results[name] = compare(scheme, causal, generator, rank, size, n, per_head="length_scale", masked=masked)
+    for per_head, scheme, causal, masked in FAMILY_CASES:
+        name = family_case(per_head, scheme, causal, masked)
+        results[name] = compare(scheme, causal, generator, rank, size, n, per_head=per_head, masked=masked)
     results["gathered"] = compare("doubly", True, generator, rank, size, n, gather=True)
     odd = [r for r in range(size) if r % 2]  # a group of its own: the odd ranks share another sequence
     group = dist.new_group(odd)
@@ -54,8 +54,8 @@ def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=Non
     its input (contiguous, or with ``gather`` in the strides of ``(B, T, H, D)`` activations).
 
     Grouped heads (4 query heads over 2), padded keys (none where not ``masked``), a softcap and one hybrid weight
-    per head (``per_head="length_scale"``: one length scale per head instead, its gradient compared for every
-    scheme). With ``gather``
+    per head (or one length scale or sink per head, ``per_head``, its gradient compared for every scheme). With
+    ``gather``
     the outputs are gathered by ``torch.distributed.nn.functional.all_gather`` and every process takes the
     gradient of the whole sequence's loss (divided by the processes, whose gradients the gather's backward sums).
     ``rank`` and ``size`` are those in ``group`` (None: the default group).
@@ -93,13 +93,18 @@ def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=Non
     else:
         got.backward(d_out[..., mine, :])
     shared = scheme == "hybrid" or per_head != "alpha"  # a gradient to compare
-    d_alpha = ours[3].grad.clone() if shared else torch.zeros(())
+    d_alpha = _grad(ours[3]).clone() if shared else torch.zeros(())
     if not gather:  # each process holds its rows' share of alpha's gradient
         dist.all_reduce(d_alpha, group=group)
     errors = [(got - want[..., mine, :]).abs().max().item()]
     errors += [(a.grad - b.grad[..., mine, :]).abs().max().item() for a, b in zip(ours[:3], whole[:3], strict=True)]
-    errors.append((d_alpha - whole[3].grad).abs().max().item() if shared else 0.0)
+    errors.append((d_alpha - _grad(whole[3])).abs().max().item() if shared else 0.0)
     return {"errors": errors, "laid_out": all(x.grad.stride() == x.stride() for x in ours[:3])}
+
+
+def _grad(x):
+    """``x``'s gradient; zeros where autograd gave none (doubly's sink, on which nothing depends)."""
+    return torch.zeros_like(x) if x.grad is None else x.grad
 
 
 def half_precision(generator, rank, size, n):

@@ -1,9 +1,9 @@
 """dnorm.distributed.attention over torch.distributed processes (JAX meshes: tests/test_distributed_jax.py).
 
 2, 3 and 4 gloo processes on this machine (tests/_torch_participant.py), each run bounded in time, compare every
-scheme, causal or not, with grouped heads, padded keys, a softcap and a hybrid weight per head, against
-:func:`dnorm.attention` on the whole sequence in float64 (spec THM-SHARDED-EQUALS-FULL). The argument checks run
-here, in one process.
+scheme, causal or not, with grouped heads, padded keys, a softcap and a hybrid weight per head (and the family's
+length scale and sinks, one per head), against :func:`dnorm.attention` on the whole sequence in float64 (spec
+THM-SHARDED-EQUALS-FULL). The argument checks run here, in one process.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Four host devices in a process of their own (tests/_jax_participants.py: the device count is fixed when JAX
 starts) compare every scheme, causal or not, with grouped heads, padded keys, a softcap and a hybrid weight per
-head, against :func:`dnorm.attention` on the whole sequence in float64 (spec THM-SHARDED-EQUALS-FULL); a mesh
-of this process's one device and the argument checks run here.
+head (and cases with a length scale or a sink per head), against :func:`dnorm.attention` on the whole sequence
+in float64 (spec THM-SHARDED-EQUALS-FULL); a mesh of this process's one device and the argument checks run here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from _processes import CASES, TOLERANCE, finish, start
+from _processes import JAX_CASES, TOLERANCE, finish, start
 
 import dnorm
 
@@ -24,7 +24,7 @@ def test_jax_devices_inside_shard_map_compute_the_whole_sequence(tmp_path):
     out = tmp_path / "jax.json"
     finish([start("_jax_participants.py", str(out), env={"JAX_PLATFORMS": "cpu"})], timeout=240)
     results = json.loads(out.read_text())
-    for case in CASES:
+    for case in JAX_CASES:
         errors = results[case]  # output, d_query, d_key, d_value, d_alpha
         assert max(errors) <= TOLERANCE, (case, errors)
 

@@ -192,7 +192,7 @@ def test_packed_and_torch_signatures_take_the_family():
         (lambda s: dnorm.normalize(s, "softmax", sink="1"), TypeError, "sink must be"),
         (lambda s: dnorm.normalize(s, "softmax", length_scale=np.ones(3)), ValueError, "length_scale of shape"),
         (lambda s: dnorm.distributed.attention(s, s, s, "sigmoid"), NotImplementedError, "not sharded yet"),
-        (lambda s: dnorm.distributed.attention(s, s, s, "doubly", sink=1.0), TypeError, "'sink'"),
+        (lambda s: dnorm.distributed.attention(s, s, s, "sinkhorn", sink=1.0), NotImplementedError, "every round"),
     ],
 )
 def test_a_form_given_where_it_does_not_apply_is_an_error_naming_what_to_use(call, error, words):

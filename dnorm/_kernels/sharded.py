@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import bias, blocked, rows, schemes
+from . import bias, blocked, rows, schemes, sinks
 from . import logsumexp as lse
 from ._device import device_of
 from .ring import Ring, Turn, sweep
@@ -70,12 +70,16 @@ class Residuals(NamedTuple):
 
 
 def forward(
-    query: Array, key: Array, value: Array, key_mask: Array | None, alpha: Array, /, *, options: ShardedOptions, xp: Any
+    query: Array, key: Array, value: Array, key_mask: Array | None, params: Any, /, *, options: ShardedOptions, xp: Any
 ) -> tuple[Array, Residuals]:
     """This participant's rows of attention over the whole sequence, and the residuals of the backward pass.
 
     ``key_mask`` is a boolean ``(..., 1, K_local)`` mask of the participant's keys (True: may be attended).
+    ``params`` is ``alpha`` or :class:`.schemes.Parameters` with a sink (not Sinkhorn's: its column joins every
+    round), whose logit joins each row statistic once every key block has visited (:func:`sink_logits`).
     """
+    params = schemes.parameters(params)
+    alpha = params.alpha
     q = query * options.scale
     how = schemes.plan(options.scheme, causal=options.causal, n_iter=options.n_iter)
     rounds, potentials = statistics(q, key, key_mask, how, options=options, xp=xp)
@@ -109,10 +113,34 @@ def forward(
 
     read = (key, value, key_mask, *per_key_arrays(rounds[-1] if rounds else None))
     sweep(options.ring, read, tuple(_empty(q, key, xp=xp)) if how.running else (), visit, home=False)
+    if params.sink is not None:
+        for index, block_rows in enumerate(options.rows):
+            logits = sink_logits(how, params.sink, block_rows, q, options=options, xp=xp)
+            for n, logit in enumerate(x for x in logits if x is not None):
+                out_part, stat = merged[n][index]
+                logit = logit + xp.zeros_like(stat.max)  # one more key, of value 0 (spec DEF-SINK)
+                sink = (xp.zeros_like(out_part), lse.LogSumExp(logit, xp.ones_like(logit)))
+                merged[n][index] = rows.merge_partial(merged[n][index], sink, xp=xp)
     outputs = tuple(blocked.concat_rows([part[0] for part in component], xp=xp) for component in merged)
     out = rows.mix(outputs[0], outputs[1], alpha) if how.mixed else outputs[0]
     row_stats = tuple(tuple(part[1] for part in component) for component in merged)
     return out, Residuals(rounds, potentials, row_stats, tuple(carries), outputs if how.mixed else ())
+
+
+def sink_logits(
+    how: schemes.Plan, sink: Array, block_rows: tuple[int, int], q: Array, /, *, options: ShardedOptions, xp: Any
+) -> tuple[Array | None, Array | None]:
+    """The sink logits of a block of this participant's rows (spec THM-SINK-IN-EVERY-ROUND), of the biased
+    component and of the plain one: ``-log T`` over the whole sequence's queries, or ``-log(p_i + 1)`` at the
+    rows' positions under causal, and the sink itself."""
+    biased = None
+    if how.running:
+        start, stop = block_rows
+        first = options.ring.rank() * q.shape[-2] + start + 1
+        biased = -xp.log(xp.arange(1, stop - start + 1, dtype=q.dtype, device=device_of(q))[:, None] + (first - 1))
+    elif how.biased:
+        biased = sinks.first_round(q.shape[-2] * options.ring.size, q, xp=xp)
+    return biased, sink if how.plain else None
 
 
 def statistics(

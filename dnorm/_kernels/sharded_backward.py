@@ -37,7 +37,7 @@ def backward(
     key: Array,
     value: Array,
     key_mask: Array | None,
-    alpha: Array,
+    params: Any,
     out: Array,
     residuals: Residuals,
     grad: Array,
@@ -45,12 +45,18 @@ def backward(
     *,
     options: ShardedOptions,
     xp: Any,
-) -> tuple[Array, Array, Array, Array | None]:
-    """Gradients of ``query``, ``key``, ``value`` (this participant's shards) and of ``alpha`` (its share).
+) -> tuple[Array, Array, Array, Any]:
+    """Gradients of ``query``, ``key``, ``value`` (this participant's shards) and of ``params`` (its share).
 
-    ``alpha``'s gradient is this participant's rows' share (None unless hybrid): like any parameter every
-    participant holds, its gradient is the sum of the shares.
+    ``params`` is ``alpha`` or :class:`.schemes.Parameters` with a sink. ``alpha``'s gradient is this
+    participant's rows' share (None unless hybrid), the sink's ``-sum_i a_i delta_i`` over its rows of the plain
+    component (spec THM-SINK-GRADIENT): like any parameter every participant holds, the gradient is the sum of the
+    shares. The real keys' gradients need nothing more: the rows' statistics kept by the forward pass include the
+    sink.
     """
+    given = params
+    params = schemes.parameters(params)
+    alpha = params.alpha
     q = query * options.scale
     how = schemes.plan(options.scheme, causal=options.causal, n_iter=options.n_iter)
     outputs = residuals.outputs or (out,)
@@ -71,11 +77,20 @@ def backward(
     d_alpha = None
     if how.mixed:
         d_alpha = sum_to(rows.mix_gradient(grad, outputs[0], outputs[1], xp=xp), tuple(alpha.shape), xp=xp)
+    d_params: Any = d_alpha
+    if isinstance(given, schemes.Parameters):
+        d_sink = None
+        if params.sink is not None and how.plain:
+            stats = residuals.rows[-1]  # the plain component's rows, the sink included
+            log_total = blocked.concat_rows([s.max + lse.log_sum(s.sum, xp=xp) for s in stats], xp=xp)
+            share = xp.exp(params.sink - log_total) * deltas[-1]  # a_i delta_i
+            d_sink = sum_to(-share, tuple(params.sink.shape), xp=xp)
+        d_params = schemes.Parameters(d_alpha, d_sink)
     return (
         sum_to(d_query * options.scale, tuple(query.shape), xp=xp),
         sum_to(d_key, tuple(key.shape), xp=xp),
         sum_to(d_value, tuple(value.shape), xp=xp),
-        d_alpha,
+        d_params,
     )
 
 

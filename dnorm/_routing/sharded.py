@@ -12,10 +12,10 @@ import math
 from typing import Any
 
 from .. import _validate as check
-from .._kernels import budget, sharded, sharded_backward
+from .._kernels import budget, schemes, sharded, sharded_backward
 from .._kernels.ring import Ring
 from .._kernels.scores import block_bounds
-from . import adapt, arrays, family, heads
+from . import adapt, family, heads
 
 Array = Any
 
@@ -64,6 +64,10 @@ class Sharded:
         d_query, d_key, d_value, d_alpha = sharded_backward.backward(
             query, key, value, key_mask, alpha, out, residuals, grad, options=options, xp=xp
         )
+        if isinstance(d_alpha, schemes.Parameters):  # alpha and the sink: each field shared
+            pairs = zip(d_alpha, alpha, strict=True)
+            fields = (None if d is None else options.ring.shared_gradient(d, x) for d, x in pairs)
+            return d_query, d_key, d_value, None, schemes.Parameters(*fields)
         if d_alpha is not None:
             d_alpha = options.ring.shared_gradient(d_alpha, alpha)
         return d_query, d_key, d_value, None, d_alpha
@@ -77,8 +81,7 @@ def attention(
     key: Array,
     value: Array,
     key_mask: Array | None,
-    alpha: float | Array,
-    length_scale: float | Array | None,
+    per_head: check.PerHead,
     request: check.Request,
     ring: Ring,
     /,
@@ -87,18 +90,18 @@ def attention(
 ) -> Array:
     """This participant's shard of the output of :func:`dnorm.distributed.attention`, for checked arguments.
 
-    ``key_mask`` is boolean, ``(..., 1, 1, K_local)`` with the key heads' axis of size 1, or None. A
-    ``length_scale`` multiplies the queries by ``length_scale * log n_i`` (spec DEF-LENGTH-SCALE), ``n_i`` counted
-    over the whole sequence, before the sharded kernels, in operations that autodiff differentiates.
+    ``key_mask`` is boolean, ``(..., 1, 1, K_local)`` with the key heads' axis of size 1, or None.
+    ``per_head`` holds ``alpha``, the sink (spec DEF-SINK) and the length scale, which multiplies the queries
+    by ``length_scale * log n_i`` (spec DEF-LENGTH-SCALE), ``n_i`` counted over the whole sequence, before the
+    sharded kernels, in operations that autodiff differentiates.
     """
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
     q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
-    if length_scale is not None:
+    if per_head.length_scale is not None:
         n = sharded.counts(q, key_mask, key.shape[-2], ring=ring, causal=request.causal, xp=xp)
-        q = q * family.length_factor(length_scale, n, q, xp=xp)
-    (q, a), (k, v, m) = heads.split(
-        (q, arrays.alpha(alpha, work, query, xp=xp)), (k, v, key_mask), request.groups, xp=xp
-    )
+        q = q * family.length_factor(per_head.length_scale, n, q, xp=xp)
+    params = family.parameters(per_head, work, query, xp=xp)
+    (q, a, sink), (k, v, m) = heads.split((q, *params), (k, v, key_mask), request.groups, xp=xp)
     options = sharded.ShardedOptions(
         scheme=request.scheme,
         causal=request.causal,
@@ -108,7 +111,8 @@ def attention(
         ring=ring,
         softcap=request.softcap,
     )
-    out = adapt.run(SHARDED, adapt.training(xp, q, k, v, a), q, k, v, m, a, None, options=options, xp=xp)
+    given = a if sink is None else schemes.Parameters(a, sink)
+    out = adapt.run(SHARDED, adapt.training(xp, q, k, v, a, sink), q, k, v, m, given, None, options=options, xp=xp)
     return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
 
 

@@ -172,13 +172,22 @@ def family(name: str, /, *, sink: object, bias: object, attend_current: bool) ->
         raise ValueError(msg)
 
 
-def sharded_scheme(value: object, /) -> str:
-    """A scheme :func:`dnorm.distributed.attention` shards: the normalized ones (sigmoid and stick-breaking not yet)."""
+def sharded_scheme(value: object, /, *, sink: bool) -> str:
+    """A scheme :func:`dnorm.distributed.attention` shards: the normalized ones (sigmoid and stick-breaking not yet),
+    with a sink all but Sinkhorn (whose sink column joins every round)."""
     name = scheme(value)
     if described(name).rows != "normalized":
         msg = (
             f"scheme={name!r} is not sharded yet: dnorm.distributed.attention takes 'softmax', 'doubly', 'hybrid' "
-            "and 'sinkhorn' (with length_scale, without a sink); run dnorm.attention on the whole sequence"
+            "and 'sinkhorn' (with length_scale, and a sink but for 'sinkhorn'); run dnorm.attention on the whole "
+            "sequence"
+        )
+        raise NotImplementedError(msg)
+    if sink and described(name).columns == "rounds":
+        msg = (
+            f"a sink with scheme={name!r} is not sharded yet (its column joins every round): "
+            "dnorm.distributed.attention takes a sink under 'softmax', 'doubly' and 'hybrid'; run dnorm.attention "
+            "on the whole sequence"
         )
         raise NotImplementedError(msg)
     return name
