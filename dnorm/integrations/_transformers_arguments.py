@@ -2,7 +2,7 @@
 
 An argument that changes what attention computes and that dnorm does not compute raises an error naming it; one
 that dnorm does not know raises too (it might), so that none is ever dropped silently. The lists cover what the
-models of the installed transformers pass (``tests/test_transformers_arguments.py`` reads their source).
+models of the installed transformers pass (``tests/test_transformers_family.py`` reads their source).
 """
 
 from __future__ import annotations
