@@ -1,4 +1,4 @@
-"""Attention over one sequence sharded across processes or devices: context parallelism for every normalized scheme.
+"""Attention over one sequence sharded across processes or devices: context parallelism (all but stick-breaking).
 
 :func:`attention` is :func:`dnorm.attention` for a sequence whose positions are
 split into consecutive shards, one per participant: the processes of a
@@ -43,6 +43,7 @@ def attention(
     key_padding_mask: Array | None = None,
     sink: float | Array | None = None,
     length_scale: float | Array | None = None,
+    bias: float | Array | None = None,
     kernel: str = "auto",
 ) -> Array:
     """This participant's shard of ``dnorm.attention`` over a sequence sharded along its positions (axis -2).
@@ -114,9 +115,15 @@ def attention(
         keys of the whole sequence it may attend (every participant's key
         padding mask and the causal triangle counted). A number, or an array
         over the leading dims (one per head); differentiable, its gradient
-        shared among the participants as ``alpha``'s. The family's other
-        forms (``"sigmoid"``, ``"stick-breaking"``, a sink under
-        ``"sinkhorn"``) are not sharded yet.
+        shared among the participants as ``alpha``'s.
+    bias : float or array, optional
+        The bias of ``scheme="sigmoid"`` (spec DEF-SIGMOID), as in
+        :func:`dnorm.attention`: ``sigmoid(S_ij + b_i)``, by default ``b_i =
+        -log n_i`` counted over the whole sequence. A number, or an array over
+        the leading dims (one per head); differentiable, its gradient shared
+        among the participants as ``alpha``'s. The family's other forms
+        (``"stick-breaking"``, a sink under ``"sinkhorn"``) are not sharded
+        yet.
     kernel : {"auto", "array-api"}, default "auto"
         The implementation of each participant's blocks: the array-API
         kernels. The other names of :func:`dnorm.attention` raise
@@ -143,8 +150,8 @@ def attention(
         different lengths, a ``kernel`` other than ``"auto"`` or
         ``"array-api"``, and the errors of :func:`dnorm.attention`.
     NotImplementedError
-        For ``scheme="sinkhorn"`` with ``causal`` or a ``sink``, and the
-        schemes ``"sigmoid"`` and ``"stick-breaking"``, not sharded yet.
+        For ``scheme="sinkhorn"`` with ``causal`` or a ``sink``, and
+        ``"stick-breaking"``, not sharded yet.
 
     Examples
     --------
@@ -173,6 +180,7 @@ def attention(
         alpha=check.array_or_none(alpha),
         sink=check.array_or_none(sink),
         length_scale=check.array_or_none(length_scale),
+        bias=check.array_or_none(bias),
     )
     library = check.library(xp)
     if kernel not in routing.KERNELS:
@@ -191,12 +199,12 @@ def attention(
     check.sharded_scheme(scheme, sink=sink is not None)  # the normalization family's other forms: not yet
     asked = check.Asked(
         scheme=scheme, causal=causal, scale=scale, n_iter=n_iter, softcap=softcap, kernel=kernel, sink=sink,
-        length_scale=length_scale,
+        length_scale=length_scale, bias=bias,
     )  # fmt: skip
     request = check.attention_request(query, key, value, None, alpha, asked, xp=xp)
     mask = _key_mask(key_padding_mask, key, xp=xp)
     ring = _ring(library, group, axis_name, (query, key, value))
-    per_head = check.PerHead(alpha, sink, length_scale)
+    per_head = check.PerHead(alpha, sink, length_scale, bias)
     return routing.attention(query, key, value, mask, per_head, request, ring, xp=xp)
 
 

@@ -32,7 +32,7 @@ def compare(scheme, causal, rng, *, per_head="alpha", masked=True):
     """Largest differences of the output and of the gradients of (query, key, value, alpha), and the dtypes.
 
     Grouped heads (4 query heads over 2), padded keys (sharded with the keys; none where not ``masked``), a
-    softcap and one hybrid weight per head (or one length scale or sink per head, ``per_head``),
+    softcap and one hybrid weight per head (or one length scale, sink or sigmoid bias per head, ``per_head``),
     unvarying along the axis (its gradient is the sum of the devices' shares).
     """
     length = SIZE * N

@@ -14,8 +14,9 @@ TOLERANCE = 1e-12
 CASES = [f"{s}-{c}" for s in ("softmax", "doubly", "hybrid", "sinkhorn") for c in (False, True)]
 CASES.remove("sinkhorn-True")
 # the normalization family, one parameter per head in place of alpha (per_head, scheme, causal, masked): scalable
-# softmax (spec DEF-LENGTH-SCALE, n_i counted over the whole sequence) and a sink (spec DEF-SINK: the plain
-# component's logit, doubly's -log T and the running -log(p_i + 1)); padded keys, or no key mask at all
+# softmax (spec DEF-LENGTH-SCALE, n_i counted over the whole sequence), a sink (spec DEF-SINK: the plain
+# component's logit, doubly's -log T and the running -log(p_i + 1)) and sigmoid attention (spec DEF-SIGMOID: its
+# bias, or by default -log n_i); padded keys, or no key mask at all
 FAMILY_CASES = [
     ("length_scale", "softmax", False, True),
     ("length_scale", "doubly", True, True),
@@ -23,6 +24,8 @@ FAMILY_CASES = [
     ("sink", "softmax", False, True),
     ("sink", "hybrid", False, True),
     ("sink", "doubly", True, False),
+    ("bias", "sigmoid", True, True),
+    ("length_scale", "sigmoid", False, True),
 ]
 
 
@@ -31,7 +34,7 @@ def family_case(per_head: str, scheme: str, causal: bool, masked: bool) -> str:
 
 
 # under JAX (each case compiles for seconds) the ones whose counts and logits read a traced place on the axis
-JAX_FAMILY_CASES = [FAMILY_CASES[1], FAMILY_CASES[4], FAMILY_CASES[5]]
+JAX_FAMILY_CASES = [FAMILY_CASES[1], FAMILY_CASES[4], FAMILY_CASES[5], FAMILY_CASES[6]]
 JAX_CASES = CASES + [family_case(*case) for case in JAX_FAMILY_CASES]
 CASES += [family_case(*case) for case in FAMILY_CASES]
 

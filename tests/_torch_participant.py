@@ -54,7 +54,7 @@ def compare(scheme, causal, generator, rank, size, n, *, gather=False, group=Non
     its input (contiguous, or with ``gather`` in the strides of ``(B, T, H, D)`` activations).
 
     Grouped heads (4 query heads over 2), padded keys (none where not ``masked``), a softcap and one hybrid weight
-    per head (or one length scale or sink per head, ``per_head``, its gradient compared for every scheme). With
+    per head (or one length scale, sink or sigmoid bias per head, ``per_head``, its gradient compared). With
     ``gather``
     the outputs are gathered by ``torch.distributed.nn.functional.all_gather`` and every process takes the
     gradient of the whole sequence's loss (divided by the processes, whose gradients the gather's backward sums).

@@ -191,7 +191,11 @@ def test_packed_and_torch_signatures_take_the_family():
         (lambda s: dnorm.normalize(s, "softmax", sink=float("inf")), ValueError, "sink must be finite"),
         (lambda s: dnorm.normalize(s, "softmax", sink="1"), TypeError, "sink must be"),
         (lambda s: dnorm.normalize(s, "softmax", length_scale=np.ones(3)), ValueError, "length_scale of shape"),
-        (lambda s: dnorm.distributed.attention(s, s, s, "sigmoid"), NotImplementedError, "not sharded yet"),
+        (
+            lambda s: dnorm.distributed.attention(s, s, s, "stick-breaking", causal=True),
+            NotImplementedError,
+            "not sharded",
+        ),
         (lambda s: dnorm.distributed.attention(s, s, s, "sinkhorn", sink=1.0), NotImplementedError, "every round"),
     ],
 )

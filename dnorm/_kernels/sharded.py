@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import bias, blocked, rows, schemes, sinks
+from . import bias, blocked, products, rows, schemes, sinks, unnormalized
 from . import logsumexp as lse
 from ._device import device_of
 from .ring import Ring, Turn, sweep
@@ -52,12 +52,19 @@ class ShardedOptions:
     softcap: float | None = None
 
 
+class RowBias(NamedTuple):
+    """Sigmoid attention's parameter (spec DEF-SIGMOID): the bias ``b_i`` of this participant's rows, ``(...,
+    T_local, 1)`` or ``(..., 1, 1)``, added to every score of the row."""
+
+    bias: Any
+
+
 class Residuals(NamedTuple):
     """What the backward pass needs, O(local T + local K) numbers per head and turn.
 
     ``rounds``: every round's column statistic of this participant's keys (doubly, Sinkhorn);
     ``potentials``: the rows' statistic of ``S - c`` after every round but the last (Sinkhorn's row potentials);
-    ``rows``: each component's row statistic over all keys (biased first), per block of rows;
+    ``rows``: each component's row statistic over all keys (biased first), per block of rows (none: sigmoid);
     ``carries``: under causal, per turn, the running statistic before each block of rows;
     ``outputs``: each component's output when the scheme mixes two.
     """
@@ -78,10 +85,12 @@ def forward(
     ``params`` is ``alpha`` or :class:`.schemes.Parameters` with a sink (not Sinkhorn's: its column joins every
     round), whose logit joins each row statistic once every key block has visited (:func:`sink_logits`).
     """
-    params = schemes.parameters(params)
-    alpha = params.alpha
     q = query * options.scale
     how = schemes.plan(options.scheme, causal=options.causal, n_iter=options.n_iter)
+    if how.rows == "gated":
+        return gated(q, key, value, key_mask, params.bias, options=options, xp=xp)
+    params = schemes.parameters(params)
+    alpha = params.alpha
     rounds, potentials = statistics(q, key, key_mask, how, options=options, xp=xp)
     n_parts = 1 + how.plain if how.biased else 1
     merged: list[list[Any]] = [[None] * len(options.rows) for _ in range(n_parts)]
@@ -125,6 +134,35 @@ def forward(
     out = rows.mix(outputs[0], outputs[1], alpha) if how.mixed else outputs[0]
     row_stats = tuple(tuple(part[1] for part in component) for component in merged)
     return out, Residuals(rounds, potentials, row_stats, tuple(carries), outputs if how.mixed else ())
+
+
+def gated(
+    q: Array, key: Array, value: Array, key_mask: Array | None, row_bias: Array, /, *, options: ShardedOptions, xp: Any
+) -> tuple[Array, Residuals]:
+    """Sigmoid attention's rows (spec DEF-SIGMOID): each key weighed alone, ``sigmoid(S_ij + b_i)``, so the
+    partial outputs of the key blocks add up; no statistic is kept."""
+    totals: list[Any] = [None] * len(options.rows)
+
+    def visit(turn: Turn, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
+        k, v, m = read
+        scores = tile(q, k, m, turn, options, xp=xp)
+        if scores is None:
+            return added
+        for index, (start, stop_row) in enumerate(options.rows):
+            block = scores.rows(start, stop_row, xp=xp) + rows_of(row_bias, start, stop_row)
+            weights = unnormalized.weights(block, "gated", log=False, xp=xp)
+            part = products.matmul(weights, v[..., : block.shape[-1], :], xp=xp)
+            totals[index] = part if totals[index] is None else totals[index] + part
+        return added
+
+    sweep(options.ring, (key, value, key_mask), (), visit)
+    out = blocked.concat_rows(totals, xp=xp)
+    return out, Residuals((), (), ((),), (), ())  # one component, without a row statistic
+
+
+def rows_of(per_row: Array, start: int, stop: int, /) -> Array:
+    """Rows ``start:stop`` of an array over this participant's rows, or the array itself where it has one row."""
+    return per_row if per_row.shape[-2] == 1 else per_row[..., start:stop, :]
 
 
 def sink_logits(

@@ -27,7 +27,7 @@ from .backward import Component, PerKey, step
 from .backward_sinkhorn import round_terms
 from .ring import Turn, sweep
 from .shapes import sum_to
-from .sharded import Residuals, ShardedOptions, lead, per_key_arrays, per_key_stat, tile, whole
+from .sharded import Residuals, RowBias, ShardedOptions, lead, per_key_arrays, per_key_stat, rows_of, tile, whole
 
 Array = Any
 
@@ -48,14 +48,16 @@ def backward(
 ) -> tuple[Array, Array, Array, Any]:
     """Gradients of ``query``, ``key``, ``value`` (this participant's shards) and of ``params`` (its share).
 
-    ``params`` is ``alpha`` or :class:`.schemes.Parameters` with a sink. ``alpha``'s gradient is this
+    ``params`` is ``alpha``, :class:`.schemes.Parameters` with a sink, or sigmoid attention's
+    :class:`.sharded.RowBias`, whose gradient is ``sum_j dS_ij`` of its rows. ``alpha``'s gradient is this
     participant's rows' share (None unless hybrid), the sink's ``-sum_i a_i delta_i`` over its rows of the plain
     component (spec THM-SINK-GRADIENT): like any parameter every participant holds, the gradient is the sum of the
     shares. The real keys' gradients need nothing more: the rows' statistics kept by the forward pass include the
     sink.
     """
     given = params
-    params = schemes.parameters(params)
+    row_bias = params.bias if isinstance(params, RowBias) else None
+    params = schemes.parameters(None if row_bias is not None else params)
     alpha = params.alpha
     q = query * options.scale
     how = schemes.plan(options.scheme, causal=options.causal, n_iter=options.n_iter)
@@ -71,13 +73,15 @@ def backward(
     if how.rounds:
         d_value, gamma = work.gamma()
         d_columns, d_rows = work.potentials(-gamma)
-    d_query, d_key, d_value_rest = work.scores_pass(how, d_columns, d_rows)
+    d_query, d_key, d_value_rest, d_bias = work.scores_pass(how, d_columns, d_rows, row_bias)
     if d_value_rest is not None:
         d_value = d_value_rest if d_value is None else d_value + d_value_rest
     d_alpha = None
     if how.mixed:
         d_alpha = sum_to(rows.mix_gradient(grad, outputs[0], outputs[1], xp=xp), tuple(alpha.shape), xp=xp)
     d_params: Any = d_alpha
+    if row_bias is not None:
+        d_params = RowBias(sum_to(d_bias, tuple(row_bias.shape), xp=xp))
     if isinstance(given, schemes.Parameters):
         d_sink = None
         if params.sink is not None and how.plain:
@@ -208,14 +212,16 @@ class _Work:
         return total
 
     def scores_pass(
-        self, how: schemes.Plan, d_columns: list[Array], d_rows: list[list[Array]]
-    ) -> tuple[Array, Array, Array | None]:
-        """``dS`` block by block, and from it ``dQ``, ``dK`` and the ``dV`` not found yet (one sweep; backwards
-        under the running statistic, whose reverse recurrence comes from the later participants)."""
+        self, how: schemes.Plan, d_columns: list[Array], d_rows: list[list[Array]], row_bias: Array | None
+    ) -> tuple[Array, Array, Array | None, Array | None]:
+        """``dS`` block by block, and from it ``dQ``, ``dK``, the ``dV`` not found yet and the gradient ``sum_j
+        dS_ij`` of sigmoid attention's ``row_bias`` (one sweep; backwards under the running statistic, whose
+        reverse recurrence comes from the later participants)."""
         xp, options, residuals = self.xp, self.options, self.residuals
         rounds, potentials, row_stats = residuals.rounds, residuals.potentials, residuals.rows
         n_round = [len(per_key_arrays(stat)) for stat in rounds]
         d_query: list[Any] = [None] * len(self.rows)
+        d_bias: list[Any] = [None] * len(self.rows)
         values_grad = how.plain or how.running  # the biased component's dV came with gamma otherwise
         size = options.ring.size
 
@@ -237,6 +243,8 @@ class _Work:
             for index in order:
                 start, stop_row = self.rows[index]
                 block, slope = scores.rows_with_slope(start, stop_row, xp=xp)
+                if row_bias is not None:
+                    block = block + rows_of(row_bias, start, stop_row)
                 width = block.shape[-1]
                 dp = xp.matmul(self.grad[..., start:stop_row, :], xp.matrix_transpose(v[..., :width, :]))
                 carry = carries[index] if how.running else None
@@ -246,7 +254,7 @@ class _Work:
                     potential = [row_stat[index] for row_stat in potentials]
                     terms = round_terms(block, biased, tuple(stats), d_cols, d_rows[index], row_stats=potential, xp=xp)
                 components = tuple(
-                    Component(g[..., start:stop_row, :], d[..., start:stop_row, :], w, stat[index])
+                    Component(g[..., start:stop_row, :], d[..., start:stop_row, :], w, stat[index] if stat else None)
                     for g, d, w, stat in zip(self.grads, self.deltas, self.weights, row_stats, strict=True)
                 )
                 tile_step = step(
@@ -254,6 +262,9 @@ class _Work:
                     xp=xp,
                 )  # fmt: skip
                 ds, after = tile_step.ds, tile_step.after
+                if row_bias is not None:
+                    share = xp.sum(ds, axis=-1, keepdims=True)
+                    d_bias[index] = share if d_bias[index] is None else d_bias[index] + share
                 if tile_step.value is not None:
                     value_share.add(tile_step.value, xp=xp)
                 if slope is not None:
@@ -277,7 +288,8 @@ class _Work:
         if how.running:
             result = result[1:]
         d_value = result[1] if values_grad else None
-        return blocked.concat_rows(d_query, xp=xp), result[0], d_value
+        d_row_bias = None if row_bias is None else blocked.concat_rows(d_bias, xp=xp)
+        return blocked.concat_rows(d_query, xp=xp), result[0], d_value, d_row_bias
 
     def _dp(self, dp: Array, component: int) -> Array:
         """``dO V^T`` of one component: scaled by its share of the hybrid."""

@@ -64,6 +64,14 @@ def length_factor(length_scale: float | Array, n: Array, like: Array, /, *, xp: 
     return _per_head(length_scale, like.dtype, like, xp=xp) * xp.log(xp.clip(n, min=1.0))
 
 
+def row_bias(bias: float | Array | None, n: Array | None, like: Array, /, *, xp: Any) -> Array:
+    """The sigmoid's bias of each row (spec DEF-SIGMOID): ``bias`` (a number or one per head), by default ``-log
+    n_i`` of the keys ``n`` each row may attend, in the dtype of ``like``."""
+    if bias is None:
+        return -xp.log(xp.clip(n, min=1.0))
+    return _per_head(bias, like.dtype, like, xp=xp)
+
+
 def parameters(per_head: check.PerHead, dtype: Any, like: Array, /, *, xp: Any) -> schemes.Parameters:
     """``alpha`` and the sink as arrays of the compute dtype broadcasting over ``(..., T, K)``."""
     sink = None if per_head.sink is None else _per_head(per_head.sink, dtype, like, xp=xp)

@@ -64,10 +64,11 @@ class Sharded:
         d_query, d_key, d_value, d_alpha = sharded_backward.backward(
             query, key, value, key_mask, alpha, out, residuals, grad, options=options, xp=xp
         )
-        if isinstance(d_alpha, schemes.Parameters):  # alpha and the sink: each field shared
+        if isinstance(d_alpha, tuple):  # alpha and the sink, or the sigmoid's bias: each field shared
             pairs = zip(d_alpha, alpha, strict=True)
-            fields = (None if d is None else options.ring.shared_gradient(d, x) for d, x in pairs)
-            return d_query, d_key, d_value, None, schemes.Parameters(*fields)
+            fields = [None if d is None else options.ring.shared_gradient(d, x) for d, x in pairs]
+            kind: Any = type(d_alpha)  # a named tuple: its fields in order
+            return d_query, d_key, d_value, None, kind(*fields)
         if d_alpha is not None:
             d_alpha = options.ring.shared_gradient(d_alpha, alpha)
         return d_query, d_key, d_value, None, d_alpha
@@ -91,16 +92,23 @@ def attention(
     """This participant's shard of the output of :func:`dnorm.distributed.attention`, for checked arguments.
 
     ``key_mask`` is boolean, ``(..., 1, 1, K_local)`` with the key heads' axis of size 1, or None.
-    ``per_head`` holds ``alpha``, the sink (spec DEF-SINK) and the length scale, which multiplies the queries
-    by ``length_scale * log n_i`` (spec DEF-LENGTH-SCALE), ``n_i`` counted over the whole sequence, before the
-    sharded kernels, in operations that autodiff differentiates.
+    ``per_head`` holds ``alpha``, the sink (spec DEF-SINK), the length scale, which multiplies the queries by
+    ``length_scale * log n_i`` (spec DEF-LENGTH-SCALE), ``n_i`` counted over the whole sequence, and the sigmoid's
+    bias (spec DEF-SIGMOID: by default ``-log n_i``), both before the sharded kernels, in operations that autodiff
+    differentiates.
     """
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
     q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
-    if per_head.length_scale is not None:
+    gated = check.described(request.scheme).rows == "gated"
+    n = None
+    if per_head.length_scale is not None or (gated and per_head.bias is None):
         n = sharded.counts(q, key_mask, key.shape[-2], ring=ring, causal=request.causal, xp=xp)
+    if per_head.length_scale is not None:
         q = q * family.length_factor(per_head.length_scale, n, q, xp=xp)
     params = family.parameters(per_head, work, query, xp=xp)
+    if gated:  # the bias of every row rides where the sink would: the sigmoid takes no sink
+        row_bias = family.row_bias(per_head.bias, n, q, xp=xp)
+        params = schemes.Parameters(params.alpha, row_bias)
     (q, a, sink), (k, v, m) = heads.split((q, *params), (k, v, key_mask), request.groups, xp=xp)
     options = sharded.ShardedOptions(
         scheme=request.scheme,
@@ -111,7 +119,7 @@ def attention(
         ring=ring,
         softcap=request.softcap,
     )
-    given = a if sink is None else schemes.Parameters(a, sink)
+    given = a if sink is None else sharded.RowBias(sink) if gated else schemes.Parameters(a, sink)
     out = adapt.run(SHARDED, adapt.training(xp, q, k, v, a, sink), q, k, v, m, given, None, options=options, xp=xp)
     return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
 

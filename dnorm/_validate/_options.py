@@ -173,14 +173,13 @@ def family(name: str, /, *, sink: object, bias: object, attend_current: bool) ->
 
 
 def sharded_scheme(value: object, /, *, sink: bool) -> str:
-    """A scheme :func:`dnorm.distributed.attention` shards: the normalized ones (sigmoid and stick-breaking not yet),
-    with a sink all but Sinkhorn (whose sink column joins every round)."""
+    """A scheme :func:`dnorm.distributed.attention` shards: the normalized ones and sigmoid attention (not yet
+    stick-breaking), with a sink all but Sinkhorn (whose sink column joins every round)."""
     name = scheme(value)
-    if described(name).rows != "normalized":
+    if described(name).rows == "sticks":
         msg = (
-            f"scheme={name!r} is not sharded yet: dnorm.distributed.attention takes 'softmax', 'doubly', 'hybrid' "
-            "and 'sinkhorn' (with length_scale, and a sink but for 'sinkhorn'); run dnorm.attention on the whole "
-            "sequence"
+            f"scheme={name!r} is not sharded yet: dnorm.distributed.attention takes 'softmax', 'doubly', 'hybrid', "
+            "'sinkhorn' and 'sigmoid'; run dnorm.attention on the whole sequence"
         )
         raise NotImplementedError(msg)
     if sink and described(name).columns == "rounds":
