@@ -105,7 +105,7 @@ _SECTIONS = {
     "n_iter_param": """n_iter : int, default 3
         Column normalizations of ``"sinkhorn"``, at least 1. Ignored by the
         other schemes.""",
-    "kernel_param": """kernel : {"auto", "array-api", "torch", "dask", "triton"}, default "auto"
+    "kernel_param": """kernel : {"auto", "array-api", "torch", "dask", "triton", "numba"}, default "auto"
         The implementation that computes the call. ``"auto"`` chooses: Dask
         arrays whose sequence and feature axes are one chunk each run one
         task per chunk (``"dask"``); CUDA torch tensors (and CuPy arrays,
@@ -113,6 +113,10 @@ _SECTIONS = {
         imports (``"triton"``: every scheme and option, forward, backward
         and decoding; on CPU tensors they run through Triton's interpreter
         when ``TRITON_INTERPRET=1`` is set and ``"triton"`` is asked for);
+        NumPy arrays and CPU torch tensors of at least 2**18 scores take
+        dnorm's compiled CPU kernels when numba is installed (``"numba"``,
+        ``pip install 'dnorm[numba]'``: every scheme, causal or not,
+        forward, backward and decoding; no softcap or dropout); other
         CPU torch tensors with ``"softmax"``, ``"doubly"`` or ``"hybrid"``
         and no ``causal``, ``block_size``, ``softcap`` or dropout go
         through torch's fused attention kernels (``"torch"``); every other

@@ -138,7 +138,7 @@ def test_every_entry_point_takes_the_keyword(entry):
         "decode": lambda name: dnorm.decode(q, k, v, kernel=name)[0],
     }
     np.testing.assert_array_equal(calls[entry]("auto"), calls[entry]("array-api"))
-    names = r"\('auto', 'array-api', 'torch', 'dask', 'triton'\)"
+    names = r"\('auto', 'array-api', 'torch', 'dask', 'triton', 'numba'\)"
     with pytest.raises(ValueError, match=rf"kernel must be one of {names}, got 'cuda'"):
         calls[entry]("cuda")
     with pytest.raises(TypeError, match="kernel must be a string"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import blas
 from .exp import fexp
@@ -26,14 +26,14 @@ Array = Any
 
 @njit(fastmath=FLAGS, cache=True)
 def _weights(
-    s: Array, shift: Array, top: Array, inv: Array, lo: int, w: int, fast: Any, u: Array, l: Array, a: Array, b: Array
+    s: Array, shift: Array, top: Array, inv: Array, lo: int, w: int, fast: Any, u: Array, ls: Array, a: Array, b: Array
 ) -> None:
     """A round's row-softmax weights ``a`` and column-softmax weights ``b`` of the block (rows ``i >= lo``).
 
-    ``z = S - shift_i - top_j``; ``b = exp(z) * inv_j``; ``a = exp(z - u_i) * inv_j / l_i``.
+    ``z = S - shift_i - top_j``; ``b = exp(z) * inv_j``; ``a = exp(z - u_i) * inv_j / ls_i``.
     """
     for i in range(lo, s.shape[0]):
-        scale = 1 / l[i] if l[i] > 0 else l[i] * 0
+        scale = 1 / ls[i] if ls[i] > 0 else ls[i] * 0
         for jj in range(w):
             z = s[i, jj] - shift[i] - top[jj]
             b[i, jj] = fexp(z) * inv[jj]
@@ -63,13 +63,12 @@ def _column_stat(
         inv[jj] = 1 / col_sum[j0 + jj] if col_sum[j0 + jj] > 0 else 0
 
 
-@njit(parallel=True, fastmath=FLAGS, cache=True)
+@njit(nogil=True, fastmath=FLAGS, cache=True)
 def backward(
     q: Array,
     k: Array,
     v: Array,
     bias: Array,
-    index: Array,
     consts: Array,
     masked: bool,
     rounds: int,
@@ -78,6 +77,7 @@ def backward(
     causal: bool,
     offset: int,
     block: int,
+    index: Array,
     col_max: Array,
     col_sum: Array,
     row_shift: Array,
@@ -97,9 +97,13 @@ def backward(
     n_rows, n_keys = q.shape[1], k.shape[1]
     lowest, fast = consts[0], consts[1]
     last = max(rounds, 1) - 1
-    for n in prange(index.shape[0]):
+    for n in range(index.shape[0]):
         qn, kn, vn, bn = q[index[n, 0]], k[index[n, 1]], v[index[n, 2]], bias[index[n, 3]]
-        s, e, a = np.empty((n_rows, block), q.dtype), np.empty((n_rows, block), q.dtype), np.empty((n_rows, block), q.dtype)
+        s, e, a = (
+            np.empty((n_rows, block), q.dtype),
+            np.empty((n_rows, block), q.dtype),
+            np.empty((n_rows, block), q.dtype),
+        )
         g, ap = np.empty((n_rows, block), q.dtype), np.empty((n_rows, block), q.dtype)
         top, inv, total = np.empty(block, q.dtype), np.empty(block, q.dtype), np.empty(block, q.dtype)
         h, b_next = np.empty(block, q.dtype), np.empty(block, q.dtype)
@@ -202,19 +206,19 @@ def backward(
 
 
 @njit(fastmath=FLAGS, cache=True)
-def _plain_weights(s: Array, lo: int, w: int, u: Array, l: Array, a: Array) -> None:
+def _plain_weights(s: Array, lo: int, w: int, u: Array, ls: Array, a: Array) -> None:
     """The plain softmax weights ``a = exp(S - u_i) / l_i`` of the block (rows ``i >= lo``)."""
     for i in range(lo, s.shape[0]):
         shift = u[i] if u[i] != -np.inf else u[i] * 0
-        scale = 1 / l[i] if l[i] > 0 else l[i] * 0
+        scale = 1 / ls[i] if ls[i] > 0 else ls[i] * 0
         for jj in range(w):
             a[i, jj] = fexp(s[i, jj] - shift) * scale
 
 
 @njit(fastmath=FLAGS, cache=True)
-def _scan_a(z: Array, b: Array, inv: Array, w: int, u: Any, l: Any, fast: Any, a: Array) -> None:
+def _scan_a(z: Array, b: Array, inv: Array, w: int, u: Any, ls: Any, fast: Any, a: Array) -> None:
     """One row's weights of the causal component, ``a = exp(z - u) * inv / l``, from ``b = exp(z) * inv``."""
-    scale = 1 / l if l > 0 else l * 0
+    scale = 1 / ls if ls > 0 else ls * 0
     if u > fast:
         f = fexp(-u) * scale
         for jj in range(w):

@@ -1,9 +1,9 @@
 """BLAS's ``gemm`` called from compiled code: the products of a block with any transposition, accumulating.
 
-SciPy's BLAS (Fortran's column-major order) through the entry numba's own ``np.dot`` uses, but with ``beta``: ``C = A B + beta C`` for row-major blocks
-whose rows are ``ld`` numbers apart. A row-major ``(m, n)`` matrix is a column-major ``(n, m)`` one, so each
-product below is BLAS's on the transposes. The caller keeps BLAS to one thread (the passes run one problem per
-thread, :mod:`.launch`).
+SciPy's BLAS (Fortran's column-major order) through the entry numba's own ``np.dot`` uses, but with
+``beta``: ``C = A B + beta C`` for row-major blocks whose rows are ``ld`` numbers apart. A row-major
+``(m, n)`` matrix is a column-major ``(n, m)`` one, so each product below is BLAS's on the transposes.
+The caller keeps BLAS to one thread (the passes run one problem per thread, :mod:`.launch`).
 """
 
 from __future__ import annotations
@@ -21,19 +21,20 @@ Array = Any
 _N, _T = ord("N"), ord("T")
 
 
-def gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):  # type: ignore[no-untyped-def]
+def gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
     """Column-major ``C (m, n) = op(A) op(B) + beta C``, inside compiled code only (numba's ``numba_xxgemm``)."""
-    raise NotImplementedError("gemm runs inside numba-compiled functions")
+    msg = "gemm runs inside numba-compiled functions"
+    raise NotImplementedError(msg)
 
 
-@overload(gemm, jit_options={"cache": True})
-def _gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):  # type: ignore[no-untyped-def]
+@overload(gemm)
+def _gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
     ensure_blas()
     xxgemm = _BLAS().numba_xxgemm(c.dtype)  # numba's own entry to SciPy's BLAS: a symbol, so the caller caches
     kind = ord(get_blas_kind(c.dtype))
     dtype = as_dtype(c.dtype)
 
-    def impl(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):  # type: ignore[no-untyped-def]
+    def impl(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
         scalars = np.array([1, beta], dtype=dtype)
         xxgemm(kind, _T if trans_a else _N, _T if trans_b else _N, m, n, k, scalars.ctypes, a.ctypes, lda,
                b.ctypes, ldb, scalars[1:].ctypes, c.ctypes, ldc)  # fmt: skip

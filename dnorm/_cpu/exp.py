@@ -63,7 +63,7 @@ def exp64(x: float) -> float:  # pragma: no cover - compiled
     p = 0.5 + r * p
     p = 1.0 + r * p
     p = 1.0 + r * p
-    scale = _float64_from_bits((np.int64(n) + 1023) << 52)
+    scale: float = _float64_from_bits((np.int64(n) + 1023) << 52)  # type: ignore[call-arg]
     return p * scale if x >= LOW_64 else 0.0
 
 
@@ -80,17 +80,18 @@ def exp32(x: Any) -> Any:  # pragma: no cover - compiled
     p = INV_FACT_32[0] + r * p
     p = ONE_32 + r * p
     p = ONE_32 + r * p
-    scale = _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+    scale: Any = _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))  # type: ignore[call-arg]
     return p * scale if x >= LOW_32 else F32(0.0)
 
 
-def fexp(x):  # type: ignore[no-untyped-def]  # numba compares the stub's signature with the overload's
+def fexp(x):  # numba compares the stub's signature with the overload's
     """``exp(x)`` in ``x``'s precision, inside compiled code only (:func:`exp32` or :func:`exp64`)."""
-    raise NotImplementedError("fexp runs inside numba-compiled functions")
+    msg = "fexp runs inside numba-compiled functions"
+    raise NotImplementedError(msg)
 
 
-@overload(fexp, jit_options={"fastmath": {"contract"}, "cache": True})
-def _fexp(x):  # type: ignore[no-untyped-def]
+@overload(fexp, jit_options={"fastmath": {"contract"}})
+def _fexp(x):
     if x == types.float32:
         return lambda x: exp32(x)
     return lambda x: exp64(x)

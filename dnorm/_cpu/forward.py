@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .exp import fexp
 from . import blas
+from .exp import fexp
 from .tiles import FLAGS, finish, mask_block, plain_row, rescale, row_max
 
 Array = Any
@@ -80,7 +80,9 @@ def _biased_row(
 
 
 @njit(fastmath=FLAGS, cache=True)
-def _scan_row(s_row: Array, w: int, lowest: Any, run_max: Array, run_sum: Array, z: Array, e: Array, inv: Array) -> None:
+def _scan_row(
+    s_row: Array, w: int, lowest: Any, run_max: Array, run_sum: Array, z: Array, e: Array, inv: Array
+) -> None:
     """One row of the running column statistic: ``z = s - max``, ``e = exp(z)``, ``inv = 1 / sum`` after the row."""
     for jj in range(w):
         x = s_row[jj]
@@ -98,13 +100,12 @@ def _scan_row(s_row: Array, w: int, lowest: Any, run_max: Array, run_sum: Array,
         e[jj] = e[jj] * inv[jj]
 
 
-@njit(parallel=True, fastmath=FLAGS, cache=True)
+@njit(nogil=True, fastmath=FLAGS, cache=True)
 def forward(
     q: Array,
     k: Array,
     v: Array,
     bias: Array,
-    index: Array,
     consts: Array,
     masked: bool,
     rounds: int,
@@ -113,6 +114,7 @@ def forward(
     causal: bool,
     offset: int,
     block: int,
+    index: Array,
     carry_max: Array,
     carry_sum: Array,
     out_b: Array,
@@ -129,7 +131,8 @@ def forward(
 ) -> None:  # pragma: no cover - compiled
     """Every output and statistic of the forward pass, for each of the ``N`` rows of ``index``.
 
-    ``index[n]`` picks the query, key, value and bias arrays of problem ``n``; ``consts`` is
+    ``index[n]`` picks the query, key, value and bias arrays of problem ``n`` (it and every argument after it
+    are per problem: :mod:`.launch` gives each thread a share of the problems); ``consts`` is
     ``(lowest, fast)`` in the dtype. The biased component goes to ``out_b`` (``rounds`` column rounds, or the
     ``running`` statistic from ``carry``), the plain one to ``out_p`` when ``plain``. Per round ``t``:
     ``col_max, col_sum`` (per key), ``row_shift`` (the row potential it starts from) and ``row_max_, row_sum``
@@ -139,7 +142,7 @@ def forward(
     lowest, fast = consts[0], consts[1]
     biased = rounds > 0 or running
     passes = max(rounds, 1)
-    for n in prange(index.shape[0]):
+    for n in range(index.shape[0]):
         qn, kn, vn, bn = q[index[n, 0]], k[index[n, 1]], v[index[n, 2]], bias[index[n, 3]]
         s = np.empty((n_rows, block), q.dtype)
         e = np.empty((n_rows, block), q.dtype)

@@ -8,7 +8,10 @@ copied). Half precision arrives as float32 (the routing layer casts).
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -69,7 +72,7 @@ class Problem(NamedTuple):
     k: np.ndarray
     v: np.ndarray
     bias: np.ndarray
-    index: np.ndarray
+    which: np.ndarray
     lead: tuple[int, ...]
     consts: np.ndarray
     block: int
@@ -101,11 +104,11 @@ def problem(query: Array, key: Array, value: Array, mask: Array | None, scale: f
         m = numpy_view(mask)
         bias = np.where(m, dtype.type(0), dtype.type(-np.inf)) if m.dtype == np.bool_ else m.astype(dtype)
     lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2], bias.shape[:-2])
-    flat = [_flatten(x) for x in (q * dtype.type(scale), k, v, bias)]
+    fq, fk, fv, fb = (_flatten(x) for x in (q * dtype.type(scale), k, v, bias))
     index = np.stack([_index(x.shape[:-2], lead) for x in (q, k, v, bias)], axis=1)
     consts = np.array([np.finfo(dtype).min, FAST[dtype]], dtype)
     block = max(16, min(512, BLOCK_BYTES // (q.shape[-2] * dtype.itemsize) // 16 * 16))
-    return Problem(*flat, index, tuple(lead), consts, block)
+    return Problem(fq, fk, fv, fb, index, tuple(lead), consts, block)
 
 
 def _flatten(x: np.ndarray) -> np.ndarray:
@@ -133,7 +136,7 @@ def forward(
     from .forward import forward as compiled
 
     p = problem(query, key, value, mask, options.scale)
-    n, t, kk, dv = p.index.shape[0], p.q.shape[1], p.k.shape[1], p.v.shape[2]
+    n, t, kk, dv = p.which.shape[0], p.q.shape[1], p.k.shape[1], p.v.shape[2]
     dtype = p.q.dtype
     passes = max(options.rounds, 1)
     biased = options.rounds > 0 or options.running
@@ -147,11 +150,9 @@ def forward(
     rows = tuple(np.empty((n, passes, t), dtype) for _ in range(3))
     plain_rows = tuple(np.empty((n, t), dtype) for _ in range(2))
     last = tuple(np.empty((n, kk if options.running else 0), dtype) for _ in range(2))
-    with one_blas_thread():
-        compiled(
-        p.q, p.k, p.v, p.bias, p.index, p.consts, mask is not None, options.rounds, options.running, options.plain, options.causal,
-        options.offset, p.block, carry_max, carry_sum, out_b, out_p, *columns, *rows, *plain_rows, *last,
-        )  # fmt: skip
+    shared = (p.q, p.k, p.v, p.bias, p.consts, mask is not None, options.rounds, options.running, options.plain,
+              options.causal, options.offset, p.block)  # fmt: skip
+    in_threads(compiled, shared, (p.which, carry_max, carry_sum, out_b, out_p, *columns, *rows, *plain_rows, *last))
     shape = (*p.lead, t, dv)
     parts = [x.reshape(shape) for x, used in ((out_b, biased), (out_p, options.plain)) if used]
     a = numpy_view(alpha)
@@ -166,7 +167,7 @@ def forward(
     if options.running:
         width = max(1, min(kk, t + options.offset))
         state = tuple(like(np.ascontiguousarray(x[:, :width].reshape(*p.lead, 1, width)), query) for x in last)
-    return like(np.ascontiguousarray(out, dtype=dtype), query), saved, state  # type: ignore[return-value]
+    return like(np.ascontiguousarray(out, dtype=dtype), query), saved, state
 
 
 def _per_problem(x: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:
@@ -174,12 +175,39 @@ def _per_problem(x: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(x[..., 0, :], (*lead, x.shape[-1])).reshape(-1, x.shape[-1]))
 
 
-def one_blas_thread() -> Any:
-    """BLAS kept to one thread while the passes run one problem per thread (threadpoolctl's limit)."""
-    import scipy.linalg.cython_blas  # noqa: F401  # loaded first: threadpoolctl limits the libraries loaded
-    from threadpoolctl import threadpool_limits
+def in_threads(compiled: Any, shared: tuple[Any, ...], per_problem: tuple[np.ndarray, ...]) -> None:
+    """``compiled(*shared, *per_problem)``, the problems (axis 0 of ``per_problem``) shared among threads.
 
-    return threadpool_limits(limits=1, user_api="blas")
+    The passes release the GIL (``nogil``); each thread runs its problems one after the other, and BLAS runs on
+    one thread meanwhile. Threads: numba's ``NUMBA_NUM_THREADS`` (the CPU count unless set).
+    """
+    count = per_problem[0].shape[0]
+    threads = min(count, _pool()[1])
+    cuts = [count * i // threads for i in range(threads + 1)]
+    parts = [tuple(x[a:b] for x in per_problem) for a, b in itertools.pairwise(cuts)]
+    with _blas_controller().limit(limits=1):
+        if threads == 1:
+            compiled(*shared, *parts[0])
+            return
+        for future in [_pool()[0].submit(compiled, *shared, *part) for part in parts]:
+            future.result()
+
+
+@functools.cache
+def _pool() -> tuple[ThreadPoolExecutor, int]:
+    from numba import config
+
+    threads = max(1, int(getattr(config, "NUMBA_NUM_THREADS", 1)))
+    return ThreadPoolExecutor(threads, thread_name_prefix="dnorm-cpu"), threads
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's handle on the BLAS libraries (SciPy's, which the passes call, loaded first)."""
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
 
 
 def backward(
@@ -199,7 +227,7 @@ def backward(
     from .backward import backward as compiled
 
     p = problem(query, key, value, mask, options.scale)
-    n, t, kk = p.index.shape[0], p.q.shape[1], p.k.shape[1]
+    n, t, kk = p.which.shape[0], p.q.shape[1], p.k.shape[1]
     dtype = p.q.dtype
     d_out = np.broadcast_to(numpy_view(grad), (*p.lead, t, p.v.shape[2]))
     a = numpy_view(alpha)
@@ -216,12 +244,9 @@ def backward(
     dq, dk, dv = np.empty_like(p.q, shape=(n, t, p.q.shape[2])), np.empty((n, kk, p.k.shape[2]), dtype), None
     dv = np.empty((n, kk, p.v.shape[2]), dtype)
     residual = [numpy_view(x) for x in (*saved.columns, *saved.rows, *saved.plain_rows)]
-    with one_blas_thread():
-        compiled(
-            p.q, p.k, p.v, p.bias, p.index, p.consts, mask is not None, options.rounds, options.running,
-            options.plain, options.causal, options.offset, p.block, *residual, go_b, go_p, delta_b, delta_p,
-            dq, dk, dv,
-        )  # fmt: skip
+    shared = (p.q, p.k, p.v, p.bias, p.consts, mask is not None, options.rounds, options.running, options.plain,
+              options.causal, options.offset, p.block)  # fmt: skip
+    in_threads(compiled, shared, (p.which, *residual, go_b, go_p, delta_b, delta_p, dq, dk, dv))
     shapes = [numpy_view(x).shape for x in (query, key, value)]
     d_q, d_k, d_v = (
         sum_to(x.reshape(*p.lead, *x.shape[1:]), shape).astype(dtype, copy=False)

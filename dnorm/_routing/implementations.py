@@ -9,6 +9,10 @@
 * ``"dask"`` (:class:`Dask`): :mod:`dnorm._fastpath.dask`, one task per chunk
   of the leading axes, each running the array-API kernels of its chunk's
   library, when the sequence and feature axes are one chunk each.
+* ``"numba"`` (:class:`dnorm._cpu.implementation.Compiled`): dnorm's compiled CPU
+  kernels (:mod:`dnorm._cpu`, ``pip install 'dnorm[numba]'``), every scheme,
+  forward, backward and decoding, on NumPy arrays and torch CPU tensors
+  (``"auto"`` offers them calls of at least ``AUTO_SCORES`` scores).
 * ``"triton"`` (:class:`.triton.Triton`): dnorm's fused Triton kernels
   (:mod:`dnorm._triton`), every scheme, forward, backward and decoding, on
   CUDA torch tensors (``"auto"`` offers them CUDA tensors only; the
@@ -27,6 +31,7 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from .. import _validate as check
+from .._cpu.implementation import Compiled
 from .._kernels import attention as kernels
 from .._kernels.schemes import Parameters
 from .contract import Call, Implementation
@@ -193,6 +198,13 @@ ARRAY_API = ArrayAPI()
 TORCH = Torch()
 DASK = Dask()
 TRITON = Triton()
+NUMBA = Compiled()
 
 #: The implementations by their ``kernel=`` names, in the order ``"auto"`` offers a call to them (the kernels last).
-IMPLEMENTATIONS: dict[str, Implementation] = {"dask": DASK, "triton": TRITON, "torch": TORCH, "array-api": ARRAY_API}
+IMPLEMENTATIONS: dict[str, Implementation] = {
+    "dask": DASK,
+    "triton": TRITON,
+    "numba": NUMBA,
+    "torch": TORCH,
+    "array-api": ARRAY_API,
+}

@@ -202,7 +202,7 @@ def layout(value: object, /) -> str:
 
 
 #: The implementations a call can ask for with ``kernel=`` (:mod:`dnorm._routing` holds them); ``"auto"`` chooses.
-KERNELS = ("auto", "array-api", "torch", "dask", "triton")
+KERNELS = ("auto", "array-api", "torch", "dask", "triton", "numba")
 
 
 def kernel(value: object, /) -> str:

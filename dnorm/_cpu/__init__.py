@@ -1,0 +1,7 @@
+"""Compiled CPU kernels (numba): every scheme's forward, backward and decoding passes in one sweep over the keys.
+
+The implementation ``kernel="numba"`` of the routing layer (:mod:`.implementation`), for NumPy arrays and torch
+CPU tensors, installed with ``pip install 'dnorm[numba]'``. Nothing here imports numba until a call runs the
+passes (:mod:`.launch`); numba compiles them on the first call and caches the machine code on disk
+(``cache=True``: beside the modules, or in numba's user cache directory, or ``NUMBA_CACHE_DIR``).
+"""

@@ -1,0 +1,127 @@
+"""The ``"numba"`` implementation: dnorm's compiled CPU kernels (:mod:`dnorm._cpu`) behind the routing contract.
+
+It serves NumPy arrays and torch CPU tensors, float32 and float64 (half precision computes in float32), every
+scheme, causal or not, masks, grouped heads, training and decoding. It refuses a softcap, dropout, a floating
+mask that asks for its gradient, and ``torch.compile`` (its passes are not traced). ``"auto"`` offers it calls of
+at least :data:`AUTO_SCORES` scores, where its measured time beats the array-API kernels and torch's fused path
+(asv_benchmarks/README.md, "Compiled CPU kernels"); smaller calls would pay its dispatch, and the first call in a
+process pays loading (or, once per machine, compiling) its machine code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from .._kernels.logsumexp import LogSumExp
+
+Array = Any
+
+#: Scores per call (leading size x T x K) from which ``"auto"`` takes the compiled kernels.
+AUTO_SCORES = 1 << 18
+_NEEDS = ("numba", "scipy", "threadpoolctl")
+
+
+class Compiled:
+    """numba-compiled forward, backward and decoding passes for every scheme, on the CPU."""
+
+    name = "numba"
+    upcasts = True
+    packs = False
+
+    def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
+        request = call.request
+        if call.library not in ("numpy", "torch"):
+            return f"it takes NumPy arrays and torch CPU tensors, got {type(query).__module__}.{type(query).__name__}"
+        missing = [name for name in _NEEDS if importlib.util.find_spec(name) is None]
+        if missing:
+            return f"{', '.join(missing)} not installed: pip install 'dnorm[numba]'"
+        if call.accelerated:
+            return "it runs on the CPU; CUDA tensors take kernel='triton' or 'torch'"
+        if call.symbolic:
+            return "under torch.compile its passes are not traced; compile with kernel='array-api'"
+        if str(call.dtype).rsplit(".", 1)[-1] not in ("float32", "float64"):
+            return f"it computes in float32 and float64, got {call.dtype}"
+        if request.softcap is not None:
+            return "it takes no softcap (kernel='array-api' does)"
+        if call.seeded:
+            return "dropout's mask is a hash of dnorm's (spec DEF-DROPOUT), which it does not draw"
+        if mask is not None and getattr(mask, "requires_grad", False):
+            return "a floating mask's gradient (a learned bias) is computed by kernel='array-api'"
+        if request.kernel == "auto" and _size(call) < AUTO_SCORES:
+            return f"'auto' takes it from {AUTO_SCORES} scores per call, where it was measured faster"
+        return None
+
+    def options(self, call: Any, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
+        from .launch import Options
+
+        request = call.request
+        return Options(request.scheme, request.causal, request.n_iter, request.scale, request.offset or 0)
+
+    def infer(self, *arrays: Array, options: Any, xp: Any) -> Array:
+        return self.forward(*arrays, options=options, xp=xp)[0]
+
+    def forward(
+        self,
+        query: Array,
+        key: Array,
+        value: Array,
+        mask: Array | None,
+        alpha: Array,
+        seed: Array | None,
+        /,
+        *,
+        options: Any,
+        xp: Any,
+    ) -> tuple[Array, Any]:
+        from . import launch
+
+        out, saved, _ = launch.forward(query, key, value, mask, alpha, None, options=options)
+        return out, saved
+
+    def backward(
+        self,
+        query: Array,
+        key: Array,
+        value: Array,
+        mask: Array | None,
+        alpha: Array,
+        seed: Array | None,
+        out: Array,
+        residuals: Any,
+        grad: Array,
+        /,
+        *,
+        options: Any,
+        mask_grad: bool,
+        xp: Any,
+    ) -> tuple[Array, Array, Array, Array | None, Array | None]:
+        from . import launch
+
+        d_q, d_k, d_v, d_alpha = launch.backward(query, key, value, mask, alpha, out, residuals, grad, options=options)
+        return d_q, d_k, d_v, None, d_alpha
+
+    def decode(
+        self,
+        query: Array,
+        key: Array,
+        value: Array,
+        mask: Array | None,
+        alpha: Array,
+        carry: LogSumExp | None,
+        /,
+        *,
+        options: Any,
+        xp: Any,
+    ) -> tuple[Array, LogSumExp | None]:
+        from . import launch
+
+        out, _, state = launch.forward(query, key, value, mask, alpha, carry and tuple(carry), options=options)
+        return out, None if state is None else LogSumExp(*state)
+
+
+def _size(call: Any) -> int:
+    size = call.n_queries * call.n_keys
+    for n in call.lead:
+        size *= n
+    return size

@@ -1,0 +1,124 @@
+"""The compiled CPU kernels (``kernel="numba"``): against the array-API kernels and the float64 definitions.
+
+Through the public functions, on NumPy arrays and torch CPU tensors: every scheme, causal or not, forward,
+gradients (queries, keys, values, ``alpha``) and decoding equal the array-API kernels to 1e-12 in float64.
+Shapes are small and few (numba compiles each dtype's passes once per machine: float64 everywhere, float32 for
+the forward pass only), T differs from K, heads are grouped and the mask hides a whole row and a whole column.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from oracles import oracle
+
+import dnorm
+
+pytest.importorskip("numba", reason="the compiled CPU kernels need numba: pip install -e '.[numba]'")
+torch = pytest.importorskip("torch", reason="gradients are checked through torch's autograd")
+
+from dnorm._cpu import implementation, launch  # noqa: E402
+
+CASES = [(s, c) for s in dnorm.SCHEMES for c in (False, True) if not (c and s == "sinkhorn")]
+RNG = np.random.default_rng(25)
+
+
+def _problem(causal, *, t=19, k=13, d=6, dv=5, dtype=np.float64, float_mask=False):
+    """3 query heads over 1 key head, a mask with a query that sees no key and a key no query sees."""
+    k = t if causal else k
+    q, keys, values = RNG.normal(size=(2, 3, t, d)), RNG.normal(size=(2, 1, k, d)), RNG.normal(size=(2, 1, k, dv))
+    allowed = RNG.random((2, 1, t, k)) < 0.8
+    allowed[0, 0, 3] = False
+    allowed[1, 0, :, 2] = False
+    mask = np.where(allowed, RNG.normal(size=allowed.shape), -np.inf) if float_mask else allowed
+    alpha = np.linspace(0.1, 0.9, 3)
+    return [x.astype(dtype) for x in (q, keys, values)] + [mask, alpha]
+
+
+@pytest.mark.theorem("THM-CHUNKED-EQUALS-DENSE")
+@pytest.mark.parametrize(("scheme", "causal"), CASES)
+def test_forward_equals_the_kernels_and_the_definitions(scheme, causal):
+    q, k, v, mask, alpha = _problem(causal)
+    got, want = (
+        dnorm.attention(q, k, v, scheme, mask=mask, alpha=alpha, causal=causal, kernel=name)
+        for name in ("numba", "array-api")
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    scores = q @ np.swapaxes(k, -1, -2) * q.shape[-1] ** -0.5
+    for b, h in np.ndindex(2, 3):
+        w = oracle(scheme, scores[b, h], allowed=mask[b, 0], alpha=float(alpha[h]), causal=causal)
+        np.testing.assert_allclose(got[b, h], w @ v[b, 0], rtol=1e-12, atol=1e-12)
+    assert (got[0, :, 3] == 0).all()  # the query that sees no key: an exact zero row
+
+
+@pytest.mark.theorem("THM-GRADIENT-AS-ATTENTION")
+@pytest.mark.theorem("THM-BACKWARD-FINITE")
+@pytest.mark.parametrize(("scheme", "causal"), CASES)
+def test_gradients_equal_the_kernels(scheme, causal):
+    """dQ, dK, dV and alpha's through torch's autograd, with an additive mask, to 1e-12 in float64."""
+    q, k, v, mask, alpha = (torch.from_numpy(x) for x in _problem(causal, float_mask=True, t=17, k=11))
+    results = []
+    for kernel in ("numba", "array-api"):
+        leaves = [x.clone().requires_grad_() for x in (q, k, v, alpha)]
+        out = dnorm.attention(*leaves[:3], scheme, mask=mask, alpha=leaves[3], causal=causal, kernel=kernel)
+        (out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum().backward()
+        results.append([out, *(x.grad for x in leaves if x.grad is not None)])
+    assert len(results[0]) == len(results[1]) == (5 if scheme == "hybrid" else 4)
+    for got, want in zip(*results, strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.theorem("THM-DECODE-EQUALS-FULL")
+@pytest.mark.parametrize("scheme", ["doubly", "hybrid", "softmax"])
+def test_decoding_in_random_splits_equals_the_full_causal_rows(scheme):
+    q, k, v = (RNG.normal(size=(1, h, 23, 6)) for h in (4, 2, 2))  # 4 query heads over 2
+    alpha = np.array([0.3, 0.8, 0.5, 0.1])
+    full = dnorm.attention(q, k, v, scheme, causal=True, alpha=alpha, kernel="array-api")
+    cuts = sorted({0, 23, *RNG.integers(1, 23, size=4).tolist()})
+    outs, state = [], None
+    for a, b in itertools.pairwise(cuts):
+        out, state = dnorm.decode(q[..., a:b, :], k[..., :b, :], v[..., :b, :], state, scheme, alpha=alpha,
+                                  kernel="numba")  # fmt: skip
+        outs.append(out)
+    np.testing.assert_allclose(np.concatenate(outs, axis=-2), full, rtol=1e-12, atol=1e-12)
+    steps = [dnorm.decode(q[..., :20, :], k[..., :20, :], v[..., :20, :], None, scheme, alpha=alpha, kernel=name)[1]
+             for name in ("numba", "array-api")]  # fmt: skip
+    if scheme != "softmax":
+        for got, want in zip(*steps, strict=True):  # the same state
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("scheme", "causal"), [("doubly", False), ("hybrid", True), ("sinkhorn", False)])
+def test_float32_within_rounding_on_large_scores(scheme, causal):
+    """float32 in and out, against float64, with scores of magnitude about 1e3 (the exponentials' reductions)."""
+    q, k, v, mask, alpha = _problem(causal, dtype=np.float32)
+    q = q * np.float32(300.0)
+    got = dnorm.attention(q, k, v, scheme, mask=mask, alpha=alpha, causal=causal, kernel="numba")
+    assert got.dtype == np.float32
+    exact = dnorm.attention(*(x.astype(np.float64) for x in (q, k, v)), scheme, mask=mask, alpha=alpha, causal=causal)
+    np.testing.assert_allclose(got, exact, rtol=2e-4, atol=2e-4)
+
+
+def test_auto_takes_it_from_its_size_and_a_forced_call_it_cannot_serve_says_why(monkeypatch):
+    calls = []
+    original = launch.forward
+    monkeypatch.setattr(launch, "forward", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    small = _problem(False)[:3]
+    dnorm.attention(*small)
+    assert not calls  # below AUTO_SCORES the array-API kernels run
+    n = int(np.sqrt(implementation.AUTO_SCORES)) + 1
+    large = [RNG.normal(size=(1, n, 4)) for _ in range(3)]
+    got = dnorm.attention(*large)
+    assert calls
+    np.testing.assert_allclose(got, dnorm.attention(*large, kernel="array-api"), rtol=1e-12, atol=1e-12)
+    q, k, v = small
+    with pytest.raises(ValueError, match=r"kernel='numba' cannot serve this call: it takes no softcap"):
+        dnorm.attention(q, k, v, softcap=5.0, kernel="numba")
+    with pytest.raises(ValueError, match="kernel='numba' cannot serve this call: dropout"):
+        dnorm.attention(*(torch.from_numpy(x) for x in small), dropout_p=0.5, kernel="numba")
+    learned = torch.zeros(19, 13, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="a floating mask's gradient"):
+        dnorm.attention(*(torch.from_numpy(x) for x in small), mask=learned, kernel="numba")
