@@ -21,6 +21,8 @@ Array = Any
 
 #: Bytes of one ``(T, block)`` buffer of a block of scores: three of them stay in this CPU's 2 MiB L2 cache.
 BLOCK_BYTES = 1 << 19
+#: The fewest keys a block holds: BLAS products narrower than this lose more than the cache saves.
+MIN_BLOCK = 128
 #: Row shifts above which ``exp(-shift)`` is finite: a weight is then a product of exponentials already at hand.
 FAST = {np.dtype(np.float32): -60.0, np.dtype(np.float64): -600.0}
 
@@ -107,7 +109,7 @@ def problem(query: Array, key: Array, value: Array, mask: Array | None, scale: f
     fq, fk, fv, fb = (_flatten(x) for x in (q * dtype.type(scale), k, v, bias))
     index = np.stack([_index(x.shape[:-2], lead) for x in (q, k, v, bias)], axis=1)
     consts = np.array([np.finfo(dtype).min, FAST[dtype]], dtype)
-    block = max(16, min(512, BLOCK_BYTES // (q.shape[-2] * dtype.itemsize) // 16 * 16))
+    block = max(MIN_BLOCK, min(512, BLOCK_BYTES // (q.shape[-2] * dtype.itemsize) // 16 * 16))
     return Problem(fq, fk, fv, fb, index, tuple(lead), consts, block)
 
 
