@@ -2,8 +2,10 @@
 
 Through the public functions, on NumPy arrays and torch CPU tensors: every scheme, causal or not, forward,
 gradients (queries, keys, values, ``alpha``) and decoding equal the array-API kernels to 1e-12 in float64.
-Shapes are small and few (numba compiles each dtype's passes once per machine: float64 everywhere, float32 for
-the forward pass only), T differs from K, heads are grouped and the mask hides a whole row and a whole column.
+Shapes are small and few, T differs from K, heads are grouped and the mask hides a whole row and a whole column.
+Compilation is what costs here (about 6 s per pass and dtype on 2 cores, once per machine with numba's cache): the
+module compiles three passes, the forward and backward ones in float64 and the forward one in float32, and the last
+test checks that no call compiled a second specialization of a pass.
 """
 
 from __future__ import annotations
@@ -122,3 +124,18 @@ def test_auto_takes_it_from_its_size_and_a_forced_call_it_cannot_serve_says_why(
     learned = torch.zeros(19, 13, dtype=torch.float64, requires_grad=True)
     with pytest.raises(ValueError, match="a floating mask's gradient"):
         dnorm.attention(*(torch.from_numpy(x) for x in small), mask=learned, kernel="numba")
+
+
+def test_one_compiled_specialization_per_pass_and_dtype():
+    """Read-only operands, a carry, torch tensors and masks reuse the pass compiled for the dtype (numba types
+    writability: a read-only carry used to compile the forward pass a second time)."""
+    from dnorm._cpu import backward, forward
+
+    q, k, v, mask = _problem(True)[:4]
+    for x in (q, k, v):
+        x.flags.writeable = False
+    _, state = dnorm.decode(q[..., :-1, :], k[..., :-1, :], v[..., :-1, :], None, kernel="numba")
+    dnorm.decode(q[..., -1:, :], k, v, state, mask=mask[..., -1:, :], kernel="numba")
+    for compiled in (forward.forward, backward.backward):
+        dtypes = [signature[0].dtype for signature in compiled.signatures]
+        assert len(dtypes) == len(set(dtypes)), compiled.signatures

@@ -23,6 +23,8 @@ Array = Any
 BLOCK_BYTES = 1 << 19
 #: The fewest keys a block holds: BLAS products narrower than this lose more than the cache saves.
 MIN_BLOCK = 128
+#: Scores per thread: a call of fewer runs in the caller's thread alone.
+THREAD_SCORES = 1 << 16
 #: Row shifts above which ``exp(-shift)`` is finite: a weight is then a product of exponentials already at hand.
 FAST = {np.dtype(np.float32): -60.0, np.dtype(np.float64): -600.0}
 
@@ -107,14 +109,31 @@ def problem(query: Array, key: Array, value: Array, mask: Array | None, scale: f
         bias = np.where(m, dtype.type(0), dtype.type(-np.inf)) if m.dtype == np.bool_ else m.astype(dtype)
     lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2], bias.shape[:-2])
     fq, fk, fv, fb = (_flatten(x) for x in (q * dtype.type(scale), k, v, bias))
-    index = np.stack([_index(x.shape[:-2], lead) for x in (q, k, v, bias)], axis=1)
-    consts = np.array([np.finfo(dtype).min, FAST[dtype]], dtype)
+    index = _indices(tuple(x.shape[:-2] for x in (q, k, v, bias)), tuple(lead))
+    consts = frozen(np.array([np.finfo(dtype).min, FAST[dtype]], dtype))
     block = max(MIN_BLOCK, min(512, BLOCK_BYTES // (q.shape[-2] * dtype.itemsize) // 16 * 16))
     return Problem(fq, fk, fv, fb, index, tuple(lead), consts, block)
 
 
+def frozen(x: np.ndarray) -> np.ndarray:
+    """A read-only view of ``x``: every array a pass reads is typed read-only, whether the caller's was or not.
+
+    numba compiles one specialization per argument type, and writability is part of the type: a read-only
+    carry or a user's read-only keys would otherwise cost a second compilation of a whole pass.
+    """
+    view = x.view()
+    view.flags.writeable = False
+    return view
+
+
 def _flatten(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x.reshape(math.prod(x.shape[:-2]), *x.shape[-2:]))
+    return frozen(np.ascontiguousarray(x.reshape(math.prod(x.shape[:-2]), *x.shape[-2:])))
+
+
+@functools.lru_cache(maxsize=64)
+def _indices(shapes: tuple[tuple[int, ...], ...], lead: tuple[int, ...]) -> np.ndarray:
+    """``(N, 4)``: for each problem of ``lead`` (row-major), the flat index of each operand of leading ``shapes``."""
+    return frozen(np.stack([_index(shape, lead) for shape in shapes], axis=1))
 
 
 def _index(shape: tuple[int, ...], lead: tuple[int, ...]) -> np.ndarray:
@@ -143,7 +162,7 @@ def forward(
     passes = max(options.rounds, 1)
     biased = options.rounds > 0 or options.running
     if carry is None:
-        carry_max, carry_sum = np.zeros((n, 0), dtype), np.zeros((n, 0), dtype)
+        carry_max, carry_sum = frozen(np.zeros((n, 0), dtype)), frozen(np.zeros((n, 0), dtype))
     else:
         carry_max, carry_sum = (_per_problem(numpy_view(c), p.lead) for c in carry)
     out_b = np.empty((n, t if biased else 0, dv), dtype)
@@ -154,7 +173,8 @@ def forward(
     last = tuple(np.empty((n, kk if options.running else 0), dtype) for _ in range(2))
     shared = (p.q, p.k, p.v, p.bias, p.consts, mask is not None, options.rounds, options.running, options.plain,
               options.causal, options.offset, p.block)  # fmt: skip
-    in_threads(compiled, shared, (p.which, carry_max, carry_sum, out_b, out_p, *columns, *rows, *plain_rows, *last))
+    per_problem = (p.which, carry_max, carry_sum, out_b, out_p, *columns, *rows, *plain_rows, *last)
+    in_threads(compiled, shared, per_problem, n * t * kk)
     shape = (*p.lead, t, dv)
     parts = [x.reshape(shape) for x, used in ((out_b, biased), (out_p, options.plain)) if used]
     a = numpy_view(alpha)
@@ -174,24 +194,25 @@ def forward(
 
 def _per_problem(x: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:
     """A carry ``(..., 1, Kc)`` as ``(N, Kc)``, one row per problem of ``lead``."""
-    return np.ascontiguousarray(np.broadcast_to(x[..., 0, :], (*lead, x.shape[-1])).reshape(-1, x.shape[-1]))
+    return frozen(np.ascontiguousarray(np.broadcast_to(x[..., 0, :], (*lead, x.shape[-1])).reshape(-1, x.shape[-1])))
 
 
-def in_threads(compiled: Any, shared: tuple[Any, ...], per_problem: tuple[np.ndarray, ...]) -> None:
+def in_threads(compiled: Any, shared: tuple[Any, ...], per_problem: tuple[np.ndarray, ...], scores: int) -> None:
     """``compiled(*shared, *per_problem)``, the problems (axis 0 of ``per_problem``) shared among threads.
 
     The passes release the GIL (``nogil``); each thread runs its problems one after the other, and BLAS runs on
-    one thread meanwhile. Threads: numba's ``NUMBA_NUM_THREADS`` (the CPU count unless set).
+    one thread meanwhile. Threads: numba's ``NUMBA_NUM_THREADS`` (the CPU count unless set), at most one per
+    :data:`THREAD_SCORES` of the call's ``scores`` (a decoding step runs in the caller's thread: handing it to
+    another thread cost more than the pass, measured); the caller's thread runs the first share.
     """
     count = per_problem[0].shape[0]
-    threads = min(count, _pool()[1])
+    threads = max(1, min(count, _pool()[1], scores // THREAD_SCORES))
     cuts = [count * i // threads for i in range(threads + 1)]
     parts = [tuple(x[a:b] for x in per_problem) for a, b in itertools.pairwise(cuts)]
     with _blas_controller().limit(limits=1):
-        if threads == 1:
-            compiled(*shared, *parts[0])
-            return
-        for future in [_pool()[0].submit(compiled, *shared, *part) for part in parts]:
+        others = [_pool()[0].submit(compiled, *shared, *part) for part in parts[1:]]
+        compiled(*shared, *parts[0])
+        for future in others:
             future.result()
 
 
@@ -238,17 +259,18 @@ def backward(
     weights = [a, 1 - a] if options.plain and biased else [np.ones((), dtype)]
     grads = [np.broadcast_to(w * d_out, d_out.shape).astype(dtype) for w in weights]
     deltas = [np.sum(g * np.broadcast_to(o, g.shape), axis=-1) for g, o in zip(grads, outputs, strict=True)]
-    flat_g = [np.ascontiguousarray(g.reshape(n, t, -1)) for g in grads]
-    flat_d = [np.ascontiguousarray(d.reshape(n, t)) for d in deltas]
-    empty_g, empty_d = np.zeros((n, 0, p.v.shape[2]), dtype), np.zeros((n, 0), dtype)
+    flat_g = [frozen(np.ascontiguousarray(g.reshape(n, t, -1))) for g in grads]
+    flat_d = [frozen(np.ascontiguousarray(d.reshape(n, t))) for d in deltas]
+    empty_g, empty_d = frozen(np.zeros((n, 0, p.v.shape[2]), dtype)), frozen(np.zeros((n, 0), dtype))
     go_b, delta_b = (flat_g[0], flat_d[0]) if biased else (empty_g, empty_d)
     go_p, delta_p = (flat_g[-1], flat_d[-1]) if options.plain else (empty_g, empty_d)
-    dq, dk, dv = np.empty_like(p.q, shape=(n, t, p.q.shape[2])), np.empty((n, kk, p.k.shape[2]), dtype), None
+    dq = np.empty((n, t, p.q.shape[2]), dtype)
+    dk = np.empty((n, kk, p.k.shape[2]), dtype)
     dv = np.empty((n, kk, p.v.shape[2]), dtype)
-    residual = [numpy_view(x) for x in (*saved.columns, *saved.rows, *saved.plain_rows)]
+    residual = [frozen(numpy_view(x)) for x in (*saved.columns, *saved.rows, *saved.plain_rows)]
     shared = (p.q, p.k, p.v, p.bias, p.consts, mask is not None, options.rounds, options.running, options.plain,
               options.causal, options.offset, p.block)  # fmt: skip
-    in_threads(compiled, shared, (p.which, *residual, go_b, go_p, delta_b, delta_p, dq, dk, dv))
+    in_threads(compiled, shared, (p.which, *residual, go_b, go_p, delta_b, delta_p, dq, dk, dv), n * t * kk)
     shapes = [numpy_view(x).shape for x in (query, key, value)]
     d_q, d_k, d_v = (
         sum_to(x.reshape(*p.lead, *x.shape[1:]), shape).astype(dtype, copy=False)
