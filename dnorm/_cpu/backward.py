@@ -116,14 +116,15 @@ def backward(
         for t in range(last if rounds > 1 else 0, 0, -1):
             for j0 in range(0, n_keys, block):
                 w = min(block, n_keys - j0)
+                lo = max(0, j0 - offset) if causal else 0  # 0: Sinkhorn has no causal form (one compiled lo type)
                 blas.scores(qn, kn[j0:], n_rows, w, s, block)
                 if masked:
-                    mask_block(bn, j0, w, 0, False, 0, s)
+                    mask_block(bn, j0, w, lo, causal, offset, s)
                 _column_stat(col_max[n, t], col_sum[n, t], j0, w, top, inv)
-                _weights(s, row_shift[n, t], top, inv, 0, w, fast, row_max[n, t], row_sum[n, t], a, e)
+                _weights(s, row_shift[n, t], top, inv, lo, w, fast, row_max[n, t], row_sum[n, t], a, e)
                 if t == last:  # gamma of the output's component: d c^R = -gamma
                     blas.scores(go_b[n], vn[j0:], n_rows, w, g, block)
-                    _dz(a, g, delta_b[n], 0, w)
+                    _dz(a, g, delta_b[n], lo, w)
                     for jj in range(w):
                         d_col[t, j0 + jj] = -np.sum(g[:, jj])
                 else:  # d c^t = -R^t^T d r^t
@@ -148,7 +149,7 @@ def backward(
                     top[jj] = -np.inf
                     total[jj] = 0
                 for i in range(lo, n_rows):
-                    _scan_row(s[i], w, lowest, top, total, s[i], e[i], inv)
+                    _scan_row(s[i], w, lowest, top, total, e[i], inv)
                     _scan_a(s[i], e[i], inv, w, row_max[n, 0, i], row_sum[n, 0, i], fast, a[i])
             elif rounds > 0:
                 _column_stat(col_max[n, last], col_sum[n, last], j0, w, top, inv)
@@ -176,7 +177,7 @@ def backward(
                 for t in range(rounds):
                     if t < last:
                         _column_stat(col_max[n, t], col_sum[n, t], j0, w, top, inv)
-                        _weights(s, row_shift[n, t], top, inv, 0, w, fast, row_max[n, t], row_sum[n, t], ap, e)
+                        _weights(s, row_shift[n, t], top, inv, lo, w, fast, row_max[n, t], row_sum[n, t], ap, e)
                         if t == 0:  # d c^1 = -R^1^T d r^1: a column sum, local to the block
                             for jj in range(w):
                                 d_col[0, j0 + jj] = -np.sum(ap[:, jj] * d_row[0])

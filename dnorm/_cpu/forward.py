@@ -56,10 +56,9 @@ def _biased_row(
     stats_max: Array,
     stats_sum: Array,
     out: Array,
-    accumulate: bool,
 ) -> None:
     """Row ``i``'s online softmax of the biased scores: weights ``exp(z - u) * inv`` into ``e`` (``e = exp(z)``)."""
-    top = rescale(stats_max, stats_sum, out, i, row_max(z, w), accumulate)
+    top = rescale(stats_max, stats_sum, out, i, row_max(z, w))
     if top == -np.inf:
         for jj in range(w):
             e[jj] = 0
@@ -80,12 +79,15 @@ def _biased_row(
 
 
 @njit(fastmath=FLAGS, cache=True)
-def _scan_row(
-    s_row: Array, w: int, lowest: Any, run_max: Array, run_sum: Array, z: Array, e: Array, inv: Array
-) -> None:
-    """One row of the running column statistic: ``z = s - max``, ``e = exp(z)``, ``inv = 1 / sum`` after the row."""
+def _scan_row(row: Array, w: int, lowest: Any, run_max: Array, run_sum: Array, e: Array, inv: Array) -> None:
+    """One row of the running column statistic, in place: ``row`` holds ``s`` and becomes ``z = s - max``;
+    ``e = exp(z) * inv`` with ``inv = 1 / sum`` after the row.
+
+    In place on purpose: with ``z`` a second name of the same row the compiler cannot prove the two apart and
+    runs its scalar loop, five times slower (measured 4.4 against 0.8 ns per key in float32).
+    """
     for jj in range(w):
-        x = s_row[jj]
+        x = row[jj]
         m = run_max[jj]
         big = max(m, x)
         shift = max(big, lowest)
@@ -94,7 +96,7 @@ def _scan_row(
         total = run_sum[jj] * d + 1 if up else run_sum[jj] + d
         run_max[jj] = big
         run_sum[jj] = total
-        z[jj] = x - shift
+        row[jj] = x - shift
         e[jj] = 1 if up else d  # exp(z)
         inv[jj] = 1 / total if total > 0 else 0
         e[jj] = e[jj] * inv[jj]
@@ -150,6 +152,7 @@ def forward(
         top = np.empty(block, q.dtype)
         total = np.empty(block, q.dtype)
         inv = np.empty(block, q.dtype)
+        no_out = np.empty((n_rows, 0), q.dtype)  # the output row of a Sinkhorn round before the last: none
         row_shift[n, 0, :] = 0
         if plain:
             out_p[n, :, :] = 0
@@ -187,14 +190,14 @@ def forward(
                     for i in range(lo, n_rows):
                         row = s[i]
                         if plain and last:
-                            plain_row(row, w, i, plain_max[n], plain_sum[n], out_p[n], wt[i], True)
+                            plain_row(row, w, i, plain_max[n], plain_sum[n], out_p[n], wt[i])
                         if running:
-                            _scan_row(row, w, lowest, top, total, row, e[i], inv)
+                            _scan_row(row, w, lowest, top, total, e[i], inv)
                             _scan_weights(row, e[i], inv, w, i, fast, stats_max, stats_sum, out_b[n])
                         elif rounds > 0:
                             for jj in range(w):
                                 row[jj] -= top[jj]
-                            _biased_row(row, e[i], inv, w, i, fast, stats_max, stats_sum, out_b[n], last)
+                            _biased_row(row, e[i], inv, w, i, fast, stats_max, stats_sum, out_b[n] if last else no_out)
                     if plain and last:
                         blas.add_weighted(wt[lo:], block, vn[j0:], n_rows - lo, w, out_p[n, lo:])
                     if biased and last:
@@ -221,7 +224,7 @@ def _scan_weights(
     z: Array, b: Array, inv: Array, w: int, i: int, fast: Any, stats_max: Array, stats_sum: Array, out: Array
 ) -> None:
     """Row ``i``'s online softmax of ``z = S - C`` (``C`` the running statistic), from ``b = exp(z) * inv``."""
-    top = rescale(stats_max, stats_sum, out, i, row_max(z, w), True)
+    top = rescale(stats_max, stats_sum, out, i, row_max(z, w))
     if top == -np.inf:
         for jj in range(w):
             b[jj] = 0

@@ -44,26 +44,24 @@ def row_max(z: Array, w: int) -> Any:
 
 
 @njit(fastmath=FLAGS, cache=True)
-def rescale(stats_max: Array, stats_sum: Array, out: Array, i: int, top: Any, accumulate: bool) -> Any:
-    """Raise row ``i``'s running maximum to include ``top``; rescale its sum (and output). Returns the new maximum."""
+def rescale(stats_max: Array, stats_sum: Array, out: Array, i: int, top: Any) -> Any:
+    """Raise row ``i``'s running maximum to include ``top``; rescale its sum and its output row (``out`` has no
+    columns for a pass that makes no output). Returns the new maximum."""
     old = stats_max[i]
     new = max(old, top)
     if new != old:
         factor = fexp(old - new)
         stats_sum[i] *= factor
-        if accumulate:
-            for d in range(out.shape[1]):
-                out[i, d] *= factor
+        for d in range(out.shape[1]):
+            out[i, d] *= factor
         stats_max[i] = new
     return new
 
 
 @njit(fastmath=FLAGS, cache=True)
-def plain_row(
-    s_row: Array, w: int, i: int, stats_max: Array, stats_sum: Array, out: Array, p: Array, accumulate: bool
-) -> None:
+def plain_row(s_row: Array, w: int, i: int, stats_max: Array, stats_sum: Array, out: Array, p: Array) -> None:
     """Row ``i`` of the plain softmax component over this block: online statistics and ``exp(s - max)`` into ``p``."""
-    top = rescale(stats_max, stats_sum, out, i, row_max(s_row, w), accumulate)
+    top = rescale(stats_max, stats_sum, out, i, row_max(s_row, w))
     if top == -np.inf:
         for jj in range(w):
             p[jj] = 0
