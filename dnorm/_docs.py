@@ -113,10 +113,11 @@ _SECTIONS = {
         imports (``"triton"``: every scheme and option, forward, backward
         and decoding; on CPU tensors they run through Triton's interpreter
         when ``TRITON_INTERPRET=1`` is set and ``"triton"`` is asked for);
-        NumPy arrays and CPU torch tensors of at least 2**18 scores take
-        dnorm's compiled CPU kernels when numba is installed (``"numba"``,
-        ``pip install 'dnorm[numba]'``: every scheme, causal or not,
-        forward, backward and decoding; no softcap or dropout); other
+        NumPy arrays and CPU torch tensors of at least 2**16 scores (a
+        decoding step: 2**14) take dnorm's compiled CPU kernels when numba
+        is installed (``"numba"``, ``pip install 'dnorm[numba]'``: every
+        scheme, causal or not, forward, backward and decoding; no softcap,
+        dropout or gradient of a floating mask); other
         CPU torch tensors with ``"softmax"``, ``"doubly"`` or ``"hybrid"``
         and no ``causal``, ``block_size``, ``softcap`` or dropout go
         through torch's fused attention kernels (``"torch"``); every other

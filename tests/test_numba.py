@@ -116,6 +116,15 @@ def test_auto_takes_it_from_its_size_and_a_forced_call_it_cannot_serve_says_why(
     got = dnorm.attention(*large)
     assert calls
     np.testing.assert_allclose(got, dnorm.attention(*large, kernel="array-api"), rtol=1e-12, atol=1e-12)
+    calls.clear()  # a decoding step (one query) from AUTO_DECODE_SCORES keys
+    keys = implementation.AUTO_DECODE_SCORES
+    one, cache, values = RNG.normal(size=(1, 1, 4)), RNG.normal(size=(1, keys, 4)), RNG.normal(size=(1, keys, 4))
+    dnorm.decode(one, cache[:, : keys - 1], values[:, : keys - 1], None, "softmax")
+    assert not calls
+    got = dnorm.decode(one, cache, values, None, "softmax")[0]
+    assert calls
+    want = dnorm.decode(one, cache, values, None, "softmax", kernel="array-api")[0]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     q, k, v = small
     with pytest.raises(ValueError, match=r"kernel='numba' cannot serve this call: it takes no softcap"):
         dnorm.attention(q, k, v, softcap=5.0, kernel="numba")

@@ -12,7 +12,8 @@
 * ``"numba"`` (:class:`dnorm._cpu.implementation.Compiled`): dnorm's compiled CPU
   kernels (:mod:`dnorm._cpu`, ``pip install 'dnorm[numba]'``), every scheme,
   forward, backward and decoding, on NumPy arrays and torch CPU tensors
-  (``"auto"`` offers them calls of at least ``AUTO_SCORES`` scores).
+  (``"auto"`` offers them calls of at least ``AUTO_SCORES`` scores, decoding steps
+  ``AUTO_DECODE_SCORES``).
 * ``"triton"`` (:class:`.triton.Triton`): dnorm's fused Triton kernels
   (:mod:`dnorm._triton`), every scheme, forward, backward and decoding, on
   CUDA torch tensors (``"auto"`` offers them CUDA tensors only; the
