@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The A/A check of asv's comparisons: `asv continuous` on two commits that run the same dnorm/, RUNS times at
-# FACTOR; every benchmark it flags is a false alarm. Prints the count per run and exits 1 if any run flagged one.
+# FACTOR; every benchmark it lists as changed (+ slower, - faster, ! failed) is a false alarm. Prints each run's
+# rows and count, keeps the logs, and exits 1 if any run flagged one.
 #   bash asv_benchmarks/aa-check.sh [A] [B]      (default HEAD~1 HEAD; RUNS=3 FACTOR=1.3 BENCH=ratios)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,17 +14,23 @@ if ! git diff --quiet "$a" "$b" -- ../dnorm; then
     echo "aa-check.sh: $a and $b differ under dnorm/: that is no A/A comparison" >&2
     exit 2
 fi
+logs=$(mktemp -d)
 asv machine --yes >/dev/null
 total=0
 for run in $(seq "$runs"); do
-    log=$(mktemp)
+    log=$logs/run-$run.log
     asv continuous --factor "$factor" --bench "$bench" "$a" "$b" >"$log" 2>&1 || true
-    # asv lists a changed benchmark as a table row starting with + (slower) or - (faster)
-    flagged=$(grep -cE '^[[:space:]]*[+-][[:space:]]+[0-9]' "$log" || true)
+    # asv prints what changed as a GitHub table whose first column is the mark: | + | before | after | ratio | name |
+    rows=$(grep -E '^\|[[:space:]]*[-+!][[:space:]]*\|' "$log" || true)
+    flagged=$(printf '%s' "$rows" | grep -c . || true)
+    if ! grep -q 'BENCHMARKS NOT SIGNIFICANTLY CHANGED\|SOME BENCHMARKS HAVE CHANGED' "$log" ||
+        grep -Eq '\bfailed\b|Traceback' "$log"; then
+        echo "aa-check.sh: run $run did not compare every benchmark (see $log)" >&2
+        exit 3
+    fi
     echo "A/A run $run of $runs, --factor $factor, --bench $bench: $flagged flagged"
-    grep -E '^[[:space:]]*[+-][[:space:]]+[0-9]' "$log" || true
+    [ -z "$rows" ] || printf '%s\n' "$rows"
     total=$((total + flagged))
-    rm -f "$log"
 done
-echo "flagged in all: $total"
+echo "flagged in all: $total (logs in $logs)"
 [ "$total" -eq 0 ]

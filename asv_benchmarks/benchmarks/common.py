@@ -28,8 +28,10 @@ CHUNKED_SIZE = 1024 if QUICK else 8192
 LARGE_SIZE = 1024 if QUICK else 16384
 #: Query rows per block of the chunked path: None is dnorm's automatic choice, which blocks at the full sizes.
 CHUNK_ROWS = 128 if QUICK else None
-#: Timed repeats of each side of a ratio.
-REPEATS = 1 if QUICK else 7
+#: Timed pairs of a ratio, and untimed calls of each side before them (the first call of the compiled CPU kernels
+#: in a process loads or compiles their machine code).
+REPEATS = 1 if QUICK else 15
+WARMUP = 1 if QUICK else 2
 
 with contextlib.suppress(ImportError):
     from threadpoolctl import threadpool_limits
@@ -79,14 +81,24 @@ def _import_or_skip(name: str) -> Any:
 
 
 def median_ratio(numerator: Callable[[], object], denominator: Callable[[], object]) -> float:
-    """Median time of ``numerator`` over that of ``denominator``, timed alternately after one warm-up call each."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(REPEATS + 1):
-        for fn, seconds in zip((numerator, denominator), times, strict=True):
+    """The median over ``REPEATS`` pairs of ``numerator``'s time over ``denominator``'s, the two timed back to back.
+
+    Each pair's ratio is taken from calls a few milliseconds apart, so a load that comes and goes on a shared
+    machine slows both of them; the median drops the pairs it hit halfway. Which side goes first alternates from
+    pair to pair (neither always finds the caches as the other left them). ``WARMUP`` untimed calls of each first.
+    """
+    for _ in range(WARMUP):
+        numerator()
+        denominator()
+    sides, ratios = (numerator, denominator), []
+    for repeat in range(REPEATS):
+        seconds = [0.0, 0.0]
+        for side in (0, 1) if repeat % 2 == 0 else (1, 0):
             start = time.perf_counter()
-            fn()
-            seconds.append(time.perf_counter() - start)
-    return statistics.median(times[0][1:]) / statistics.median(times[1][1:])
+            sides[side]()
+            seconds[side] = time.perf_counter() - start
+        ratios.append(seconds[0] / seconds[1])
+    return statistics.median(ratios)
 
 
 def numpy_softmax_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
