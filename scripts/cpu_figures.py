@@ -2,9 +2,10 @@
 
 "before" runs what ``"auto"`` chose before the compiled kernels (torch's fused path where it serves, else the
 array-API kernels: ``kernel="torch"`` or ``"array-api"``); "after" runs ``"auto"`` now (``kernel="numba"``
-where it serves). Every figure is a ratio of medians of ``--repeats`` runs, the calls of one figure timed
-alternately after one warm-up each; float32, B = 1, H = 4, D = 64, two threads, as in the issue. A ratio of two
-dnorm calls (doubly / softmax) takes both from the same implementation.
+where it serves). Each of ``--repeats`` rounds times the four calls of a row back to back (ours and the anchor,
+before and after; the order rotates from round to round) after two untimed calls of each; a ratio is the median
+of the rounds' ratios, a time the median of the rounds' times. float32, B = 1, H = 4, D = 64, two threads, as in
+the issue. A ratio of two dnorm calls (doubly / softmax) takes both from the same implementation.
 
     python scripts/cpu_figures.py [--repeats 7] [--only NAME ...]
 """
@@ -27,15 +28,24 @@ F = torch.nn.functional
 Call = Callable[[], object]
 
 
-def timed(calls: list[Call], repeats: int) -> list[float]:
-    """Median seconds of each call, the calls alternating, after one warm-up each."""
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(repeats + 1):
-        for call, seconds in zip(calls, times, strict=True):
-            start = time.perf_counter()
+def timed(calls: list[Call], repeats: int) -> list[list[float]]:
+    """Seconds of each call in each round: two untimed calls first, then ``repeats`` rounds, the order rotating."""
+    for _ in range(2):
+        for call in calls:
             call()
-            seconds.append(time.perf_counter() - start)
-    return [statistics.median(t[1:]) for t in times]
+    times: list[list[float]] = [[] for _ in calls]
+    for round_ in range(repeats):
+        for i in range(len(calls)):
+            side = (i + round_) % len(calls)
+            start = time.perf_counter()
+            calls[side]()
+            times[side].append(time.perf_counter() - start)
+    return times
+
+
+def ratio(numerator: list[float], denominator: list[float]) -> float:
+    """The median over the rounds of one call's time over another's, both taken in the same round."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
 def step(run: Callable[..., torch.Tensor], *args: torch.Tensor) -> Call:
@@ -49,12 +59,13 @@ def step(run: Callable[..., torch.Tensor], *args: torch.Tensor) -> Call:
 
 
 def figure(name: str, target: str, ours: Callable[[str], Call], anchor: Callable[[str], Call], repeats: int) -> None:
-    """One row: ``ours(variant) / anchor(variant)`` for the variants "before" and "after", timed alternately."""
-    calls = [ours("before"), ours("after"), anchor("before"), anchor("after")]
-    before, after, base_before, base_after = timed(calls, repeats)
+    """One row: ``ours(variant) / anchor(variant)`` for the variants "before" and "after", timed in rounds."""
+    before, after, base_before, base_after = timed([ours("before"), ours("after"), anchor("before"), anchor("after")],
+                                                   repeats)  # fmt: skip
+    ms = [statistics.median(t) * 1e3 for t in (before, after, base_before, base_after)]
     print(
-        f"| {name} | {before / base_before:.2f} | {after / base_after:.2f} | {target} | {before * 1e3:.1f} | "
-        f"{after * 1e3:.1f} | {base_before * 1e3:.1f} / {base_after * 1e3:.1f} |",
+        f"| {name} | {ratio(before, base_before):.2f} | {ratio(after, base_after):.2f} | {target} | {ms[0]:.1f} | "
+        f"{ms[1]:.1f} | {ms[2]:.1f} / {ms[3]:.1f} |",
         flush=True,
     )
 
@@ -96,8 +107,10 @@ def figures(repeats: int, only: list[str]) -> None:
         b, a, m = timed([lambda: dnorm.attention(qn, kn, vn, block_size=1024, kernel="array-api"),
                          lambda: dnorm.attention(qn, kn, vn), lambda: np.matmul(qn, kt, out=out)], repeats)  # fmt: skip
         del out
+        ms = [statistics.median(t) * 1e3 for t in (b, a, m)]
         print(
-            f"| {name} | {3 * m / b:.3f} | {3 * m / a:.3f} | >= 0.5 | {b * 1e3:.0f} | {a * 1e3:.0f} | {m * 1e3:.0f} |"
+            f"| {name} | {3 * ratio(m, b):.3f} | {3 * ratio(m, a):.3f} | >= 0.5 | {ms[0]:.0f} | {ms[1]:.0f} | "
+            f"{ms[2]:.0f} |"
         )
     name = "NumPy doubly / NumPy softmax, 2048"
     if wanted(name):
@@ -109,7 +122,8 @@ def figures(repeats: int, only: list[str]) -> None:
         if not wanted(name):
             continue
         qd, kd, vd = qkv(n_keys, heads=(8, 2))
-        _, state = dnorm.decode(qd[..., :-1, :], kd[..., :-1, :], vd[..., :-1, :], None, "doubly", kernel="array-api")
+        # the state of the earlier keys, as the asv benchmark draws it (a step's time does not depend on its values)
+        state = dnorm.DecodeState(torch.randn(1, 8, n_keys - 1, generator=gen), torch.ones(1, 8, n_keys - 1))
         last = [qd[..., -1:, :], kd, vd]
 
         def decode(scheme: str, last: list[Any] = last, state: Any = state) -> Callable[[str], Call]:
@@ -117,6 +131,29 @@ def figures(repeats: int, only: list[str]) -> None:
             return lambda w: lambda: dnorm.decode(*last, carry, scheme, kernel=kernels[w])
 
         figure(name, "<= 1.3", decode("doubly"), decode("softmax"), repeats)
+    name = "JAX jit(grad) doubly / jax.nn.dot_product_attention, 4096"
+    if wanted(name):
+        jax_figure(name, repeats)
+
+
+def jax_figure(name: str, repeats: int) -> None:
+    """JAX takes no compiled CPU kernels: one ratio, the same code before and after."""
+    import jax
+    import jax.numpy as jnp
+
+    q, k, v = (jnp.asarray(np.random.default_rng(i).standard_normal((1, 4, 4096, 64), dtype=np.float32))
+               for i in range(3))  # fmt: skip
+
+    def ours(q: Any, k: Any, v: Any) -> Any:
+        return jnp.sum(dnorm.attention(q, k, v, "doubly"))
+
+    def theirs(q: Any, k: Any, v: Any) -> Any:
+        return jnp.sum(jax.nn.dot_product_attention(*(jnp.swapaxes(x, 1, 2) for x in (q, k, v))))
+
+    steps = [jax.jit(jax.grad(f, argnums=(0, 1, 2))) for f in (ours, theirs)]
+    a, b = timed([lambda s=s: jax.block_until_ready(s(q, k, v)) for s in steps], repeats)
+    print(f"| {name} | same code | {ratio(a, b):.2f} | <= 1.1 | | {statistics.median(a) * 1e3:.0f} | "
+          f"{statistics.median(b) * 1e3:.0f} |", flush=True)  # fmt: skip
 
 
 def main() -> None:
