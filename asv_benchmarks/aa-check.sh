@@ -15,11 +15,22 @@ if ! git diff --quiet "$a" "$b" -- ../dnorm; then
     exit 2
 fi
 logs=$(mktemp -d)
+# asv runs `git fetch origin` in the repository it benchmarks: give it a clone whose origin is this checkout, so
+# it reads here and writes nothing, and a configuration that points at the clone (environments and results stay
+# in asv_benchmarks/, shared with ordinary runs)
+here=$(pwd)
+root=$(cd .. && pwd)
+git clone --quiet "$root" "$logs/repo"
+sed -e "s#\"repo\": \"..\"#\"repo\": \"$logs/repo\"#" -e "s#{conf_dir}/..#$root#g" \
+    -e "s#\"\(benchmark_dir\|env_dir\|results_dir\|html_dir\)\": \"\([a-z]*\)\"#\"\1\": \"$here/\2\"#" \
+    asv.conf.json >"$logs/asv.conf.json"
+a=$(git rev-parse "$a")
+b=$(git rev-parse "$b")
 asv machine --yes >/dev/null
 total=0
 for run in $(seq "$runs"); do
     log=$logs/run-$run.log
-    asv continuous --factor "$factor" --bench "$bench" "$a" "$b" >"$log" 2>&1 || true
+    asv --config "$logs/asv.conf.json" continuous --factor "$factor" --bench "$bench" "$a" "$b" >"$log" 2>&1 || true
     # asv prints what changed as a GitHub table whose first column is the mark: | + | before | after | ratio | name |
     rows=$(grep -E '^\|[[:space:]]*[-+!][[:space:]]*\|' "$log" || true)
     flagged=$(printf '%s' "$rows" | grep -c . || true)
