@@ -117,7 +117,7 @@ _SECTIONS = {
         decoding step: 2**14) take dnorm's compiled CPU kernels when numba
         is installed (``"numba"``, ``pip install 'dnorm[numba]'``: every
         scheme, causal or not, forward, backward and decoding; no softcap,
-        dropout or gradient of a floating mask); other
+        dropout, ``block_size`` or gradient of a floating mask); other
         CPU torch tensors with ``"softmax"``, ``"doubly"`` or ``"hybrid"``
         and no ``causal``, ``block_size``, ``softcap`` or dropout go
         through torch's fused attention kernels (``"torch"``); every other

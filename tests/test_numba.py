@@ -128,6 +128,11 @@ def test_auto_takes_it_from_its_size_and_a_forced_call_it_cannot_serve_says_why(
     q, k, v = small
     with pytest.raises(ValueError, match=r"kernel='numba' cannot serve this call: it takes no softcap"):
         dnorm.attention(q, k, v, softcap=5.0, kernel="numba")
+    with pytest.raises(ValueError, match=r"kernel='numba' cannot serve this call: block_size asks for"):
+        dnorm.attention(q, k, v, block_size=4, kernel="numba")
+    calls.clear()
+    dnorm.attention(*large, block_size=64)  # auto: an explicit block_size takes the array-API kernels
+    assert not calls
     with pytest.raises(ValueError, match="kernel='numba' cannot serve this call: dropout"):
         dnorm.attention(*(torch.from_numpy(x) for x in small), dropout_p=0.5, kernel="numba")
     learned = torch.zeros(19, 13, dtype=torch.float64, requires_grad=True)

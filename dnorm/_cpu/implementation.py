@@ -2,7 +2,8 @@
 
 It serves NumPy arrays and torch CPU tensors, float32 and float64 (half precision computes in float32), every
 scheme, causal or not, masks, grouped heads, training and decoding. It refuses a softcap, dropout, a floating
-mask that asks for its gradient, and ``torch.compile`` (its passes are not traced). ``"auto"`` offers it calls of
+mask that asks for its gradient, an explicit ``block_size`` (the array-API kernels' blocks, which its own
+blocks of keys are not) and ``torch.compile`` (its passes are not traced). ``"auto"`` offers it calls of
 at least :data:`AUTO_SCORES` scores (decoding steps from :data:`AUTO_DECODE_SCORES`), where its measured time
 beats the array-API kernels and torch's fused path (asv_benchmarks/README.md, "Compiled CPU kernels"); smaller
 calls would pay its dispatch, and the first call in a process pays loading (or, once per machine, compiling) its
@@ -50,6 +51,8 @@ class Compiled:
             return f"it computes in float32 and float64, got {call.dtype}"
         if request.softcap is not None:
             return "it takes no softcap (kernel='array-api' does)"
+        if request.block_size is not None:
+            return "block_size asks for the array-API kernels' blocks; the compiled kernels choose their own"
         if call.seeded:
             return "dropout's mask is a hash of dnorm's (spec DEF-DROPOUT), which it does not draw"
         if mask is not None and getattr(mask, "requires_grad", False):
