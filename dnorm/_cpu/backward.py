@@ -217,13 +217,17 @@ def _plain_weights(s: Array, lo: int, w: int, u: Array, ls: Array, a: Array) -> 
 
 
 @njit(fastmath=FLAGS, cache=True)
-def _scan_a(z: Array, b: Array, inv: Array, w: int, u: Any, ls: Any, fast: Any, a: Array) -> None:
-    """One row's weights of the causal component, ``a = exp(z - u) * inv / l``, from ``b = exp(z) * inv``."""
+def _scan_a(z: Array, e: Array, inv: Array, w: int, u: Any, ls: Any, fast: Any, a: Array) -> None:
+    """One row's weights of the causal component, ``a = exp(z - u) * inv / l``, and ``e = exp(z)`` turned into the
+    running statistic's weights ``B = e * inv`` in place."""
     scale = 1 / ls if ls > 0 else ls * 0
     if u > fast:
         f = fexp(-u) * scale
         for jj in range(w):
-            a[jj] = b[jj] * f
+            b = e[jj] * inv[jj]
+            e[jj] = b
+            a[jj] = b * f
     else:
         for jj in range(w):
+            e[jj] = e[jj] * inv[jj]
             a[jj] = fexp(z[jj] - u) * inv[jj] * scale
