@@ -1,0 +1,101 @@
+"""Instructions per call of dnorm's own code, counted by valgrind's callgrind: a signal that load does not move.
+
+Each case runs twice under ``valgrind --tool=callgrind`` in a fresh interpreter (imports, one untimed call, then
+``--calls`` more or none); the difference of the two totals over ``--calls`` is one call's instructions. One
+thread everywhere and ``PYTHONHASHSEED=0``, so a count repeats to within a few instructions per call whatever the
+machine is doing; a change of dnorm's Python layers or kernels moves it. It counts instructions, not time: a
+change that trades instructions for memory traffic (or the reverse) shows here differently than in asv.
+
+The compiled CPU kernels run as numba builds them for valgrind's CPU: valgrind does not emulate AVX-512, so
+numba's cache (keyed by the CPU) misses under it, and the first count of a machine compiles them under valgrind
+(about 15 minutes). ``NUMBA_CPU_NAME=generic`` is set for the ``numba`` cases, so a cache built outside valgrind
+by ``--prepare`` serves them; their counts are those of that portable build, not of the code users run.
+
+    python scripts/instruction_counts.py [--calls 4] [--only NAME ...] [--prepare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+#: name: (kernel, scheme, entry, size); entry "attention" is (1, 4, size, size), "decode" one query over size keys,
+#: 8 query heads over 2. NumPy float32, D = 64.
+CASES = {
+    "attention doubly, array-API kernels, 4 x 128 x 128": ("array-api", "doubly", "attention", 128),
+    "decode step doubly, array-API kernels, K = 512": ("array-api", "doubly", "decode", 512),
+    "attention doubly, compiled kernels (generic CPU), 4 x 128 x 128": ("numba", "doubly", "attention", 128),
+    "decode step doubly, compiled kernels (generic CPU), K = 512": ("numba", "doubly", "decode", 512),
+}
+
+WORKLOAD = """
+import sys
+import numpy as np
+import dnorm
+calls, kernel, scheme, entry, size = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+rng = np.random.default_rng(0)
+if entry == "attention":
+    q, k, v = (rng.standard_normal((1, 4, size, 64), dtype=np.float32) for _ in range(3))
+    run = lambda: dnorm.attention(q, k, v, scheme, kernel=kernel)
+else:
+    q = rng.standard_normal((1, 8, 1, 64), dtype=np.float32)
+    k, v = (rng.standard_normal((1, 2, size, 64), dtype=np.float32) for _ in range(2))
+    state = (rng.standard_normal((1, 8, size - 1), dtype=np.float32), np.ones((1, 8, size - 1), np.float32))
+    run = lambda: dnorm.decode(q, k, v, state, scheme, kernel=kernel)
+for _ in range(calls + 1):
+    run()
+"""
+
+
+def environment(kernel: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NUMBA_NUM_THREADS="1")  # fmt: skip
+    if kernel == "numba":
+        env["NUMBA_CPU_NAME"] = "generic"
+    return env
+
+
+def instructions(calls: int, case: tuple[str, str, str, int], script: str) -> int:
+    """Total instructions of one run of the workload under callgrind."""
+    with tempfile.TemporaryDirectory() as out:
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out", sys.executable,
+                   "-P", script, str(calls), *map(str, case)]  # fmt: skip
+        run = subprocess.run(command, env=environment(case[0]), capture_output=True, text=True, check=True)
+    match = re.search(r"Collected : (\d+)", run.stderr)
+    if match is None:
+        raise RuntimeError(run.stderr[-2000:])
+    return int(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--calls", type=int, default=4)
+    parser.add_argument("--only", nargs="*", default=[])
+    parser.add_argument("--prepare", action="store_true", help="build the numba cases' cache outside valgrind")
+    args = parser.parse_args()
+    # -P and a directory of its own: with a busy directory such as /tmp on sys.path, the import system lists it
+    # again whenever its mtime changed, and the count followed what other processes did there (800 000 apart)
+    with tempfile.TemporaryDirectory() as folder:
+        script = os.path.join(folder, "workload.py")
+        with open(script, "w") as file:
+            file.write(WORKLOAD)
+        table(args, script)
+
+
+def table(args: argparse.Namespace, script: str) -> None:
+    print("| case | instructions per call |\n| --- | --- |", flush=True)
+    for name, case in CASES.items():
+        if args.only and not any(o in name for o in args.only):
+            continue
+        if args.prepare and case[0] == "numba":
+            subprocess.run([sys.executable, "-P", script, "0", *map(str, case)], env=environment("numba"), check=True)
+        per_call = (instructions(args.calls, case, script) - instructions(0, case, script)) / args.calls
+        print(f"| {name} | {per_call:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
