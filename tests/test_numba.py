@@ -3,9 +3,9 @@
 Through the public functions, on NumPy arrays and torch CPU tensors: every scheme, causal or not, forward,
 gradients (queries, keys, values, ``alpha``) and decoding equal the array-API kernels to 1e-12 in float64.
 Shapes are small and few, T differs from K, heads are grouped and the mask hides a whole row and a whole column.
-Compilation is what costs here (about 6 s per pass and dtype on 2 cores, once per machine with numba's cache): the
-module compiles three passes, the forward and backward ones in float64 and the forward one in float32, and the last
-test checks that no call compiled a second specialization of a pass.
+Compilation is what costs here (8-10 s per pass and dtype on a loaded 2-core machine, once per machine with
+numba's cache): the module compiles three passes, the forward and backward ones in float64 and the forward one in
+float32, and the last test checks that no call compiled a second specialization of a pass.
 """
 
 from __future__ import annotations

@@ -202,8 +202,9 @@ def in_threads(compiled: Any, shared: tuple[Any, ...], per_problem: tuple[np.nda
 
     The passes release the GIL (``nogil``); each thread runs its problems one after the other, and BLAS runs on
     one thread meanwhile. Threads: numba's ``NUMBA_NUM_THREADS`` (the CPU count unless set), at most one per
-    :data:`THREAD_SCORES` of the call's ``scores`` (a decoding step runs in the caller's thread: handing it to
-    another thread cost more than the pass, measured); the caller's thread runs the first share.
+    :data:`THREAD_SCORES` of the call's ``scores`` (a decoding step over 4096 keys and 8 query heads runs in the
+    caller's thread: handing it to another thread cost more than the pass, measured); the caller's thread runs
+    the first share.
     """
     count = per_problem[0].shape[0]
     threads = max(1, min(count, _pool()[1], scores // THREAD_SCORES))
