@@ -1,7 +1,9 @@
 """The compiled CPU kernels (``kernel="numba"``): against the array-API kernels and the float64 definitions.
 
-Through the public functions, on NumPy arrays and torch CPU tensors: every scheme, causal or not, forward,
-gradients (queries, keys, values, ``alpha``) and decoding equal the array-API kernels to 1e-12 in float64.
+Through the public functions, on NumPy arrays and torch CPU tensors: every normalized scheme, causal or not,
+forward, gradients (queries, keys, values, ``alpha``, a learned ``length_scale``) and decoding equal the array-API
+kernels to 1e-12 in float64; the family's rows that are not a softmax (sigmoid, stick-breaking) and a sink are
+refused by name, and ``"auto"`` gives them to the array-API kernels.
 Shapes are small and few, T differs from K, heads are grouped and the mask hides a whole row and a whole column.
 Compilation is what costs here (8-10 s per pass and dtype on a loaded 2-core machine, once per machine with
 numba's cache): the module compiles three passes, the forward and backward ones in float64 and the forward one in
@@ -22,8 +24,11 @@ pytest.importorskip("numba", reason="the compiled CPU kernels need numba: pip in
 torch = pytest.importorskip("torch", reason="gradients are checked through torch's autograd")
 
 from dnorm._cpu import implementation, launch  # noqa: E402
+from dnorm._kernels.schemes import SCHEMES  # noqa: E402
 
-CASES = [(s, c) for s in dnorm.SCHEMES for c in (False, True) if not (c and s == "sinkhorn")]
+#: Every scheme whose rows are a softmax, in each form it has.
+COMPILED = [name for name, scheme in SCHEMES.items() if scheme.rows == "normalized"]
+CASES = [(s, c) for s in COMPILED for c in (False, True) if not c or SCHEMES[s].causal is not None]
 RNG = np.random.default_rng(25)
 
 
@@ -59,15 +64,19 @@ def test_forward_equals_the_kernels_and_the_definitions(scheme, causal):
 @pytest.mark.theorem("THM-BACKWARD-FINITE")
 @pytest.mark.parametrize(("scheme", "causal"), CASES)
 def test_gradients_equal_the_kernels(scheme, causal):
-    """dQ, dK, dV and alpha's through torch's autograd, with an additive mask, to 1e-12 in float64."""
+    """dQ, dK, dV and alpha's through torch's autograd, with an additive mask, to 1e-12 in float64; the causal
+    cases with a learned ``length_scale`` per head (spec DEF-LENGTH-SCALE: the routing layer scales the queries,
+    and its gradient flows through torch around the compiled passes)."""
     q, k, v, mask, alpha = (torch.from_numpy(x) for x in _problem(causal, float_mask=True, t=17, k=11))
+    scales = torch.tensor([0.5, 1.0, 1.5], dtype=torch.float64)
     results = []
     for kernel in ("numba", "array-api"):
-        leaves = [x.clone().requires_grad_() for x in (q, k, v, alpha)]
-        out = dnorm.attention(*leaves[:3], scheme, mask=mask, alpha=leaves[3], causal=causal, kernel=kernel)
+        leaves = [x.clone().requires_grad_() for x in (q, k, v, alpha, scales)]
+        family = {"length_scale": leaves[4]} if causal else {}
+        out = dnorm.attention(*leaves[:3], scheme, mask=mask, alpha=leaves[3], causal=causal, kernel=kernel, **family)
         (out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum().backward()
         results.append([out, *(x.grad for x in leaves if x.grad is not None)])
-    assert len(results[0]) == len(results[1]) == (5 if scheme == "hybrid" else 4)
+    assert len(results[0]) == len(results[1]) == 4 + SCHEMES[scheme].mixed + causal
     for got, want in zip(*results, strict=True):
         assert torch.isfinite(got).all()
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
@@ -138,6 +147,30 @@ def test_auto_takes_it_from_its_size_and_a_forced_call_it_cannot_serve_says_why(
     learned = torch.zeros(19, 13, dtype=torch.float64, requires_grad=True)
     with pytest.raises(ValueError, match="a floating mask's gradient"):
         dnorm.attention(*(torch.from_numpy(x) for x in small), mask=learned, kernel="numba")
+
+
+@pytest.mark.parametrize(
+    ("scheme", "family", "refusal"),
+    [
+        ("sigmoid", {}, "which scheme='sigmoid' does not"),
+        ("stick-breaking", {"causal": True}, "which scheme='stick-breaking' does not"),
+        ("doubly", {"sink": 0.5}, "it takes no sink"),
+        ("sinkhorn", {"sink": 0.5}, "it takes no sink"),
+    ],
+)
+def test_the_family_it_does_not_compute_is_refused_and_auto_takes_the_kernels(monkeypatch, scheme, family, refusal):
+    """A forced kernel='numba' names what it does not compute; 'auto' gives a call above its size to the array-API
+    kernels, whose answer it returns (no compiled pass runs)."""
+    n = int(np.sqrt(implementation.AUTO_SCORES)) + 1
+    q, k, v = (RNG.normal(size=(1, n, 4)) for _ in range(3))
+    with pytest.raises(ValueError, match=rf"kernel='numba' cannot serve this call: .*{refusal}"):
+        dnorm.attention(q, k, v, scheme, kernel="numba", **family)
+    monkeypatch.setattr(launch, "forward", lambda *a, **kw: pytest.fail("the compiled kernels ran"))
+    got = dnorm.attention(q, k, v, scheme, **family)
+    np.testing.assert_array_equal(got, dnorm.attention(q, k, v, scheme, kernel="array-api", **family))
+    if family.get("sink") is not None:  # decoding: the sink's running statistic is refused too
+        with pytest.raises(ValueError, match=rf"kernel='numba' cannot serve this call: .*{refusal}"):
+            dnorm.decode(q, k, v, None, "doubly", kernel="numba", **family)
 
 
 def test_one_compiled_specialization_per_pass_and_dtype():

@@ -1,9 +1,11 @@
 """The ``"numba"`` implementation: dnorm's compiled CPU kernels (:mod:`dnorm._cpu`) behind the routing contract.
 
 It serves NumPy arrays and torch CPU tensors, float32 and float64 (half precision computes in float32), every
-scheme, causal or not, masks, grouped heads, training and decoding. It refuses a softcap, dropout, a floating
-mask that asks for its gradient, an explicit ``block_size`` (the array-API kernels' blocks, which its own
-blocks of keys are not) and ``torch.compile`` (its passes are not traced). ``"auto"`` offers it calls of
+normalized scheme (softmax, doubly, hybrid, Sinkhorn), causal or not, masks, grouped heads, training and decoding;
+``length_scale`` too, which the routing layer applies to the queries before any implementation runs. It refuses
+the rows that are not a softmax (sigmoid, stick-breaking), a sink, a softcap, dropout, a floating mask that asks
+for its gradient, an explicit ``block_size`` (the array-API kernels' blocks, which its own blocks of keys are
+not) and ``torch.compile`` (its passes are not traced). ``"auto"`` offers it calls of
 at least :data:`AUTO_SCORES` scores (decoding steps from :data:`AUTO_DECODE_SCORES`), where its measured time
 beats the array-API kernels and torch's fused path (asv_benchmarks/README.md, "Compiled CPU kernels"); smaller
 calls would pay its dispatch, and the first call in a process pays loading (or, once per machine, compiling) its
@@ -15,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from .._kernels import schemes
 from .._kernels.logsumexp import LogSumExp
 
 Array = Any
@@ -34,7 +37,6 @@ class Compiled:
 
     name = "numba"
     upcasts = True
-    packs = False
 
     def refuses(self, call: Any, query: Array, key: Array, value: Array, mask: Array | None, /) -> str | None:
         request = call.request
@@ -49,6 +51,11 @@ class Compiled:
             return "under torch.compile its passes are not traced; compile with kernel='array-api'"
         if str(call.dtype).rsplit(".", 1)[-1] not in ("float32", "float64"):
             return f"it computes in float32 and float64, got {call.dtype}"
+        rows = schemes.SCHEMES[request.scheme].rows
+        if rows != "normalized":
+            return f"its passes normalize every row with a softmax, which scheme={request.scheme!r} does not ({rows})"
+        if request.sink:
+            return "it takes no sink (spec DEF-SINK): kernel='array-api' computes it"
         if request.softcap is not None:
             return "it takes no softcap (kernel='array-api' does)"
         if request.block_size is not None:
@@ -63,10 +70,11 @@ class Compiled:
         return None
 
     def options(self, call: Any, query: Array, key: Array, mask: Array | None, /, *, xp: Any) -> Any:
-        from .launch import Options
+        from .launch import CompiledOptions
 
         request = call.request
-        return Options(request.scheme, request.causal, request.n_iter, request.scale, request.offset or 0)
+        plan = schemes.plan(request.scheme, causal=request.causal, n_iter=request.n_iter)
+        return CompiledOptions(plan, request.causal, request.scale, request.offset or 0)
 
     def infer(self, *arrays: Array, options: Any, xp: Any) -> Array:
         return self.forward(*arrays, options=options, xp=xp)[0]
@@ -77,7 +85,7 @@ class Compiled:
         key: Array,
         value: Array,
         mask: Array | None,
-        alpha: Array,
+        params: schemes.Parameters,
         seed: Array | None,
         /,
         *,
@@ -86,7 +94,7 @@ class Compiled:
     ) -> tuple[Array, Any]:
         from . import launch
 
-        out, saved, _ = launch.forward(query, key, value, mask, alpha, None, options=options)
+        out, saved, _ = launch.forward(query, key, value, mask, params.alpha, None, options=options)
         return out, saved
 
     def backward(
@@ -95,7 +103,7 @@ class Compiled:
         key: Array,
         value: Array,
         mask: Array | None,
-        alpha: Array,
+        params: schemes.Parameters,
         seed: Array | None,
         out: Array,
         residuals: Any,
@@ -105,11 +113,12 @@ class Compiled:
         options: Any,
         mask_grad: bool,
         xp: Any,
-    ) -> tuple[Array, Array, Array, Array | None, Array | None]:
+    ) -> tuple[Array, Array, Array, Array | None, schemes.Parameters]:
         from . import launch
 
+        alpha = params.alpha
         d_q, d_k, d_v, d_alpha = launch.backward(query, key, value, mask, alpha, out, residuals, grad, options=options)
-        return d_q, d_k, d_v, None, d_alpha
+        return d_q, d_k, d_v, None, schemes.Parameters(d_alpha)
 
     def decode(
         self,
@@ -117,7 +126,7 @@ class Compiled:
         key: Array,
         value: Array,
         mask: Array | None,
-        alpha: Array,
+        params: schemes.Parameters,
         carry: LogSumExp | None,
         /,
         *,
@@ -126,7 +135,7 @@ class Compiled:
     ) -> tuple[Array, LogSumExp | None]:
         from . import launch
 
-        out, _, state = launch.forward(query, key, value, mask, alpha, carry and tuple(carry), options=options)
+        out, _, state = launch.forward(query, key, value, mask, params.alpha, carry and tuple(carry), options=options)
         return out, None if state is None else LogSumExp(*state)
 
 

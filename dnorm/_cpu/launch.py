@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._kernels.schemes import Plan
+
 Array = Any
 
 #: Bytes of one ``(T, block)`` buffer of a block of scores: three of them stay in this CPU's 2 MiB L2 cache.
@@ -30,29 +32,30 @@ FAST = {np.dtype(np.float32): -60.0, np.dtype(np.float64): -600.0}
 
 
 @dataclass(frozen=True)
-class Options:
-    """The static options of a call: scheme, causality (queries see ``j <= i + offset``), rounds and scale."""
+class CompiledOptions:
+    """The static options of a call: what the scheme computes (its :class:`dnorm._kernels.schemes.Plan`),
+    causality (queries see ``j <= i + offset``) and the scale."""
 
-    scheme: str
+    plan: Plan
     causal: bool
-    n_iter: int
     scale: float
     offset: int = 0
 
     @property
     def rounds(self) -> int:
-        """Column rounds of the key alone: 0 for softmax and under causal, 1 for doubly and hybrid, n for sinkhorn."""
-        if self.scheme == "softmax" or self.causal:
-            return 0
-        return self.n_iter if self.scheme == "sinkhorn" else 1
+        """Column statistics of the key alone: 0 for softmax and the causal forms, 1 for doubly and hybrid, n for
+        Sinkhorn."""
+        return self.plan.rounds
 
     @property
     def running(self) -> bool:
-        return self.causal and self.scheme in ("doubly", "hybrid")
+        """The strictly causal running column statistic (causal doubly and hybrid)."""
+        return self.plan.running
 
     @property
     def plain(self) -> bool:
-        return self.scheme in ("softmax", "hybrid")
+        """The unbiased component (softmax, and hybrid's second one)."""
+        return self.plan.plain
 
 
 class Saved(NamedTuple):
@@ -151,7 +154,7 @@ def forward(
     carry: tuple[Array, Array] | None,
     /,
     *,
-    options: Options,
+    options: CompiledOptions,
 ) -> tuple[Array, Saved, tuple[Array, Array] | None]:
     """The output, the residuals and (under the running statistic) the carry after the last query."""
     from .forward import forward as compiled
@@ -245,7 +248,7 @@ def backward(
     grad: Array,
     /,
     *,
-    options: Options,
+    options: CompiledOptions,
 ) -> tuple[Array, Array, Array, Array | None]:
     """Gradients of ``query``, ``key``, ``value`` and (hybrid) ``alpha``, each in its input's shape."""
     from .backward import backward as compiled
