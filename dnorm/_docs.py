@@ -115,9 +115,10 @@ _SECTIONS = {
         when ``TRITON_INTERPRET=1`` is set and ``"triton"`` is asked for);
         NumPy arrays and CPU torch tensors of at least 2**16 scores (a
         decoding step: 2**14) take dnorm's compiled CPU kernels when numba
-        is installed (``"numba"``, ``pip install 'dnorm[numba]'``: every
-        scheme, causal or not, forward, backward and decoding; no softcap,
-        dropout, ``block_size`` or gradient of a floating mask); other
+        is installed (``"numba"``, ``pip install 'dnorm[numba]'``: softmax,
+        doubly, hybrid and Sinkhorn, causal or not, forward, backward and
+        decoding; no sigmoid or stick-breaking rows, sink, softcap, dropout,
+        ``block_size`` or gradient of a floating mask); other
         CPU torch tensors with ``"softmax"``, ``"doubly"`` or ``"hybrid"``
         and no ``causal``, ``block_size``, ``softcap`` or dropout go
         through torch's fused attention kernels (``"torch"``); every other

@@ -7,7 +7,10 @@ before and after; the order rotates from round to round) after two untimed calls
 of the rounds' ratios, a time the median of the rounds' times. float32, B = 1, H = 4, D = 64, two threads, as in
 the issue. A ratio of two dnorm calls (doubly / softmax) takes both from the same implementation.
 
-    python scripts/cpu_figures.py [--repeats 7] [--only NAME ...]
+    PYTHONPATH=. python scripts/cpu_figures.py [--repeats 7] [--only NAME ...]
+
+(``PYTHONPATH=.``: this checkout's ``dnorm``, whatever an editable install points at; the first line printed
+names the tree measured.)
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ def figures(repeats: int, only: list[str]) -> None:
     def wanted(name: str) -> bool:
         return not only or any(o in name for o in only)
 
+    print(f"dnorm from {dnorm.__file__.rsplit('/', 2)[0]}\n")
     print("| figure | before | after | target | before (ms) | after (ms) | anchor before / after (ms) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     q, k, v = qkv(2048)

@@ -1,4 +1,5 @@
-"""Compiled CPU kernels (numba): every scheme's forward, backward and decoding passes in one sweep over the keys.
+"""Compiled CPU kernels (numba): forward, backward and decoding passes in one sweep over the keys, for the schemes
+whose rows are a softmax (softmax, doubly, hybrid, Sinkhorn).
 
 The implementation ``kernel="numba"`` of the routing layer (:mod:`.implementation`), for NumPy arrays and torch
 CPU tensors, installed with ``pip install 'dnorm[numba]'``. Nothing here imports numba until a call runs the

@@ -33,7 +33,7 @@ _NEEDS = ("numba", "scipy", "threadpoolctl")
 
 
 class Compiled:
-    """numba-compiled forward, backward and decoding passes for every scheme, on the CPU."""
+    """numba-compiled forward, backward and decoding passes for the schemes whose rows are a softmax, on the CPU."""
 
     name = "numba"
     upcasts = True

@@ -10,8 +10,8 @@
   of the leading axes, each running the array-API kernels of its chunk's
   library, when the sequence and feature axes are one chunk each.
 * ``"numba"`` (:class:`dnorm._cpu.implementation.Compiled`): dnorm's compiled CPU
-  kernels (:mod:`dnorm._cpu`, ``pip install 'dnorm[numba]'``), every scheme,
-  forward, backward and decoding, on NumPy arrays and torch CPU tensors
+  kernels (:mod:`dnorm._cpu`, ``pip install 'dnorm[numba]'``), the schemes whose
+  rows are a softmax, without a sink, forward, backward and decoding, on NumPy arrays and torch CPU tensors
   (``"auto"`` offers them calls of at least ``AUTO_SCORES`` scores, decoding steps
   ``AUTO_DECODE_SCORES``).
 * ``"triton"`` (:class:`.triton.Triton`): dnorm's fused Triton kernels
