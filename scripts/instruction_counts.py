@@ -118,9 +118,11 @@ def per_call(args: argparse.Namespace, case: tuple[str, str, str, int], script: 
     try:
         if args.prepare and case[0] == "numba":
             prepare = [sys.executable, "-P", script, "0", *map(str, case)]
-            subprocess.run(prepare, env=environment("numba", tree), capture_output=True, check=True)
+            subprocess.run(prepare, env=environment("numba", tree), capture_output=True, text=True, check=True)
         return (instructions(args.calls, case, script, tree) - instructions(0, case, script, tree)) / args.calls
-    except subprocess.CalledProcessError:
+    except subprocess.CalledProcessError as failed:
+        last = (failed.stderr or "").strip().splitlines()[-1:]
+        print(f"{tree}: {case} failed: {last}", file=sys.stderr, flush=True)
         return None
 
 
