@@ -22,6 +22,7 @@ import dnorm
 torch = pytest.importorskip("torch", reason="the Triton kernels take torch tensors")
 pytest.importorskip("triton", reason="triton is not installed: pip install -e '.[triton]'")
 
+from dnorm._kernels.schemes import Parameters  # noqa: E402
 from dnorm._routing import triton as implementation  # noqa: E402
 from dnorm._triton import configs, launch  # noqa: E402
 
@@ -251,7 +252,7 @@ def test_cupy_arrays_reach_the_kernels_through_dlpack(monkeypatch):
     q, k, v = (rng.normal(size=(2, 7, 4)) for _ in range(3))
     alpha = np.asarray(0.5)
     options = launch.LaunchOptions("doubly", False, 3, 0.5, lead=(2,))
-    out = TRITON.infer(q, k, v, None, alpha, None, options=options, xp=np_xp)
+    out = TRITON.infer(q, k, v, None, Parameters(alpha, None), None, options=options, xp=np_xp)
     assert isinstance(out, np.ndarray)
     np.testing.assert_allclose(out, dnorm.attention(q, k, v, scale=0.5), rtol=1e-12, atol=1e-12)
 
