@@ -8,10 +8,13 @@ blocks by a mask instead of skipping them.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from array_api_compat import array_namespace
 
 
 class _Box:
@@ -50,6 +53,34 @@ class ThreadRing:
 
     def shared_gradient(self, grad: Any, primal: Any, /) -> Any:
         return grad
+
+    def _everyone(self, x: Any) -> list[Any]:
+        """Every participant's ``x``, in the order of their places."""
+        box = self.box
+        box.barrier.wait()
+        box.slots[self.place] = x
+        box.barrier.wait()
+        everyone = list(box.slots)
+        box.barrier.wait()
+        return everyone
+
+    def gather(self, x: Any, axis: int, /) -> Any:
+        return array_namespace(x).concat(self._everyone(x), axis=axis)
+
+    def total(self, x: Any, /) -> Any:
+        everyone = self._everyone(x)
+        return functools.reduce(lambda a, b: a + b, everyone)
+
+    def largest(self, x: Any, /) -> Any:
+        xp = array_namespace(x)
+        return functools.reduce(xp.maximum, self._everyone(x))
+
+    def scatter_total(self, x: Any, axis: int, /) -> Any:
+        whole = self.total(x)
+        n = whole.shape[axis] // self.size
+        index = [slice(None)] * whole.ndim
+        index[axis] = slice(self.place * n, (self.place + 1) * n)
+        return whole[tuple(index)]
 
 
 def run(size: int, work: Callable[[ThreadRing], Any], /, *, traced: Any = None) -> list[Any]:

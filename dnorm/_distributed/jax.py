@@ -32,6 +32,18 @@ class AxisRing:
             return grad
         return jax.lax.psum(grad, self.axis_name)
 
+    def gather(self, x: Any, axis: int, /) -> Any:
+        return jax.lax.all_gather(x, self.axis_name, axis=axis % x.ndim, tiled=True)
+
+    def total(self, x: Any, /) -> Any:
+        return jax.lax.psum(x, self.axis_name)
+
+    def largest(self, x: Any, /) -> Any:
+        return jax.lax.pmax(x, self.axis_name)
+
+    def scatter_total(self, x: Any, axis: int, /) -> Any:
+        return jax.lax.psum_scatter(x, self.axis_name, scatter_dimension=axis % x.ndim, tiled=True)
+
 
 def ring(axis_name: str, /) -> AxisRing:
     """The ring of the enclosing ``shard_map``'s axis ``axis_name``; ``NameError`` where there is none."""

@@ -49,6 +49,23 @@ class Ring(Protocol):
         """The gradient to return for an input every participant holds (``alpha``), from this participant's share."""
         ...
 
+    def gather(self, x: Array, axis: int, /) -> Array:
+        """Every participant's ``x`` joined along ``axis`` in the order of their places (an all-gather)."""
+        ...
+
+    def total(self, x: Array, /) -> Array:
+        """The sum of every participant's ``x`` (an all-reduce)."""
+        ...
+
+    def largest(self, x: Array, /) -> Array:
+        """The largest of every participant's ``x``, entry by entry (an all-reduce)."""
+        ...
+
+    def scatter_total(self, x: Array, axis: int, /) -> Array:
+        """This participant's part, along ``axis`` cut into ``size`` equal parts, of the sum of every participant's
+        ``x`` (a reduce-scatter)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -66,6 +83,37 @@ class Turn:
 
 
 Visit = Callable[[Turn, Arrays, Arrays], Arrays]
+
+
+@dataclass(frozen=True)
+class Alone:
+    """One participant holding every key: the sweeps of the all-gather strategy, one turn each, nothing passed on."""
+
+    size: int = 1
+
+    def rank(self) -> int:
+        return 0
+
+    def pass_on(self, arrays: Arrays, by: int, /) -> Callable[[], Arrays]:
+        return lambda: arrays
+
+    def shared_gradient(self, grad: Array, primal: Array, /) -> Array:
+        return grad
+
+    def gather(self, x: Array, axis: int, /) -> Array:
+        return x
+
+    def total(self, x: Array, /) -> Array:
+        return x
+
+    def largest(self, x: Array, /) -> Array:
+        return x
+
+    def scatter_total(self, x: Array, axis: int, /) -> Array:
+        return x
+
+
+ALONE = Alone()
 
 
 def sweep(
