@@ -1,9 +1,9 @@
 """Attention over one sequence sharded across processes or devices: context parallelism (all but stick-breaking).
 
 :func:`attention` is :func:`dnorm.attention` for a sequence whose positions are
-split into consecutive shards, one per participant: the processes of a
-``torch.distributed`` group or the devices of a JAX mesh axis inside
-``jax.shard_map``. Softmax attention needs only every key for each query; the
+split into shards, one per participant (consecutive, or the balanced zigzag of
+:func:`shard`): the processes of a ``torch.distributed`` group or the devices
+of a JAX mesh axis inside ``jax.shard_map``. Softmax attention needs only every key for each query; the
 column statistic of doubly, hybrid and Sinkhorn attention runs over every
 *query*, so a model that called :func:`dnorm.attention` on each shard alone
 would normalize each shard's columns alone: another model, without an error.
@@ -14,15 +14,21 @@ THM-SHARDED-EQUALS-FULL).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from . import _validate as check
+from ._distributed import participants
 from ._docs import shared_docstring
+from ._kernels import sharded_layout as layouts
 from ._routing import sharded as routing
 
 Array = Any
 
-__all__ = ["attention"]
+__all__ = ["attention", "shard", "unshard"]
+
+LAYOUTS = layouts.LAYOUTS
+STRATEGIES = ("ring", "all-gather")
 
 
 @shared_docstring
@@ -44,23 +50,29 @@ def attention(
     sink: float | Array | None = None,
     length_scale: float | Array | None = None,
     bias: float | Array | None = None,
+    layout: str = "contiguous",
+    strategy: str = "ring",
     kernel: str = "auto",
 ) -> Array:
     """This participant's shard of ``dnorm.attention`` over a sequence sharded along its positions (axis -2).
 
-    Participant ``r`` of ``P`` passes positions ``r * L / P`` to ``(r + 1) * L
-    / P - 1`` of the queries, keys and values, and gets the same positions of
-    the output of :func:`dnorm.attention` on the whole sequence. Every
-    participant must call it, with shards of one shape. Key blocks travel
-    around the participants (ring attention) with their statistics: the
-    column statistic of doubly and of each Sinkhorn round is collected by the
-    keys as they visit every participant; the running statistic of causal
-    doubly and hybrid visits them in position order, so causal attention
-    takes the one sweep of ring softmax (spec DEF-SHARDED-ATTENTION,
-    complexity.md). No participant holds more than its own shard, the key
-    block it computes with and the next one in flight (sent off before the
-    computation, so that the transfer overlaps it), and nothing of size
-    ``(T, K)``.
+    Participant ``r`` of ``P`` passes its positions of the queries, keys and
+    values (``shard(x, rank=r, size=P, layout=layout)``: positions ``r * L /
+    P`` to ``(r + 1) * L / P - 1`` for ``"contiguous"``), and gets the same
+    positions of the output of :func:`dnorm.attention` on the whole sequence.
+    Every participant must call it, with shards of one shape. With the
+    ``"ring"`` strategy key blocks travel around the participants (ring
+    attention) with their statistics: the column statistic of doubly and of
+    each Sinkhorn round is collected by the keys as they visit every
+    participant; the running statistic of causal doubly and hybrid visits
+    them in position order over contiguous shards, in one sweep as causal
+    ring softmax, and takes a two-level scan over zigzag shards (spec
+    DEF-SHARDED-ATTENTION, DEF-ZIGZAG-LAYOUT, complexity.md). No participant
+    holds more than its own shard, the key block it computes with and the
+    next one in flight (sent off before the computation, so that the transfer
+    overlaps it), and nothing of size ``(T, K)``. With ``"all-gather"``
+    (non-causal calls) every participant gathers every key and value once and
+    the column statistics are all-reduced (spec DEF-ALL-GATHER-STRATEGY).
 
     {schemes}
 
@@ -123,7 +135,20 @@ def attention(
         the leading dims (one per head); differentiable, its gradient shared
         among the participants as ``alpha``'s. The family's other forms
         (``"stick-breaking"``, a sink under ``"sinkhorn"``) are not sharded
-        yet.
+        yet. ``sink``, ``length_scale``, ``bias`` and ``scheme="sigmoid"``
+        take the contiguous layout and the ring strategy (the defaults); with
+        ``layout="zigzag"`` or ``strategy="all-gather"`` they raise
+        ``ValueError``.
+    layout : {"contiguous", "zigzag"}, default "contiguous"
+        Which positions each participant holds (:func:`shard`): consecutive
+        shards, or chunks ``r`` and ``2P - 1 - r`` of the sequence cut in
+        ``2P``, which gives every participant the same causal work (spec
+        DEF-ZIGZAG-LAYOUT). Zigzag shards hold an even number of positions.
+    strategy : {"ring", "all-gather"}, default "ring"
+        How the keys reach the queries: key blocks passed around the
+        participants, or, for non-causal calls, gathered once by every
+        participant (memory ``O(L D)`` per participant against fewer bytes
+        sent: spec DEF-ALL-GATHER-STRATEGY, complexity.md).
     kernel : {"auto", "array-api"}, default "auto"
         The implementation of each participant's blocks: the array-API
         kernels. The other names of :func:`dnorm.attention` raise
@@ -147,8 +172,13 @@ def attention(
         For shards of different shapes on different participants, a torch
         process group that is not initialized, a JAX call outside a
         ``shard_map`` with ``axis_name``, causal shards of queries and keys of
-        different lengths, a ``kernel`` other than ``"auto"`` or
-        ``"array-api"``, and the errors of :func:`dnorm.attention`.
+        different lengths, an unknown ``layout`` or ``strategy``, zigzag shards
+        of an odd length, ``strategy="all-gather"`` with ``causal``, the
+        normalization family's options (``sink``, ``length_scale``, ``bias``,
+        ``scheme="sigmoid"``) with ``layout="zigzag"`` or
+        ``strategy="all-gather"``, a
+        ``kernel`` other than ``"auto"`` or ``"array-api"``, and the errors of
+        :func:`dnorm.attention`.
     NotImplementedError
         For ``scheme="sinkhorn"`` with ``causal`` or a ``sink``, and
         ``"stick-breaking"``, not sharded yet.
@@ -202,96 +232,170 @@ def attention(
         length_scale=length_scale, bias=bias,
     )  # fmt: skip
     request = check.attention_request(query, key, value, None, alpha, asked, xp=xp)
-    mask = _key_mask(key_padding_mask, key, xp=xp)
-    ring = _ring(library, group, axis_name, (query, key, value))
+    _transport(layout, strategy, request.causal, query.shape[-2])
+    _family_transport(layout, strategy, scheme=request.scheme, sink=sink, length_scale=length_scale, bias=bias)
+    mask = participants.key_mask(key_padding_mask, key, xp=xp)
+    ring = participants.ring(library, group, axis_name, (query, key, value))
     per_head = check.PerHead(alpha, sink, length_scale, bias)
-    return routing.attention(query, key, value, mask, per_head, request, ring, xp=xp)
+    return routing.attention(query, key, value, mask, per_head, request, ring, layout=layout, strategy=strategy, xp=xp)
 
 
-def _key_mask(mask: Array | None, key: Array, /, *, xp: Any) -> Array | None:
-    """``key_padding_mask`` checked, as a boolean ``(..., 1, 1, K_local)`` mask (key heads and query rows of one)."""
-    if mask is None:
-        return None
-    if not xp.isdtype(mask.dtype, "bool"):
-        msg = f"key_padding_mask must be boolean (True: a key that may be attended), got {mask.dtype}"
-        raise TypeError(msg)
-    batch = tuple(key.shape[:-3])
-    if mask.ndim < 1 or mask.shape[-1] != key.shape[-2]:
+def shard(x: Array, /, *, rank: int, size: int, layout: str = "contiguous", axis: int = -2) -> Array:
+    """Participant ``rank``'s part of a whole array, the positions :func:`attention` expects from it.
+
+    Parameters
+    ----------
+    x : array
+        The whole sequence along ``axis``, of a length that ``size``
+        (``"contiguous"``) or ``2 * size`` (``"zigzag"``) divides. Any
+        array-API library.
+    rank, size : int
+        This participant's place ``0 <= rank < size`` and the number of participants.
+    layout : {"contiguous", "zigzag"}, default "contiguous"
+        ``"contiguous"``: the ``rank``-th of ``size`` equal parts.
+        ``"zigzag"``: chunks ``rank`` and ``2 * size - 1 - rank`` of the
+        sequence cut in ``2 * size``, one after the other (spec
+        DEF-ZIGZAG-LAYOUT).
+    axis : int, default -2
+        The sequence axis (-1 for a key padding mask).
+
+    Returns
+    -------
+    array
+        A view of ``x`` for contiguous shards, a new array for zigzag ones.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a ``rank``, ``size``, ``layout`` or ``axis`` out of range, and a
+        length the chunks do not divide.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dnorm
+    >>> x = np.arange(8)[:, None]
+    >>> dnorm.distributed.shard(x, rank=1, size=2, layout="zigzag")[:, 0]
+    array([2, 3, 4, 5])
+    """
+    xp = check.namespace(x=x)
+    for name, number in (("rank", rank), ("size", size)):
+        if isinstance(number, bool) or not isinstance(number, int):
+            msg = f"{name} must be an int, got {type(number).__name__}"
+            raise TypeError(msg)
+    if not 0 <= rank < size:
+        msg = f"rank must satisfy 0 <= rank < size, got rank={rank} and size={size}"
+        raise ValueError(msg)
+    _choose(layout, "layout", LAYOUTS)
+    axis = _axis(axis, x.ndim)
+    parts = layouts.parts(size, layout)
+    if x.shape[axis] % parts:
         msg = (
-            f"key_padding_mask must have shape (..., {key.shape[-2]}): one entry per key of this participant, "
-            f"got {tuple(mask.shape)}"
+            f"a {layout} layout over {size} participants cuts the sequence into {parts} equal chunks: its length "
+            f"along axis {axis} must be a multiple of {parts}, got {x.shape[axis]}"
         )
         raise ValueError(msg)
-    check.broadcasts_to(tuple(mask.shape[:-1]), batch, "key_padding_mask's batch dimensions", "keys' batch")
-    rows = (1, 1) if key.ndim >= 3 else (1,)
-    return xp.reshape(mask, (*mask.shape[:-1], *rows, mask.shape[-1]))
+    return layouts.shard(x, rank=rank, size=size, layout=layout, axis=axis, xp=xp)
 
 
-def _ring(library: str, group: Any, axis_name: str | None, arrays: tuple[Array, ...], /) -> Any:
-    """The participants: the processes of a torch group (whose shards must be of one shape), or the devices of a
-    JAX mesh axis (``shard_map`` gives every device shards of one shape)."""
-    if library == "torch":
-        if axis_name is not None:
-            msg = "axis_name is for JAX arrays inside shard_map; torch tensors take group= (a torch.distributed group)"
-            raise ValueError(msg)
-        import torch.distributed as dist
+def unshard(parts: Sequence[Array], /, *, layout: str = "contiguous", axis: int = -2) -> Array:
+    """The whole array from every participant's part (:func:`shard`'s inverse), as an all-gather returns them.
 
-        if group is not None and not isinstance(group, dist.ProcessGroup):
-            msg = f"group must be a torch.distributed ProcessGroup or None (the default), got {type(group).__name__}"
-            raise TypeError(msg)
-        if not dist.is_available() or not dist.is_initialized():
-            msg = (
-                "dnorm.distributed.attention on torch tensors needs torch.distributed: call "
-                "torch.distributed.init_process_group(...) in every process first (or pass group=)"
-            )
-            raise ValueError(msg)
-        from ._distributed import torch as collectives
+    Parameters
+    ----------
+    parts : sequence of arrays of one shape
+        Every participant's part, in the order of their places.
+    layout : {"contiguous", "zigzag"}, default "contiguous"
+        The layout of :func:`shard` that cut them.
+    axis : int, default -2
+        The sequence axis.
 
-        ring = collectives.ring(group)
-        shapes = tuple(tuple(x.shape) for x in arrays)
-        low, high = collectives.lengths_agree(tuple(n for shape in shapes for n in shape), group, arrays[0].device)
-        if low != high:
-            msg = (
-                f"every process must pass shards of one shape (query, key, value: equal shards of the sequence), "
-                f"got shapes between {_shapes(low, shapes)} and {_shapes(high, shapes)} across the group; this one "
-                f"has {shapes}: split the sequence into {ring.size} equal parts"
-            )
-            raise ValueError(msg)
-        return ring
-    if library == "jax":
-        if group is not None:
-            msg = "group is a torch.distributed process group; JAX arrays take axis_name= (a shard_map mesh axis)"
-            raise ValueError(msg)
-        if axis_name is None:
-            msg = (
-                "JAX arrays need axis_name=, the name of the mesh axis the sequence is sharded along (call "
-                "dnorm.distributed.attention inside jax.shard_map)"
-            )
-            raise ValueError(msg)
-        if not isinstance(axis_name, str):
-            msg = f"axis_name must be the name of a shard_map mesh axis (a string), got {type(axis_name).__name__}"
-            raise TypeError(msg)
-        from ._distributed import jax as collectives_jax
+    Returns
+    -------
+    array
+        The positions in the order of the whole sequence.
 
-        try:
-            return collectives_jax.ring(axis_name)
-        except NameError:
-            msg = (
-                f"axis_name={axis_name!r} is not an axis of an enclosing jax.shard_map: call "
-                "dnorm.distributed.attention inside shard_map over a mesh with that axis"
-            )
-            raise ValueError(msg) from None
-    msg = (
-        f"dnorm.distributed.attention takes torch tensors (torch.distributed) or JAX arrays (inside jax.shard_map), "
-        f"got {library} arrays"
-    )
-    raise TypeError(msg)
+    Raises
+    ------
+    TypeError, ValueError
+        For no parts, parts of different shapes, an unknown ``layout``, an
+        ``axis`` out of range, and zigzag parts of an odd length.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dnorm
+    >>> x = np.arange(8)[:, None]
+    >>> parts = [dnorm.distributed.shard(x, rank=r, size=2, layout="zigzag") for r in range(2)]
+    >>> bool((dnorm.distributed.unshard(parts, layout="zigzag") == x).all())
+    True
+    """
+    if isinstance(parts, str) or not isinstance(parts, Sequence) or not parts:
+        msg = f"parts must be a non-empty sequence of arrays (every participant's), got {type(parts).__name__}"
+        raise TypeError(msg)
+    xp = check.namespace(**{f"parts[{i}]": x for i, x in enumerate(parts)})
+    shapes = {tuple(x.shape) for x in parts}
+    if len(shapes) > 1:
+        msg = f"parts must all have one shape (equal shards), got {sorted(shapes)}"
+        raise ValueError(msg)
+    _choose(layout, "layout", LAYOUTS)
+    axis = _axis(axis, parts[0].ndim)
+    if layout == "zigzag" and parts[0].shape[axis] % 2:
+        msg = (
+            f"zigzag parts hold two equal chunks: their length along axis {axis} must be even, got "
+            f"{parts[0].shape[axis]}"
+        )
+        raise ValueError(msg)
+    return layouts.unshard(parts, layout=layout, axis=axis, xp=xp)
 
 
-def _shapes(flat: tuple[int, ...], like: tuple[Any, ...], /) -> tuple[tuple[int, ...], ...]:
-    """``flat`` cut back into the shapes of ``like``."""
-    out, at = [], 0
-    for shape in like:
-        out.append(tuple(flat[at : at + len(shape)]))
-        at += len(shape)
-    return tuple(out)
+def _choose(value: object, name: str, choices: tuple[str, ...], /) -> None:
+    if not isinstance(value, str) or value not in choices:
+        msg = f"{name} must be one of {choices}, got {value!r}"
+        raise (ValueError if isinstance(value, str) else TypeError)(msg)
+
+
+def _axis(axis: object, ndim: int, /) -> int:
+    """``axis`` as a negative index of an array of ``ndim`` dimensions."""
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        msg = f"axis must be an int, got {type(axis).__name__}"
+        raise TypeError(msg)
+    if not -ndim <= axis < ndim:
+        msg = f"axis must be an axis of the array ({-ndim} <= axis < {ndim}), got {axis}"
+        raise ValueError(msg)
+    return axis - ndim if axis >= 0 else axis
+
+
+def _transport(layout: object, strategy: object, causal: bool, length: int, /) -> None:
+    """``layout`` and ``strategy`` checked against the call."""
+    _choose(layout, "layout", LAYOUTS)
+    _choose(strategy, "strategy", STRATEGIES)
+    if strategy == "all-gather" and causal:
+        msg = (
+            "strategy='all-gather' serves non-causal calls; causal attention takes strategy='ring' (with "
+            "layout='zigzag' for balanced work)"
+        )
+        raise ValueError(msg)
+    if layout == "zigzag" and length % 2:
+        msg = (
+            f"layout='zigzag' shards hold two equal chunks: an even number of positions, got {length} on this "
+            "participant"
+        )
+        raise ValueError(msg)
+
+
+def _family_transport(layout: str, strategy: str, /, *, scheme: str, **given: object) -> None:
+    """The normalization family's options take the contiguous layout and the ring strategy: their sharded forms
+    (the sink's running logit, the counts of the length scale and of the sigmoid's default bias) count positions
+    over consecutive shards, and no other transport has been tested with them."""
+    if layout == "contiguous" and strategy == "ring":
+        return
+    named = [f"{name}=" for name, value in given.items() if value is not None]
+    if check.described(scheme).rows == "gated":
+        named.insert(0, f"scheme={scheme!r}")
+    if named:
+        msg = (
+            f"{', '.join(named)} with layout={layout!r} and strategy={strategy!r} is not sharded yet: the "
+            "normalization family's options take layout='contiguous' and strategy='ring' (the defaults)"
+        )
+        raise ValueError(msg)

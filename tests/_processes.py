@@ -2,41 +2,94 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 HERE = Path(__file__).parent
 TOLERANCE = 1e-12
-CASES = [f"{s}-{c}" for s in ("softmax", "doubly", "hybrid", "sinkhorn") for c in (False, True)]
-CASES.remove("sinkhorn-True")
-# the normalization family, one parameter per head in place of alpha (per_head, scheme, causal, masked): scalable
-# softmax (spec DEF-LENGTH-SCALE, n_i counted over the whole sequence), a sink (spec DEF-SINK: the plain
-# component's logit, doubly's -log T and the running -log(p_i + 1)) and sigmoid attention (spec DEF-SIGMOID: its
-# bias, or by default -log n_i); padded keys, or no key mask at all
-FAMILY_CASES = [
-    ("length_scale", "softmax", False, True),
-    ("length_scale", "doubly", True, True),
-    ("length_scale", "doubly", True, False),
-    ("sink", "softmax", False, True),
-    ("sink", "hybrid", False, True),
-    ("sink", "doubly", True, False),
-    ("bias", "sigmoid", True, True),
-    ("length_scale", "sigmoid", False, True),
+SCHEMES = [
+    (s, c) for s in ("softmax", "doubly", "hybrid", "sinkhorn") for c in (False, True) if (s, c) != ("sinkhorn", True)
 ]
 
 
-def family_case(per_head: str, scheme: str, causal: bool, masked: bool) -> str:
-    return f"{scheme}-{causal}-{per_head}{'' if masked else '-unmasked'}"
+class Case(NamedTuple):
+    """One sharded call with grouped heads (4 query heads over 2): which optional inputs it passes, and how the
+    sequence is split (``layout``) and reaches the queries (``strategy``)."""
+
+    scheme: str
+    causal: bool
+    padding: bool  # a key_padding_mask
+    alpha_array: bool  # one alpha per query head rather than a number
+    softcap: bool
+    layout: str
+    strategy: str
+    family: str = "alpha"  # the per-head parameter: alpha, or the family's length_scale, sink or bias
+
+    @property
+    def name(self) -> str:
+        return "-".join(str(x) for x in self)
 
 
+# the normalization family, one parameter per head in place of alpha, contiguous shards on the ring (their only
+# transport): scalable softmax (spec DEF-LENGTH-SCALE, n_i counted over the whole sequence), a sink (spec DEF-SINK:
+# the plain component's logit, doubly's -log T and the running -log(p_i + 1)) and sigmoid attention (spec
+# DEF-SIGMOID: its bias, or by default -log n_i); padded keys, or no key mask at all; a softcap
+FAMILY_CASES = [
+    Case(scheme, causal, padding, True, True, "contiguous", "ring", family)
+    for family, scheme, causal, padding in [
+        ("length_scale", "softmax", False, True),
+        ("length_scale", "doubly", True, True),
+        ("length_scale", "doubly", True, False),
+        ("sink", "softmax", False, True),
+        ("sink", "hybrid", False, True),
+        ("sink", "doubly", True, False),
+        ("bias", "sigmoid", True, True),
+        ("length_scale", "sigmoid", False, True),
+    ]
+]
 # under JAX (each case compiles for seconds) the ones whose counts and logits read a traced place on the axis
 JAX_FAMILY_CASES = [FAMILY_CASES[1], FAMILY_CASES[4], FAMILY_CASES[5], FAMILY_CASES[6]]
-JAX_CASES = CASES + [family_case(*case) for case in JAX_FAMILY_CASES]
-CASES += [family_case(*case) for case in FAMILY_CASES]
+
+
+def every_case() -> list[Case]:
+    """Every scheme, causal or not, with every combination of the optional inputs, each combination under both
+    layouts (causal) or both strategies (not causal): the product the gloo processes run."""
+    cases = []
+    for scheme, causal in SCHEMES:
+        for padding, alpha_array, softcap in itertools.product((False, True), repeat=3):
+            for other in (False, True):
+                layout = "zigzag" if causal and other else "contiguous"
+                strategy = "all-gather" if not causal and other else "ring"
+                cases.append(Case(scheme, causal, padding, alpha_array, softcap, layout, strategy))
+    return cases
+
+
+def covering_cases() -> list[Case]:
+    """Every scheme and causal form once, the optional inputs and the transports varied so that each value of each
+    meets every other's: under JAX every case is a compilation of its own (seconds), so the whole product of
+    :func:`every_case` runs on gloo processes and in threads (tests/test_sharded_kernels.py) instead."""
+    return [
+        Case("softmax", False, True, True, True, "contiguous", "ring"),
+        Case("softmax", True, False, False, False, "zigzag", "ring"),
+        Case("doubly", False, False, True, True, "contiguous", "all-gather"),
+        Case("doubly", True, True, False, True, "contiguous", "ring"),
+        Case("doubly", True, True, True, False, "zigzag", "ring"),
+        Case("hybrid", False, True, False, False, "contiguous", "all-gather"),
+        Case("hybrid", True, False, True, True, "zigzag", "ring"),
+        Case("sinkhorn", False, False, False, True, "contiguous", "ring"),
+    ]
+
+
+def cases(size: int) -> list[Case]:
+    """The cases of a group of ``size`` gloo processes: the whole product with two, the covering set with more
+    (each case costs a few rounds of every process, and more processes than cores wait on each other's turns)."""
+    return (every_case() if size == 2 else covering_cases()) + FAMILY_CASES
 
 
 def start(script: str, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

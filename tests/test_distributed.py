@@ -1,9 +1,13 @@
 """dnorm.distributed.attention over torch.distributed processes (JAX meshes: tests/test_distributed_jax.py).
 
 2, 3 and 4 gloo processes on this machine (tests/_torch_participant.py), each run bounded in time, compare every
-scheme, causal or not, with grouped heads, padded keys, a softcap and a hybrid weight per head (and the family's
-length scale and sinks, one per head), against :func:`dnorm.attention` on the whole sequence in float64 (spec
-THM-SHARDED-EQUALS-FULL). The argument checks run here, in one process.
+scheme, causal or not, with grouped heads, against :func:`dnorm.attention` on the whole sequence in float64 (spec
+THM-SHARDED-EQUALS-FULL, THM-ZIGZAG-EQUALS-FULL, THM-ALL-GATHER-EQUALS-FULL): two processes run every combination of
+the optional inputs (a key padding mask, one hybrid weight per head or one number, a softcap) under both layouts
+(causal) and both strategies (not causal), three and four a set of cases that gives each option and transport both
+values, and every size the normalization family's cases (a length scale, a sink or a sigmoid bias per head,
+contiguous shards on the ring; tests/_processes.py). One process group runs all the cases of a size: starting the
+processes takes much of the time. The argument checks run here, in one process.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import json
 
 import numpy as np
 import pytest
-from _processes import CASES, TOLERANCE, finish, start
+from _processes import TOLERANCE, cases, finish, start
 
 import dnorm
 
 
 @pytest.mark.theorem("THM-SHARDED-EQUALS-FULL")
+@pytest.mark.theorem("THM-ZIGZAG-EQUALS-FULL")
+@pytest.mark.theorem("THM-ALL-GATHER-EQUALS-FULL")
 @pytest.mark.parametrize("size", [2, 3, 4])
 def test_torch_processes_compute_the_whole_sequence(tmp_path, size):
     pytest.importorskip("torch.distributed")
@@ -29,7 +35,7 @@ def test_torch_processes_compute_the_whole_sequence(tmp_path, size):
     )
     for rank, out in enumerate(outs):
         results = json.loads(out.read_text())
-        for case in [*CASES, "gathered"]:
+        for case in [*(case.name for case in cases(size)), "gathered"]:
             errors = results[case]["errors"]  # output, d_query, d_key, d_value, d_alpha (summed over processes)
             assert max(errors) <= TOLERANCE, (rank, case, errors)
             assert results[case]["laid_out"], (rank, case)  # gradients in their input's layout
@@ -76,3 +82,43 @@ def test_the_key_padding_mask_is_checked():
         dnorm.distributed.attention(t, t, t, key_padding_mask=torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="does not broadcast"):
         dnorm.distributed.attention(t, t, t, key_padding_mask=torch.ones(3, 4, dtype=torch.bool))
+
+
+def test_layouts_and_strategies_are_checked():
+    torch = pytest.importorskip("torch")
+    t = torch.zeros(1, 2, 4, 3)
+    with pytest.raises(ValueError, match=r"layout must be one of \('contiguous', 'zigzag'\), got 'striped'"):
+        dnorm.distributed.attention(t, t, t, layout="striped")
+    with pytest.raises(ValueError, match=r"strategy must be one of \('ring', 'all-gather'\), got 'broadcast'"):
+        dnorm.distributed.attention(t, t, t, strategy="broadcast")
+    with pytest.raises(ValueError, match=r"strategy='all-gather' serves non-causal calls"):
+        dnorm.distributed.attention(t, t, t, causal=True, strategy="all-gather")
+    odd = torch.zeros(1, 2, 5, 3)
+    with pytest.raises(ValueError, match=r"layout='zigzag' shards hold two equal chunks: .* got 5"):
+        dnorm.distributed.attention(odd, odd, odd, layout="zigzag")
+
+
+def test_shard_and_unshard_are_inverse_and_check_their_arguments():
+    x = np.arange(2 * 12).reshape(2, 12, 1)
+    for layout in ("contiguous", "zigzag"):
+        parts = [dnorm.distributed.shard(x, rank=r, size=3, layout=layout) for r in range(3)]
+        np.testing.assert_array_equal(dnorm.distributed.unshard(parts, layout=layout), x)
+    assert dnorm.distributed.shard(x, rank=0, size=3, layout="zigzag")[0, :, 0].tolist() == [0, 1, 10, 11]
+    mask = np.arange(12)[None, :] % 5 > 0  # a key padding mask: the sequence on axis -1
+    np.testing.assert_array_equal(dnorm.distributed.shard(mask, rank=2, size=3, layout="zigzag", axis=-1), mask[:, 4:8])
+    with pytest.raises(ValueError, match=r"cuts the sequence into 8 equal chunks: .* multiple of 8, got 12"):
+        dnorm.distributed.shard(x, rank=0, size=4, layout="zigzag")
+    with pytest.raises(ValueError, match=r"rank must satisfy 0 <= rank < size, got rank=3 and size=3"):
+        dnorm.distributed.shard(x, rank=3, size=3)
+    with pytest.raises(TypeError, match="rank must be an int"):
+        dnorm.distributed.shard(x, rank=1.0, size=3)
+    with pytest.raises(ValueError, match=r"axis must be an axis of the array \(-3 <= axis < 3\), got 3"):
+        dnorm.distributed.shard(x, rank=0, size=3, axis=3)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        dnorm.distributed.unshard([x], layout="striped")
+    with pytest.raises(ValueError, match="parts must all have one shape"):
+        dnorm.distributed.unshard([x, x[:, :4]])
+    with pytest.raises(TypeError, match="parts must be a non-empty sequence"):
+        dnorm.distributed.unshard([])
+    with pytest.raises(ValueError, match="zigzag parts hold two equal chunks"):
+        dnorm.distributed.unshard([x[:, :3]], layout="zigzag")

@@ -1,9 +1,12 @@
 """dnorm.distributed.attention over the devices of a JAX mesh axis, inside ``shard_map`` under ``jit`` and ``grad``.
 
 Four host devices in a process of their own (tests/_jax_participants.py: the device count is fixed when JAX
-starts) compare every scheme, causal or not, with grouped heads, padded keys, a softcap and a hybrid weight per
-head (and cases with a length scale or a sink per head), against :func:`dnorm.attention` on the whole sequence
-in float64 (spec THM-SHARDED-EQUALS-FULL); a mesh of this process's one device and the argument checks run here.
+starts) compare every scheme, causal or not, with grouped heads, against :func:`dnorm.attention` on the whole
+sequence in float64 (spec THM-SHARDED-EQUALS-FULL, THM-ZIGZAG-EQUALS-FULL, THM-ALL-GATHER-EQUALS-FULL): the cases
+of ``_processes.covering_cases`` give each optional input (a key padding mask, a hybrid weight per head, a
+softcap) and each layout and strategy both values, and ``JAX_FAMILY_CASES`` the normalization family's per-head
+parameters (length scale, sink, sigmoid bias), every one a compilation of its own; a mesh of this process's
+one device and the argument checks run here.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 
 import numpy as np
 import pytest
-from _processes import JAX_CASES, TOLERANCE, finish, start
+from _processes import JAX_FAMILY_CASES, TOLERANCE, covering_cases, finish, start
 
 import dnorm
 
@@ -20,12 +23,14 @@ jax = pytest.importorskip("jax")
 
 
 @pytest.mark.theorem("THM-SHARDED-EQUALS-FULL")
+@pytest.mark.theorem("THM-ZIGZAG-EQUALS-FULL")
+@pytest.mark.theorem("THM-ALL-GATHER-EQUALS-FULL")
 def test_jax_devices_inside_shard_map_compute_the_whole_sequence(tmp_path):
     out = tmp_path / "jax.json"
     finish([start("_jax_participants.py", str(out), env={"JAX_PLATFORMS": "cpu"})], timeout=240)
     results = json.loads(out.read_text())
-    for case in JAX_CASES:
-        errors = results[case]  # output, d_query, d_key, d_value, d_alpha
+    for case in covering_cases() + JAX_FAMILY_CASES:
+        errors = results[case.name]  # output, d_query, d_key, d_value, d_alpha
         assert max(errors) <= TOLERANCE, (case, errors)
 
 

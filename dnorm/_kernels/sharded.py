@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from . import bias, blocked, products, rows, schemes, sinks, unnormalized
 from . import logsumexp as lse
 from ._device import device_of
-from .ring import Ring, Turn, sweep
+from .ring import ALONE, Ring, Turn, sweep
 from .scores import Scores, from_projections
 
 Array = Any
@@ -39,8 +39,10 @@ Bounds = tuple[tuple[int, int], ...]
 class ShardedOptions:
     """Everything about a sharded call that is not an array (hashable: a static argument under JAX).
 
-    ``rows`` are the blocks of this participant's queries; ``causal`` is the
-    top-left triangle of the whole sequence (query and key shards of one length).
+    ``rows`` are the blocks of this participant's queries (of each of its two chunks, zigzag shards under
+    causal); ``causal`` is the top-left triangle of the whole sequence (query and key shards of one length).
+    ``layout`` is the positions each participant holds (:mod:`.sharded_layout`), ``strategy`` how the keys reach
+    the queries: ``"ring"`` (key blocks travel) or ``"all-gather"`` (every participant gathers every key).
     """
 
     scheme: str
@@ -50,6 +52,18 @@ class ShardedOptions:
     rows: Bounds
     ring: Ring
     softcap: float | None = None
+    layout: str = "contiguous"
+    strategy: str = "ring"
+
+    @property
+    def gathered(self) -> bool:
+        """Whether every participant holds every key (the all-gather strategy): sweeps take one turn."""
+        return self.strategy == "all-gather"
+
+    @property
+    def sweeps(self) -> Ring:
+        """The ring the sweeps go around: the participants, or this one alone when it holds every key."""
+        return ALONE if self.gathered else self.ring
 
 
 class RowBias(NamedTuple):
@@ -66,7 +80,9 @@ class Residuals(NamedTuple):
     ``potentials``: the rows' statistic of ``S - c`` after every round but the last (Sinkhorn's row potentials);
     ``rows``: each component's row statistic over all keys (biased first), per block of rows (none: sigmoid);
     ``carries``: under causal, per turn, the running statistic before each block of rows;
-    ``outputs``: each component's output when the scheme mixes two.
+    ``outputs``: each component's output when the scheme mixes two;
+    ``tables``: zigzag shards under the running statistic (:mod:`.sharded_zigzag`), the statistic of this
+    participant's keys before and after each query chunk of the whole sequence.
     """
 
     rounds: tuple[bias.ColumnStat, ...]
@@ -74,6 +90,7 @@ class Residuals(NamedTuple):
     rows: tuple[tuple[lse.LogSumExp, ...], ...]
     carries: tuple[tuple[lse.LogSumExp | None, ...], ...]
     outputs: tuple[Array, ...]
+    tables: tuple[lse.LogSumExp, ...] = ()
 
 
 def forward(
@@ -91,6 +108,7 @@ def forward(
         return gated(q, key, value, key_mask, params.bias, options=options, xp=xp)
     params = schemes.parameters(params)
     alpha = params.alpha
+    key, value, key_mask = every_key(key, value, key_mask, options)
     rounds, potentials = statistics(q, key, key_mask, how, options=options, xp=xp)
     n_parts = 1 + how.plain if how.biased else 1
     merged: list[list[Any]] = [[None] * len(options.rows) for _ in range(n_parts)]
@@ -121,7 +139,7 @@ def forward(
         return added if carry is None else tuple(carry)  # the running statistic after these queries travels on
 
     read = (key, value, key_mask, *per_key_arrays(rounds[-1] if rounds else None))
-    sweep(options.ring, read, tuple(_empty(q, key, xp=xp)) if how.running else (), visit, home=False)
+    sweep(options.sweeps, read, tuple(_empty(q, key, xp=xp)) if how.running else (), visit, home=False)
     if params.sink is not None:
         for index, block_rows in enumerate(options.rows):
             logits = sink_logits(how, params.sink, block_rows, q, options=options, xp=xp)
@@ -229,7 +247,8 @@ def column_pass(
         return tuple(total)
 
     read = (key, key_mask) if shift is None else (key, key_mask, shift)
-    return lse.LogSumExp(*sweep(options.ring, read, tuple(_empty(q, key, xp=xp)), visit))
+    mine = lse.LogSumExp(*sweep(options.sweeps, read, tuple(_empty(q, key, xp=xp)), visit))
+    return merged_over_participants(mine, options, xp=xp) if options.gathered else mine
 
 
 def row_pass(
@@ -247,8 +266,26 @@ def row_pass(
             totals[index] = share if totals[index] is None else lse.merge(totals[index], share, xp=xp)
         return added
 
-    sweep(options.ring, (key, key_mask, *per_key_arrays(stat)), (), visit)
+    sweep(options.sweeps, (key, key_mask, *per_key_arrays(stat)), (), visit)
     return tuple(totals)
+
+
+def every_key(
+    key: Array, value: Array, key_mask: Array | None, options: ShardedOptions, /
+) -> tuple[Array, Array, Array | None]:
+    """Under the all-gather strategy every participant's keys, values and key mask, in the order of their places
+    (one all-gather each); this participant's otherwise."""
+    if not options.gathered:
+        return key, value, key_mask
+    ring = options.ring
+    return ring.gather(key, -2), ring.gather(value, -2), None if key_mask is None else ring.gather(key_mask, -1)
+
+
+def merged_over_participants(stat: lse.LogSumExp, options: ShardedOptions, /, *, xp: Any) -> lse.LogSumExp:
+    """A per-key statistic of every participant's queries from each one's (all-gather strategy): the largest
+    maximum, then the sum of the sums rescaled to it (two all-reduces of the statistic's size)."""
+    top = options.ring.largest(stat.max)
+    return lse.LogSumExp(top, options.ring.total(stat.sum * xp.exp(stat.max - lse.finite(top, xp=xp))))
 
 
 def whole(q: Array, key: Array, key_mask: Array | None, options: ShardedOptions, /) -> Scores:

@@ -27,7 +27,18 @@ from .backward import Component, PerKey, step
 from .backward_sinkhorn import round_terms
 from .ring import Turn, sweep
 from .shapes import sum_to
-from .sharded import Residuals, RowBias, ShardedOptions, lead, per_key_arrays, per_key_stat, rows_of, tile, whole
+from .sharded import (
+    Residuals,
+    RowBias,
+    ShardedOptions,
+    every_key,
+    lead,
+    per_key_arrays,
+    per_key_stat,
+    rows_of,
+    tile,
+    whole,
+)
 
 Array = Any
 
@@ -61,12 +72,13 @@ def backward(
     alpha = params.alpha
     q = query * options.scale
     how = schemes.plan(options.scheme, causal=options.causal, n_iter=options.n_iter)
+    every = every_key(key, value, key_mask, options)  # the all-gather strategy gathers them again
     outputs = residuals.outputs or (out,)
     weights = rows.shares(alpha) if how.mixed else (None,)
     grads = [grad if w is None else w * grad for w in weights]
     deltas = [xp.sum(g * o, axis=-1, keepdims=True) for g, o in zip(grads, outputs, strict=True)]
     shared = products.shared(q, key)  # grouped heads
-    work = _Work(q, key, value, key_mask, grad, weights, grads, deltas, residuals, shared, options, xp)
+    work = _Work(q, *every, grad, weights, grads, deltas, residuals, shared, options, xp)
     d_value = None
     d_columns: list[Array] = []
     d_rows: list[list[Array]] = [[] for _ in options.rows]
@@ -90,6 +102,8 @@ def backward(
             share = xp.exp(params.sink - log_total) * deltas[-1]  # a_i delta_i
             d_sink = sum_to(-share, tuple(params.sink.shape), xp=xp)
         d_params = schemes.Parameters(d_alpha, d_sink)
+    if options.gathered:  # every participant's share of every key's gradient: each key's sum goes to its owner
+        d_key, d_value = options.ring.scatter_total(d_key, -2), options.ring.scatter_total(d_value, -2)
     return (
         sum_to(d_query * options.scale, tuple(query.shape), xp=xp),
         sum_to(d_key, tuple(key.shape), xp=xp),
@@ -155,9 +169,11 @@ class _Work:
 
         start = self.accumulator(self.value.shape[-1] + 1, per_query_head=True)
         read = (self.key, self.key_mask, *per_key_arrays(stat))
-        (both,) = sweep(self.options.ring, read, (start,), visit)
+        (both,) = sweep(self.options.sweeps, read, (start,), visit)
         d_value = both[..., :-1]
         gamma = xp.sum(self.value * d_value, axis=-1) - both[..., -1]
+        if self.options.gathered:  # linear in the shares: each participant's, summed
+            gamma = self.options.ring.total(gamma)
         return (xp.sum(d_value, axis=-3, keepdims=True) if self.shared else d_value), gamma[..., None, :]
 
     def potentials(self, d_last: Array) -> tuple[list[Array], list[list[Array]]]:
@@ -189,7 +205,7 @@ class _Work:
                 sums[index] = share if sums[index] is None else sums[index] + share
             return added
 
-        sweep(self.options.ring, (self.key, self.key_mask, *per_key_arrays(later), d_column), (), visit)
+        sweep(self.options.sweeps, (self.key, self.key_mask, *per_key_arrays(later), d_column), (), visit)
         return sums
 
     def _column_sums(self, earlier: bias.ColumnStat, row: tuple[lse.LogSumExp, ...], sums: list[Array]) -> Array:
@@ -208,8 +224,8 @@ class _Work:
             return (total,)
 
         start = self.zeros(*lead(self.q, self.key), 1, self.key.shape[-2])
-        (total,) = sweep(self.options.ring, (self.key, self.key_mask, *per_key_arrays(earlier)), (start,), visit)
-        return total
+        (total,) = sweep(self.options.sweeps, (self.key, self.key_mask, *per_key_arrays(earlier)), (start,), visit)
+        return self.options.ring.total(total) if self.options.gathered else total
 
     def scores_pass(
         self, how: schemes.Plan, d_columns: list[Array], d_rows: list[list[Array]], row_bias: Array | None
@@ -223,7 +239,7 @@ class _Work:
         d_query: list[Any] = [None] * len(self.rows)
         d_bias: list[Any] = [None] * len(self.rows)
         values_grad = how.plain or how.running  # the biased component's dV came with gamma otherwise
-        size = options.ring.size
+        size = options.sweeps.size
 
         def visit(turn: Turn, read: tuple[Array, ...], added: tuple[Array, ...]) -> tuple[Array, ...]:
             k, v, m, *per_key = read
@@ -284,7 +300,7 @@ class _Work:
         if how.running:
             added = (self.zeros(*lead(self.q, self.key), 1, self.key.shape[-2]), *added)
         read = (self.key, self.value, self.key_mask, *(a for stat in rounds for a in per_key_arrays(stat)), *d_columns)
-        result = sweep(options.ring, read, added, visit, backwards=how.running)
+        result = sweep(options.sweeps, read, added, visit, backwards=how.running)
         if how.running:
             result = result[1:]
         d_value = result[1] if values_grad else None

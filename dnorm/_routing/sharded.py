@@ -1,7 +1,8 @@
 """Routing of :func:`dnorm.distributed.attention`: the sharded kernels, through the framework's autodiff adapter.
 
 The sharded call has one implementation, :class:`Sharded` (the array-API kernels of
-:mod:`dnorm._kernels.sharded`, whose collectives are the ring the public layer built); it satisfies
+:mod:`dnorm._kernels.sharded`, and of :mod:`dnorm._kernels.sharded_zigzag` for causal zigzag shards, whose
+collectives are the ring the public layer built); it satisfies
 :class:`.contract.Differentiable`, so the autodiff adapters wrap it as they wrap the implementations of
 :mod:`.implementations` (it is no :class:`.contract.Implementation`: ``kernel=`` does not choose it).
 """
@@ -12,7 +13,7 @@ import math
 from typing import Any
 
 from .. import _validate as check
-from .._kernels import budget, schemes, sharded, sharded_backward
+from .._kernels import budget, schemes, sharded, sharded_backward, sharded_zigzag, sharded_zigzag_backward
 from .._kernels.ring import Ring
 from .._kernels.scores import block_bounds
 from . import adapt, family, heads
@@ -42,6 +43,8 @@ class Sharded:
         options: sharded.ShardedOptions,
         xp: Any,
     ) -> tuple[Array, sharded.Residuals]:
+        if _zigzag(options):
+            return sharded_zigzag.forward(query, key, value, key_mask, alpha, options=options, xp=xp)
         return sharded.forward(query, key, value, key_mask, alpha, options=options, xp=xp)
 
     def backward(
@@ -61,7 +64,8 @@ class Sharded:
         mask_grad: bool,
         xp: Any,
     ) -> tuple[Array, Array, Array, None, Array | None]:
-        d_query, d_key, d_value, d_alpha = sharded_backward.backward(
+        passes = sharded_zigzag_backward if _zigzag(options) else sharded_backward
+        d_query, d_key, d_value, d_alpha = passes.backward(
             query, key, value, key_mask, alpha, out, residuals, grad, options=options, xp=xp
         )
         if isinstance(d_alpha, tuple):  # alpha and the sink, or the sigmoid's bias: each field shared
@@ -77,6 +81,11 @@ class Sharded:
 SHARDED = Sharded()
 
 
+def _zigzag(options: sharded.ShardedOptions, /) -> bool:
+    """Whether the call takes the tiles of causal zigzag shards (without causal the positions' order is moot)."""
+    return options.causal and options.layout == "zigzag"
+
+
 def attention(
     query: Array,
     key: Array,
@@ -87,6 +96,8 @@ def attention(
     ring: Ring,
     /,
     *,
+    layout: str,
+    strategy: str,
     xp: Any,
 ) -> Array:
     """This participant's shard of the output of :func:`dnorm.distributed.attention`, for checked arguments.
@@ -110,25 +121,31 @@ def attention(
         row_bias = family.row_bias(per_head.bias, n, q, xp=xp)
         params = schemes.Parameters(params.alpha, row_bias)
     (q, a, sink), (k, v, m) = heads.split((q, *params), (k, v, key_mask), request.groups, xp=xp)
+    halves = 2 if request.causal and layout == "zigzag" else 1  # tiles of one chunk against one
+    chunk, width = q.shape[-2] // halves, k.shape[-2] // halves
+    if strategy == "all-gather":
+        width *= ring.size
     options = sharded.ShardedOptions(
         scheme=request.scheme,
         causal=request.causal,
         n_iter=request.n_iter,
         scale=request.scale,
-        rows=block_bounds(q.shape[-2], _rows(q, k, work, causal=request.causal, xp=xp)),
+        rows=block_bounds(chunk, _rows(q, k, width, work, causal=request.causal, xp=xp)),
         ring=ring,
         softcap=request.softcap,
+        layout=layout,
+        strategy=strategy,
     )
     given = a if sink is None else sharded.RowBias(sink) if gated else schemes.Parameters(a, sink)
     out = adapt.run(SHARDED, adapt.training(xp, q, k, v, a, sink), q, k, v, m, given, None, options=options, xp=xp)
     return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
 
 
-def _rows(q: Array, k: Array, dtype: Any, /, *, causal: bool, xp: Any) -> int:
-    """Query rows per block of one participant's scores against one key block (the budgets of :mod:`.plan`)."""
+def _rows(q: Array, k: Array, width: int, dtype: Any, /, *, causal: bool, xp: Any) -> int:
+    """Query rows per block of one participant's scores against ``width`` keys (the budgets of :mod:`.plan`)."""
     lead = sharded.lead(q, k)
     scale_up = budget.ACCELERATOR_SCALE if check.accelerated(q, xp) else 1
-    row_bytes = math.prod(lead) * k.shape[-2] * (xp.finfo(dtype).bits // 8) // scale_up
+    row_bytes = math.prod(lead) * width * (xp.finfo(dtype).bits // 8) // scale_up
     if check.library(xp) == "jax":  # XLA fuses a block's elementwise work
         return budget.rows_within(budget.BLOCK_BYTES, row_bytes)
     return max(budget.MIN_ROWS, budget.rows_within(budget.CAUSAL_BYTES if causal else budget.BLOCK_BYTES, row_bytes))

@@ -1,4 +1,7 @@
-"""One sequence over two processes of this machine (gloo): causal doubly-normalized attention, forward and backward.
+"""One sequence over two processes of this machine (gloo): doubly-normalized attention, forward and backward.
+
+Causal attention over zigzag shards (every process meets the same amount of work), then non-causal attention with
+the keys and values gathered once.
 
 ``torchrun --nproc-per-node 2 distributed_torch.py`` runs it as a real job would; run as ``python
 distributed_torch.py`` it starts its two processes itself.
@@ -20,13 +23,21 @@ def participant():
     rank, size = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)  # every process draws the same whole sequence, to check its shard against it
     q, k, v = (torch.randn(1, 4, 512, 32, dtype=torch.float64) for _ in range(3))
-    n = q.shape[-2] // size
-    mine = slice(rank * n, (rank + 1) * n)  # this process's positions (in a model: its tokens)
-    shard = [x[..., mine, :].clone().requires_grad_() for x in (q, k, v)]
-    out = dnorm.distributed.attention(*shard, "doubly", causal=True)
+
+    def mine(x, layout):  # this process's positions (in a model: its tokens)
+        return dnorm.distributed.shard(x, rank=rank, size=size, layout=layout)
+
+    # causal: chunks rank and 2 * size - 1 - rank of the sequence cut in 2 * size
+    shard = [mine(x, "zigzag").clone().requires_grad_() for x in (q, k, v)]
+    out = dnorm.distributed.attention(*shard, "doubly", causal=True, layout="zigzag")
     out.square().mean().backward()  # the backward pass runs the matching exchanges
-    whole = dnorm.attention(q, k, v, "doubly", causal=True)[..., mine, :]
-    print(f"process {rank}: largest difference from the whole sequence {float((out.detach() - whole).abs().max()):.1e}")
+    whole = mine(dnorm.attention(q, k, v, "doubly", causal=True), "zigzag")
+    print(f"process {rank}, causal zigzag: largest difference {float((out.detach() - whole).abs().max()):.1e}")
+
+    # not causal: every process gathers the keys and values once (memory O(L D) per process)
+    out = dnorm.distributed.attention(*(mine(x, "contiguous") for x in (q, k, v)), "doubly", strategy="all-gather")
+    whole = mine(dnorm.attention(q, k, v, "doubly"), "contiguous")
+    print(f"process {rank}, all-gather: largest difference {float((out - whole).abs().max()):.1e}")
     dist.destroy_process_group()
 
 
