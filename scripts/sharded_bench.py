@@ -1,16 +1,21 @@
-"""Sharded attention on CPU gloo processes: time, bytes sent and peak RSS per process, doubly against ring softmax.
+"""Sharded attention on CPU gloo processes: time, bytes sent and peak RSS per process, against ring softmax.
 
-    python scripts/sharded_bench.py                      # 2 processes, L = 8192: time and bytes (the issue's table)
-    python scripts/sharded_bench.py --memory             # 4 processes, L = 32768: peak RSS of a training step
+    python scripts/sharded_bench.py                  # 2 processes, L = 8192: time and bytes, every layout and strategy
+    python scripts/sharded_bench.py --balance        # 4 processes, L = 8192: causal work per process, both layouts
+    python scripts/sharded_bench.py --memory         # 4 processes, L = 32768: peak RSS, ring against all-gather
     python scripts/sharded_bench.py --processes 2 --length 2048 --repeat 1   # a quick look
 
-Every figure is the largest over the processes (the slowest one sets a step's time; under causal the last
-process meets every key block, the first only its own), ``(1, H = 4, L / P, D = 64)`` float32 shards, one thread
-per process. Ring softmax is dnorm's own (``dnorm.distributed.attention(...,
-"softmax")``): torch's ``context_parallel`` does not run on the CPU at torch 2.13 (its SDPA op for the CPU has no
-sharding strategy). Bytes are those this process hands to ``torch.distributed`` sends. Times are medians of
-``--repeat`` runs after one warm-up, alternating the schemes; peak RSS is measured in a fresh set of processes per
-scheme (``resource.getrusage``), and includes torch's import.
+``(1, H = 4, L / P, D = 64)`` float32 shards, one thread per process. Ring softmax is dnorm's own
+(``dnorm.distributed.attention(..., "softmax")``): torch's ``context_parallel`` does not run on the CPU at torch
+2.13 (its SDPA op for the CPU has no sharding strategy). Every case runs in the same processes, alternating, after
+one warm-up each; times are medians of ``--repeat`` runs. A process's *time* is the wall time of its call from a
+barrier; its *CPU* time that of its main thread (``time.thread_time``: the computation and the copies into
+sockets, not the waits). The table's time is the slowest process's; ``--balance`` reports the slowest and the
+fastest process's CPU time, the work each one does, since on this machine four processes share two cores and a
+process that waits lends its core to the others. Bytes are those this process hands to ``torch.distributed``:
+point-to-point sends as they are, and the collectives as their bandwidth-optimal (ring) algorithms send them
+(all-gather and reduce-scatter ``(P - 1) / P`` of the whole array, all-reduce twice that). Peak RSS is measured
+in a fresh set of processes per case (``resource.getrusage``), and includes torch's import.
 """
 
 from __future__ import annotations
@@ -27,7 +32,25 @@ import time
 from pathlib import Path
 
 HEADS, D = 4, 64
-TARGETS = {"time": 1.6, "bytes": 1.1, "rss": 1.3}
+NON_CAUSAL = [
+    ("softmax", "contiguous", "ring"),
+    ("doubly", "contiguous", "ring"),
+    ("doubly", "contiguous", "all-gather"),
+]
+CAUSAL = [("softmax", "contiguous", "ring"), ("doubly", "contiguous", "ring")]
+CAUSAL += [("softmax", "zigzag", "ring"), ("doubly", "zigzag", "ring")]
+
+
+def name(scheme: str, causal: bool, train: bool, layout: str, strategy: str) -> str:
+    return f"{scheme}-{causal}-{train}-{layout}-{strategy}"
+
+
+def cases(kind: str) -> list[tuple[str, bool, bool, str, str]]:
+    """The cases of a run: the table (both passes), the balance of causal work, or one case per process set."""
+    if kind == "balance":
+        return [(s, True, True, layout, strategy) for s, layout, strategy in CAUSAL]
+    both = [(s, False, t, lay, st) for t in (False, True) for s, lay, st in NON_CAUSAL]
+    return both + [(s, True, t, lay, st) for t in (False, True) for s, lay, st in CAUSAL]
 
 
 def participant(args: argparse.Namespace) -> None:
@@ -40,58 +63,81 @@ def participant(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dist.init_process_group("gloo", init_method=os.environ["INIT"], rank=rank, world_size=size)
-    sent = [0]
-    batch = dist.batch_isend_irecv
-
-    def counting(ops):  # the bytes of this process's sends
-        sent[0] += sum(op.tensor.numel() * op.tensor.element_size() for op in ops if op.op is dist.isend)
-        return batch(ops)
-
-    dist.batch_isend_irecv = counting
+    sent = [0.0]
+    count(dist, sent, size)
     n = args.length // size
     generator = torch.Generator().manual_seed(rank)
     q, k, v, d_out = (torch.randn(1, HEADS, n, D, generator=generator) for _ in range(4))
 
-    def step(scheme: str, causal: bool, train: bool) -> float:
+    def step(scheme: str, causal: bool, train: bool, layout: str, strategy: str) -> tuple[float, float]:
         inputs = [x.clone().requires_grad_(train) for x in (q, k, v)]
         dist.barrier()
-        start = time.perf_counter()
-        out = dnorm.distributed.attention(*inputs, scheme, causal=causal)
+        start, cpu = time.perf_counter(), time.thread_time()
+        out = dnorm.distributed.attention(*inputs, scheme, causal=causal, layout=layout, strategy=strategy)
         if train:
             out.backward(d_out)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.thread_time() - cpu
 
-    results: dict[str, dict[str, float]] = {}
-    cases = [(s, c, t) for c in (False, True) for t in (False, True) for s in ("softmax", "doubly")]
-    if args.only:
-        cases = [case for case in cases if f"{case[0]}-{case[1]}-{case[2]}" == args.only]
-    for case in cases:
+    todo = [case for case in cases(args.kind) if args.only in (None, name(*case))]
+    for case in todo:
         step(*case)  # warm-up
-    times: dict[tuple[str, bool, bool], list[float]] = {case: [] for case in cases}
-    volume: dict[tuple[str, bool, bool], int] = {}
+    times: dict[tuple[str, bool, bool, str, str], list[tuple[float, float]]] = {case: [] for case in todo}
+    volume: dict[tuple[str, bool, bool, str, str], float] = {}
     for _ in range(args.repeat):
-        for case in cases:  # alternating, so that both schemes see the same noise
+        for case in todo:  # alternating, so that every case sees the same noise
             before = sent[0]
             times[case].append(step(*case))
             volume[case] = sent[0] - before
-    for case in cases:
-        results["-".join(map(str, case))] = {
-            "seconds": statistics.median(times[case]),
+    results = {
+        name(*case): {
+            "seconds": statistics.median(t for t, _ in times[case]),
+            "cpu": statistics.median(c for _, c in times[case]),
             "bytes": volume[case],
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
+        for case in todo
+    }
     Path(args.out).write_text(json.dumps(results))
     dist.destroy_process_group()
 
 
-def launch(processes: int, length: int, repeat: int, only: str | None = None) -> dict[str, dict[str, float]]:
-    """Run ``processes`` participants; per case the largest figure over them (the slowest sets the step's time)."""
+def count(dist: object, sent: list[float], size: int) -> None:
+    """Count the bytes this process sends: point-to-point as they are, collectives as their ring algorithms."""
+    d: object = dist
+    batch = d.batch_isend_irecv  # type: ignore[attr-defined]
+    gather, scatter, reduce = d.all_gather_single, d.reduce_scatter_single, d.all_reduce  # type: ignore[attr-defined]
+    share = (size - 1) / size
+
+    def nbytes(x: object) -> int:
+        return x.numel() * x.element_size()  # type: ignore[attr-defined]
+
+    def batch_counting(ops):
+        sent[0] += sum(nbytes(op.tensor) for op in ops if op.op is d.isend)  # type: ignore[attr-defined]
+        return batch(ops)
+
+    def gather_counting(out, inp, **kw):
+        sent[0] += share * nbytes(out)
+        return gather(out, inp, **kw)
+
+    def scatter_counting(out, inp, **kw):
+        sent[0] += share * nbytes(inp)
+        return scatter(out, inp, **kw)
+
+    def reduce_counting(x, **kw):
+        sent[0] += 2 * share * nbytes(x)
+        return reduce(x, **kw)
+
+    d.batch_isend_irecv, d.all_gather_single = batch_counting, gather_counting  # type: ignore[attr-defined]
+    d.reduce_scatter_single, d.all_reduce = scatter_counting, reduce_counting  # type: ignore[attr-defined]
+
+
+def launch(processes: int, length: int, repeat: int, kind: str, only: str | None = None) -> list[dict]:
+    """Run ``processes`` participants; every process's figures, in the order of their ranks."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "WORLD_SIZE": str(processes), "INIT": Path(tmp, "rendezvous").as_uri()}
         env["OMP_NUM_THREADS"] = "1"
         command = [sys.executable, __file__, "--participant", "--length", str(length), "--repeat", str(repeat)]
-        if only:
-            command += ["--only", only]
+        command += ["--kind", kind] + (["--only", only] if only else [])
         running = [
             subprocess.Popen([*command, "--out", str(Path(tmp, f"{r}.json"))], env={**env, "RANK": str(r)})
             for r in range(processes)
@@ -100,8 +146,53 @@ def launch(processes: int, length: int, repeat: int, only: str | None = None) ->
             if p.wait() != 0:
                 msg = f"a participant failed with exit status {p.returncode}"
                 raise SystemExit(msg)
-        everyone = [json.loads(Path(tmp, f"{r}.json").read_text()) for r in range(processes)]
+        return [json.loads(Path(tmp, f"{r}.json").read_text()) for r in range(processes)]
+
+
+def slowest(everyone: list[dict]) -> dict[str, dict[str, float]]:
+    """Per case the largest figure over the processes (the slowest sets a step's time)."""
     return {case: {k: max(one[case][k] for one in everyone) for k in everyone[0][case]} for case in everyone[0]}
+
+
+def table(processes: int, length: int, repeat: int) -> None:
+    f = slowest(launch(processes, length, repeat, "table"))
+    print(
+        f"{processes} gloo processes, L = {length}, H = {HEADS}, D = {D}, float32; slowest process, medians of {repeat}"
+    )
+    print("| pass | causal | case | time (s) | time / ring softmax | MiB sent | bytes / ring softmax |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for causal, configs in ((False, NON_CAUSAL), (True, CAUSAL)):
+        for train in (False, True):
+            for scheme, layout, strategy in configs:
+                base = f[name("softmax", causal, train, layout if causal else "contiguous", "ring")]
+                x = f[name(scheme, causal, train, layout, strategy)]
+                print(
+                    f"| {'fwd+bwd' if train else 'forward'} | {causal} | {scheme} {layout} {strategy} | "
+                    f"{x['seconds']:.2f} | {x['seconds'] / base['seconds']:.2f} | {x['bytes'] / 2**20:.1f} | "
+                    f"{x['bytes'] / base['bytes']:.2f} |"
+                )
+
+
+def balance(processes: int, length: int, repeat: int) -> None:
+    everyone = launch(processes, length, repeat, "balance")
+    print(f"causal forward + backward, {processes} gloo processes, L = {length}; medians of {repeat}")
+    print("| case | CPU s per process (rank 0 ..) | slowest / fastest CPU | wall s (slowest) |")
+    print("| --- | --- | --- | --- |")
+    for case in everyone[0]:
+        cpu = [one[case]["cpu"] for one in everyone]
+        wall = max(one[case]["seconds"] for one in everyone)
+        print(f"| {case} | {' '.join(f'{c:.2f}' for c in cpu)} | {max(cpu) / min(cpu):.2f} | {wall:.2f} |")
+
+
+def memory(processes: int, length: int) -> None:
+    print(
+        f"peak RSS per process (MiB), forward and backward, {processes} gloo processes, L = {length}, fresh processes"
+    )
+    print("| case | peak RSS (largest process) |\n| --- | --- |")
+    for scheme, layout, strategy in NON_CAUSAL:
+        case = name(scheme, False, True, layout, strategy)
+        rss = max(one[case]["peak_rss_mib"] for one in launch(processes, length, 1, "table", only=case))
+        print(f"| {case} | {rss:.0f} |")
 
 
 def main() -> None:
@@ -110,44 +201,20 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--memory", action="store_true", help="peak RSS of a training step, fresh processes")
+    parser.add_argument("--balance", action="store_true", help="causal work per process, both layouts")
     parser.add_argument("--participant", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", default="table", help=argparse.SUPPRESS)
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.participant:
         participant(args)
-        return
-    if args.memory:
-        processes, length = args.processes or 4, args.length or 32768
-        print(f"peak RSS per process (MiB), forward and backward, {processes} gloo processes, L = {length}")
-        print("| causal | ring softmax | doubly | doubly / softmax | target |\n| --- | --- | --- | --- | --- |")
-        for causal in (False, True):
-            rss = {
-                s: launch(processes, length, 1, only=f"{s}-{causal}-True")[f"{s}-{causal}-True"]["peak_rss_mib"]
-                for s in ("softmax", "doubly")
-            }
-            ratio = rss["doubly"] / rss["softmax"]
-            print(f"| {causal} | {rss['softmax']:.0f} | {rss['doubly']:.0f} | {ratio:.2f} | <= {TARGETS['rss']} |")
-        return
-    processes, length = args.processes or 2, args.length or 8192
-    figures = launch(processes, length, args.repeat)
-    print(
-        f"{processes} gloo processes, L = {length}, H = {HEADS}, D = {D}, float32; "
-        f"slowest process, medians of {args.repeat}"
-    )
-    print(
-        "| pass | causal | ring softmax (s) | doubly (s) | time ratio | MiB sent, softmax | MiB sent, doubly | "
-        "bytes ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
-    )
-    for causal in (False, True):
-        for train in (False, True):
-            soft, doubly = (figures[f"{s}-{causal}-{train}"] for s in ("softmax", "doubly"))
-            print(
-                f"| {'fwd+bwd' if train else 'forward'} | {causal} | {soft['seconds']:.2f} | {doubly['seconds']:.2f} "
-                f"| {doubly['seconds'] / soft['seconds']:.2f} | {soft['bytes'] / 2**20:.1f} | "
-                f"{doubly['bytes'] / 2**20:.1f} | {doubly['bytes'] / soft['bytes']:.2f} |"
-            )
-    print(f"targets: time ratio <= {TARGETS['time']}, bytes ratio <= {TARGETS['bytes']} + O(K H) floats")
+    elif args.memory:
+        memory(args.processes or 4, args.length or 32768)
+    elif args.balance:
+        balance(args.processes or 4, args.length or 8192, args.repeat)
+    else:
+        table(args.processes or 2, args.length or 8192, args.repeat)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from . import blocked, products, rows, schemes
 from . import logsumexp as lse
 from ._device import device_of
 from .backward import Component, PerKey, step
+from .backward_causal import reverse_scan
 from .ring import Turn, sweep
 from .shapes import pad, sum_to
 from .sharded import Residuals, ShardedOptions, lead
@@ -171,6 +172,11 @@ class _Tiles:
             dp = products.matmul(grad[..., start:stop, :], xp.matrix_transpose(values[..., :width, :]), xp=xp)
             biased, _ = blocked.bias_block(block, how, (), carries[index], xp=xp)
             stats = [pick(low, kept[index], kept[n_rows + index], xp=xp) for kept in self.residuals.rows]
+            if not full:  # the recurrence alone: the biased component's dZ, no products for the gradients
+                weight, g = self.weights[0], xp.exp(lse.subtract(biased, stats[0], xp=xp))
+                dz = g * ((dp if weight is None else weight * dp) - deltas[0][..., start:stop, :])
+                after = reverse_scan(dz, xp.exp(biased), after, doubling=how.doubling, xp=xp)[1]
+                continue
             components = tuple(
                 Component(g[..., start:stop, :], d[..., start:stop, :], w, stat)
                 for g, d, w, stat in zip(grads, deltas, self.weights, stats, strict=True)
@@ -179,8 +185,6 @@ class _Tiles:
                 block, biased, dp, components, how=how, terms=None, after=after, keep=None, shared=self.shared, xp=xp
             )
             after = tile_step.after
-            if not full:
-                continue
             ds = tile_step.ds if slope is None else tile_step.ds * slope
             if tile_step.value is not None:
                 value_share.add(tile_step.value, xp=xp)
