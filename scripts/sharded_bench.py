@@ -3,6 +3,7 @@
     python scripts/sharded_bench.py                  # 2 processes, L = 8192: time and bytes, every layout and strategy
     python scripts/sharded_bench.py --balance        # 4 processes, L = 8192: causal work per process, both layouts
     python scripts/sharded_bench.py --memory         # 4 processes, L = 32768: peak RSS, ring against all-gather
+    python scripts/sharded_bench.py --jax            # 4 JAX host devices, L = 4096: causal, masked or skipped blocks
     python scripts/sharded_bench.py --processes 2 --length 2048 --repeat 1   # a quick look
 
 ``(1, H = 4, L / P, D = 64)`` float32 shards, one thread per process. Ring softmax is dnorm's own
@@ -195,6 +196,54 @@ def memory(processes: int, length: int) -> None:
         print(f"| {case} | {rss:.0f} |")
 
 
+def jax_devices(processes: int, length: int, repeat: int) -> None:
+    """Causal forward and backward inside ``shard_map`` on host devices: over contiguous shards a device computes
+    the blocks it may not see too (masked), over zigzag shards only its tiles. In a process of its own (the device
+    count is fixed when JAX starts); one XLA program for all devices, which share this machine's cores."""
+    if "XLA_FLAGS" not in os.environ:
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={processes}", "JAX_PLATFORMS": "cpu"}
+        command = [sys.executable, __file__, "--jax", "--processes", str(processes), "--length", str(length)]
+        subprocess.run([*command, "--repeat", str(repeat)], env=env, check=True)
+        return
+    import jax
+    import jax.numpy as jnp
+
+    import dnorm
+
+    mesh = jax.make_mesh((processes,), ("seq",))
+    seq = jax.P(None, None, "seq", None)
+    on_devices = jax.sharding.NamedSharding(mesh, seq)
+    q, k, v = (
+        jax.device_put(jax.random.normal(jax.random.key(i), (1, HEADS, length, D)), on_devices) for i in range(3)
+    )
+    print(f"causal forward + backward inside shard_map, {processes} JAX host devices, L = {length}; median of {repeat}")
+    print("| scheme | layout | compile + first run (s) | time (s) |\n| --- | --- | --- | --- |")
+    for scheme in ("softmax", "doubly"):
+        for layout in ("contiguous", "zigzag"):
+
+            def loss(q, k, v, scheme=scheme, layout=layout):
+                attend = jax.shard_map(
+                    lambda q, k, v: dnorm.distributed.attention(
+                        q, k, v, scheme, causal=True, axis_name="seq", layout=layout
+                    ),
+                    mesh=mesh,
+                    in_specs=(seq, seq, seq),
+                    out_specs=seq,
+                )
+                return jnp.sum(attend(q, k, v))
+
+            step = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+            start = time.perf_counter()
+            jax.block_until_ready(step(q, k, v))
+            first = time.perf_counter() - start
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                jax.block_until_ready(step(q, k, v))
+                times.append(time.perf_counter() - start)
+            print(f"| {scheme} | {layout} | {first:.1f} | {statistics.median(times):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", type=int, default=None)
@@ -202,6 +251,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--memory", action="store_true", help="peak RSS of a training step, fresh processes")
     parser.add_argument("--balance", action="store_true", help="causal work per process, both layouts")
+    parser.add_argument("--jax", action="store_true", help="causal under JAX host devices, both layouts")
     parser.add_argument("--participant", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="table", help=argparse.SUPPRESS)
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)
@@ -213,6 +263,8 @@ def main() -> None:
         memory(args.processes or 4, args.length or 32768)
     elif args.balance:
         balance(args.processes or 4, args.length or 8192, args.repeat)
+    elif args.jax:
+        jax_devices(args.processes or 4, args.length or 4096, args.repeat)
     else:
         table(args.processes or 2, args.length or 8192, args.repeat)
 

@@ -1,7 +1,7 @@
 """Key blocks passed around the participants of a sharded sequence (spec DEF-SHARDED-ATTENTION).
 
-``P`` participants hold consecutive shards of one sequence, participant ``r``
-the ``r``-th. A *sweep* brings every key block to every participant once:
+``P`` participants hold shards of one sequence (:mod:`.sharded_layout`),
+participant ``r`` the ``r``-th. A *sweep* brings every key block to every participant once:
 at each turn a participant's queries meet the block it holds (:class:`Turn`),
 then every participant hands its block to a neighbour. What travels with a
 block is of two kinds: what a turn only reads (the keys, values, key mask and
@@ -14,7 +14,10 @@ back to the block's owner at the end.
 The collective itself is a :class:`Ring` (``torch.distributed`` or a JAX mesh
 axis, :mod:`dnorm._distributed`): the kernels only ask it to pass arrays on.
 The next block is sent off before a turn computes, so that its transfer
-overlaps the turn's work; what the turn adds to follows after it.
+overlaps the turn's work; what the turn adds to follows after it. Under the
+all-gather strategy every participant gathers every key (:meth:`Ring.gather`),
+its sweeps go around :data:`ALONE` in one turn, and what they collected is
+summed over the participants by the ring's other collectives.
 """
 
 from __future__ import annotations

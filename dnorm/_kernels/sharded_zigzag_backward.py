@@ -43,7 +43,7 @@ def backward(
     xp: Any,
 ) -> tuple[Array, Array, Array, Array | None]:
     """Gradients of ``query``, ``key``, ``value`` (this participant's zigzag shards) and ``alpha`` (its share)."""
-    work = _Tiles(query * options.scale, key, value, key_mask, alpha, out, residuals, grad, options, xp)
+    work = _Tiles((query * options.scale, key, value, key_mask, alpha, out, grad), residuals, options, xp)
     incoming = work.incoming() if work.how.running else None
     d_query: list[list[Any]] = [[None, None] for _ in options.rows]
 
@@ -77,19 +77,9 @@ def backward(
 class _Tiles:
     """What every tile of the backward pass reads, and the gradient of one tile."""
 
-    def __init__(
-        self,
-        q: Array,
-        key: Array,
-        value: Array,
-        key_mask: Array | None,
-        alpha: Array,
-        out: Array,
-        residuals: Residuals,
-        grad: Array,
-        options: ShardedOptions,
-        xp: Any,
-    ) -> None:
+    def __init__(self, arrays: tuple[Array, ...], residuals: Residuals, options: ShardedOptions, xp: Any) -> None:
+        """``arrays``: the scaled queries, the keys, values, key mask, ``alpha``, the output and its gradient."""
+        q, key, value, key_mask, alpha, out, grad = arrays
         self.q, self.key, self.value, self.key_mask, self.grad = q, key, value, key_mask, grad
         self.residuals, self.options, self.xp = residuals, options, xp
         self.how = schemes.plan(options.scheme, causal=True, n_iter=options.n_iter)
