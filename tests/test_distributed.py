@@ -56,6 +56,16 @@ def test_other_libraries_and_kernels_are_refused():
         dnorm.distributed.attention(t, t, t, kernel="triton")
     with pytest.raises(ValueError, match="kernel must be one of"):
         dnorm.distributed.attention(t, t, t, kernel="flash")
+    # the family's options over other transports than contiguous shards on the ring: refused by name, never dropped
+    for scheme, given, transport, named in [
+        ("doubly", {"sink": 1.0}, {"layout": "zigzag", "causal": True}, "sink="),
+        ("softmax", {"length_scale": torch.ones(1, 2)}, {"layout": "zigzag"}, "length_scale="),
+        ("hybrid", {"sink": 1.0}, {"strategy": "all-gather"}, "sink="),
+        ("sigmoid", {}, {"strategy": "all-gather"}, "scheme='sigmoid'"),
+        ("sigmoid", {"bias": -1.0}, {"layout": "zigzag", "causal": True}, "scheme='sigmoid', bias="),
+    ]:
+        with pytest.raises(ValueError, match=rf"{named} with layout=.* is not sharded yet"):
+            dnorm.distributed.attention(t, t, t, scheme, **given, **transport)
 
 
 def test_torch_needs_a_process_group_and_causal_needs_equal_lengths():
