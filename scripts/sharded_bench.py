@@ -10,13 +10,14 @@
 (``dnorm.distributed.attention(..., "softmax")``): torch's ``context_parallel`` does not run on the CPU at torch
 2.13 (its SDPA op for the CPU has no sharding strategy). Every case runs in the same processes, alternating, after
 one warm-up each; times are medians of ``--repeat`` runs. A process's *time* is the wall time of its call from a
-barrier; its *CPU* time that of its main thread (``time.thread_time``: the computation and the copies into
-sockets, not the waits). The table's time is the slowest process's; ``--balance`` reports the slowest and the
-fastest process's CPU time, the work each one does, since on this machine four processes share two cores and a
-process that waits lends its core to the others. Bytes are those this process hands to ``torch.distributed``:
-point-to-point sends as they are, and the collectives as their bandwidth-optimal (ring) algorithms send them
-(all-gather and reduce-scatter ``(P - 1) / P`` of the whole array, all-reduce twice that). Peak RSS is measured
-in a fresh set of processes per case (``resource.getrusage``), and includes torch's import.
+barrier; its *CPU* time that of its main thread (``time.thread_time``: the computation and the copies into sockets,
+not the waits). The table's time and CPU time are each the largest over the processes (CPU time is the figure a
+loaded machine distorts least); ``--balance`` reports the slowest and the fastest process's CPU time, the work each
+one does, since on this machine four processes share two cores and a process that waits lends its core to the
+others. Bytes are those this process hands to ``torch.distributed``: point-to-point sends as they are, and the
+collectives as their bandwidth-optimal (ring) algorithms send them (all-gather and reduce-scatter ``(P - 1) / P`` of
+the whole array, all-reduce twice that). Peak RSS is measured in a fresh set of processes per case
+(``resource.getrusage``), and includes torch's import.
 """
 
 from __future__ import annotations
@@ -160,8 +161,11 @@ def table(processes: int, length: int, repeat: int) -> None:
     print(
         f"{processes} gloo processes, L = {length}, H = {HEADS}, D = {D}, float32; slowest process, medians of {repeat}"
     )
-    print("| pass | causal | case | time (s) | time / ring softmax | MiB sent | bytes / ring softmax |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| pass | causal | case | time (s) | time / ring softmax | CPU (s) | CPU / ring softmax | MiB sent "
+        "| bytes / ring softmax |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for causal, configs in ((False, NON_CAUSAL), (True, CAUSAL)):
         for train in (False, True):
             for scheme, layout, strategy in configs:
@@ -169,7 +173,8 @@ def table(processes: int, length: int, repeat: int) -> None:
                 x = f[name(scheme, causal, train, layout, strategy)]
                 print(
                     f"| {'fwd+bwd' if train else 'forward'} | {causal} | {scheme} {layout} {strategy} | "
-                    f"{x['seconds']:.2f} | {x['seconds'] / base['seconds']:.2f} | {x['bytes'] / 2**20:.1f} | "
+                    f"{x['seconds']:.2f} | {x['seconds'] / base['seconds']:.2f} | {x['cpu']:.2f} | "
+                    f"{x['cpu'] / base['cpu']:.2f} | {x['bytes'] / 2**20:.1f} | "
                     f"{x['bytes'] / base['bytes']:.2f} |"
                 )
 
