@@ -232,8 +232,8 @@ def attention(
         length_scale=length_scale, bias=bias,
     )  # fmt: skip
     request = check.attention_request(query, key, value, None, alpha, asked, xp=xp)
-    _transport(layout, strategy, request.causal, query.shape[-2])
-    _family_transport(layout, strategy, scheme=request.scheme, sink=sink, length_scale=length_scale, bias=bias)
+    participants.transport(layout, strategy, request.causal, query.shape[-2], layouts=LAYOUTS, strategies=STRATEGIES)
+    participants.family_transport(layout, strategy, scheme=scheme, sink=sink, length_scale=length_scale, bias=bias)
     mask = participants.key_mask(key_padding_mask, key, xp=xp)
     ring = participants.ring(library, group, axis_name, (query, key, value))
     per_head = check.PerHead(alpha, sink, length_scale, bias)
@@ -286,8 +286,8 @@ def shard(x: Array, /, *, rank: int, size: int, layout: str = "contiguous", axis
     if not 0 <= rank < size:
         msg = f"rank must satisfy 0 <= rank < size, got rank={rank} and size={size}"
         raise ValueError(msg)
-    _choose(layout, "layout", LAYOUTS)
-    axis = _axis(axis, x.ndim)
+    participants.choose(layout, "layout", LAYOUTS)
+    axis = participants.axis(axis, x.ndim)
     parts = layouts.parts(size, layout)
     if x.shape[axis] % parts:
         msg = (
@@ -338,8 +338,8 @@ def unshard(parts: Sequence[Array], /, *, layout: str = "contiguous", axis: int 
     if len(shapes) > 1:
         msg = f"parts must all have one shape (equal shards), got {sorted(shapes)}"
         raise ValueError(msg)
-    _choose(layout, "layout", LAYOUTS)
-    axis = _axis(axis, parts[0].ndim)
+    participants.choose(layout, "layout", LAYOUTS)
+    axis = participants.axis(axis, parts[0].ndim)
     if layout == "zigzag" and parts[0].shape[axis] % 2:
         msg = (
             f"zigzag parts hold two equal chunks: their length along axis {axis} must be even, got "
@@ -347,55 +347,3 @@ def unshard(parts: Sequence[Array], /, *, layout: str = "contiguous", axis: int 
         )
         raise ValueError(msg)
     return layouts.unshard(parts, layout=layout, axis=axis, xp=xp)
-
-
-def _choose(value: object, name: str, choices: tuple[str, ...], /) -> None:
-    if not isinstance(value, str) or value not in choices:
-        msg = f"{name} must be one of {choices}, got {value!r}"
-        raise (ValueError if isinstance(value, str) else TypeError)(msg)
-
-
-def _axis(axis: object, ndim: int, /) -> int:
-    """``axis`` as a negative index of an array of ``ndim`` dimensions."""
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        msg = f"axis must be an int, got {type(axis).__name__}"
-        raise TypeError(msg)
-    if not -ndim <= axis < ndim:
-        msg = f"axis must be an axis of the array ({-ndim} <= axis < {ndim}), got {axis}"
-        raise ValueError(msg)
-    return axis - ndim if axis >= 0 else axis
-
-
-def _transport(layout: object, strategy: object, causal: bool, length: int, /) -> None:
-    """``layout`` and ``strategy`` checked against the call."""
-    _choose(layout, "layout", LAYOUTS)
-    _choose(strategy, "strategy", STRATEGIES)
-    if strategy == "all-gather" and causal:
-        msg = (
-            "strategy='all-gather' serves non-causal calls; causal attention takes strategy='ring' (with "
-            "layout='zigzag' for balanced work)"
-        )
-        raise ValueError(msg)
-    if layout == "zigzag" and length % 2:
-        msg = (
-            f"layout='zigzag' shards hold two equal chunks: an even number of positions, got {length} on this "
-            "participant"
-        )
-        raise ValueError(msg)
-
-
-def _family_transport(layout: str, strategy: str, /, *, scheme: str, **given: object) -> None:
-    """The normalization family's options take the contiguous layout and the ring strategy: their sharded forms
-    (the sink's running logit, the counts of the length scale and of the sigmoid's default bias) count positions
-    over consecutive shards, and no other transport has been tested with them."""
-    if layout == "contiguous" and strategy == "ring":
-        return
-    named = [f"{name}=" for name, value in given.items() if value is not None]
-    if check.described(scheme).rows == "gated":
-        named.insert(0, f"scheme={scheme!r}")
-    if named:
-        msg = (
-            f"{', '.join(named)} with layout={layout!r} and strategy={strategy!r} is not sharded yet: the "
-            "normalization family's options take layout='contiguous' and strategy='ring' (the defaults)"
-        )
-        raise ValueError(msg)

@@ -96,3 +96,64 @@ def _shapes(flat: tuple[int, ...], like: tuple[Any, ...], /) -> tuple[tuple[int,
         out.append(tuple(flat[at : at + len(shape)]))
         at += len(shape)
     return tuple(out)
+
+
+def choose(value: object, name: str, choices: tuple[str, ...], /) -> None:
+    if not isinstance(value, str) or value not in choices:
+        msg = f"{name} must be one of {choices}, got {value!r}"
+        raise (ValueError if isinstance(value, str) else TypeError)(msg)
+
+
+def axis(axis: object, ndim: int, /) -> int:
+    """``axis`` as a negative index of an array of ``ndim`` dimensions."""
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        msg = f"axis must be an int, got {type(axis).__name__}"
+        raise TypeError(msg)
+    if not -ndim <= axis < ndim:
+        msg = f"axis must be an axis of the array ({-ndim} <= axis < {ndim}), got {axis}"
+        raise ValueError(msg)
+    return axis - ndim if axis >= 0 else axis
+
+
+def transport(
+    layout: object,
+    strategy: object,
+    causal: bool,
+    length: int,
+    /,
+    *,
+    layouts: tuple[str, ...],
+    strategies: tuple[str, ...],
+) -> None:
+    """``layout`` and ``strategy`` checked against the call."""
+    choose(layout, "layout", layouts)
+    choose(strategy, "strategy", strategies)
+    if strategy == "all-gather" and causal:
+        msg = (
+            "strategy='all-gather' serves non-causal calls; causal attention takes strategy='ring' (with "
+            "layout='zigzag' for balanced work)"
+        )
+        raise ValueError(msg)
+    if layout == "zigzag" and length % 2:
+        msg = (
+            f"layout='zigzag' shards hold two equal chunks: an even number of positions, got {length} on this "
+            "participant"
+        )
+        raise ValueError(msg)
+
+
+def family_transport(layout: str, strategy: str, /, *, scheme: str, **given: object) -> None:
+    """The normalization family's options take the contiguous layout and the ring strategy: their sharded forms
+    (the sink's running logit, the counts of the length scale and of the sigmoid's default bias) count positions
+    over consecutive shards, and no other transport has been tested with them."""
+    if layout == "contiguous" and strategy == "ring":
+        return
+    named = [f"{name}=" for name, value in given.items() if value is not None]
+    if check.described(scheme).rows == "gated":
+        named.insert(0, f"scheme={scheme!r}")
+    if named:
+        msg = (
+            f"{', '.join(named)} with layout={layout!r} and strategy={strategy!r} is not sharded yet: the "
+            "normalization family's options take layout='contiguous' and strategy='ring' (the defaults)"
+        )
+        raise ValueError(msg)

@@ -31,7 +31,6 @@ from .sharded import (
     Residuals,
     RowBias,
     ShardedOptions,
-    every_key,
     lead,
     per_key_arrays,
     per_key_stat,
@@ -39,6 +38,7 @@ from .sharded import (
     tile,
     whole,
 )
+from .sharded_collective import every_key
 
 Array = Any
 

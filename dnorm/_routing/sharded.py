@@ -13,7 +13,15 @@ import math
 from typing import Any
 
 from .. import _validate as check
-from .._kernels import budget, schemes, sharded, sharded_backward, sharded_zigzag, sharded_zigzag_backward
+from .._kernels import (
+    budget,
+    schemes,
+    sharded,
+    sharded_backward,
+    sharded_collective,
+    sharded_zigzag,
+    sharded_zigzag_backward,
+)
 from .._kernels.ring import Ring
 from .._kernels.scores import block_bounds
 from . import adapt, family, heads
@@ -113,7 +121,7 @@ def attention(
     gated = check.described(request.scheme).rows == "gated"
     n = None
     if per_head.length_scale is not None or (gated and per_head.bias is None):
-        n = sharded.counts(q, key_mask, key.shape[-2], ring=ring, causal=request.causal, xp=xp)
+        n = sharded_collective.counts(q, key_mask, key.shape[-2], ring=ring, causal=request.causal, xp=xp)
     if per_head.length_scale is not None:
         q = q * family.length_factor(per_head.length_scale, n, q, xp=xp)
     params = family.parameters(per_head, work, query, xp=xp)
