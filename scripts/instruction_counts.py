@@ -2,10 +2,11 @@
 
 Each case runs twice under ``valgrind --tool=callgrind`` in a fresh interpreter (imports, one untimed call, then
 ``--calls`` more or none); the difference of the two totals over ``--calls`` is one call's instructions. One
-thread everywhere and ``PYTHONHASHSEED=0``, so a count repeats closely whatever the machine is doing (measured:
-within 0.05% for three cases, 1.7% for the array-API attention); a change of dnorm's Python layers or kernels moves
-it. It counts instructions, not time: a change that trades instructions for memory traffic (or the reverse)
-shows here differently than in asv.
+thread everywhere, ``PYTHONHASHSEED=0`` and the garbage collector off after the first call (a collection runs at
+a different call in each tree), so a count repeats closely whatever the machine is doing (measured: within 0.05%
+for three cases, 1.7% for the array-API attention, before the collector was turned off); a change of dnorm's
+Python layers or kernels moves it. It counts instructions, not time: a change that trades instructions for memory
+traffic (or the reverse) shows here differently than in asv.
 
 The compiled CPU kernels run in numba's build for valgrind's CPU: valgrind does not run AVX-512, and without a
 cache for that CPU a count compiled them under valgrind (847 s, measured). The ``numba`` cases set
@@ -29,9 +30,11 @@ import sys
 import tempfile
 
 #: name: (kernel, scheme, entry, size); entry "attention" is (1, 4, size, size), "decode" one query over size keys,
-#: 8 query heads over 2, NumPy float32, D = 64; "train" a causal training step on torch, (1, 2, size, 32).
+#: 8 query heads over 2, NumPy float32, D = 64; "train" ("train-causal") a (causal) training step on torch,
+#: (1, 2, size, 32).
 CASES = {
-    "training step causal doubly, torch, array-API kernels, 2 x 128 x 128": ("array-api", "doubly", "train", 128),
+    "causal training step doubly, torch, array-API, 2 x 128 x 128": ("array-api", "doubly", "train-causal", 128),
+    "training step hybrid, torch, array-API, 2 x 128 x 128": ("array-api", "hybrid", "train", 128),
     "attention doubly, array-API kernels, 4 x 128 x 128": ("array-api", "doubly", "attention", 128),
     "decode step doubly, array-API kernels, K = 512": ("array-api", "doubly", "decode", 512),
     "attention doubly, compiled kernels (generic CPU), 4 x 128 x 128": ("numba", "doubly", "attention", 128),
@@ -39,17 +42,18 @@ CASES = {
 }
 
 WORKLOAD = """
-import sys
+import gc, sys
 import numpy as np
 import dnorm
 calls, kernel, scheme, entry, size = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 rng = np.random.default_rng(0)
-if entry == "train":
+if entry.startswith("train"):
     import torch
     torch.set_num_threads(1)
     q, k, v = (torch.from_numpy(rng.standard_normal((1, 2, size, 32), dtype=np.float32)).requires_grad_()
                for _ in range(3))
-    run = lambda: dnorm.attention(q, k, v, scheme, causal=True, kernel=kernel).sum().backward()
+    causal = entry == "train-causal"
+    run = lambda: dnorm.attention(q, k, v, scheme, causal=causal, kernel=kernel).sum().backward()
 elif entry == "attention":
     q, k, v = (rng.standard_normal((1, 4, size, 64), dtype=np.float32) for _ in range(3))
     run = lambda: dnorm.attention(q, k, v, scheme, kernel=kernel)
@@ -58,7 +62,9 @@ else:
     k, v = (rng.standard_normal((1, 2, size, 64), dtype=np.float32) for _ in range(2))
     state = (rng.standard_normal((1, 8, size - 1), dtype=np.float32), np.ones((1, 8, size - 1), np.float32))
     run = lambda: dnorm.decode(q, k, v, state, scheme, kernel=kernel)
-for _ in range(calls + 1):
+run()
+gc.disable()  # a collection runs when allocations cross a threshold: at a different call in each tree
+for _ in range(calls):
     run()
 """
 
