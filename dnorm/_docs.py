@@ -23,8 +23,9 @@ GUARANTEE = """Without a mask, under ``"doubly"`` every key ``j`` receives the m
     rounding (spec THM-MASS-BOUND-FLOAT)."""
 
 _SECTIONS = {
-    "schemes": """Every scheme is a row softmax of the scores plus a per-key bias
-    (spec DEF-SOFTMAX, DEF-DNAS, DEF-HYBRID, DEF-SINKHORN):
+    "schemes": """The normalized schemes are a row softmax of the scores plus a per-key
+    bias (spec DEF-SOFTMAX, DEF-DNAS, DEF-HYBRID, DEF-SINKHORN); the rows of
+    sigmoid and stick-breaking attention need not sum to one:
 
     * ``"softmax"``: ``A[i, j] = exp(S[i, j]) / sum_j' exp(S[i, j'])``.
     * ``"doubly"`` (the default; doubly-normalized attention, Ding et al. 2020):
@@ -110,8 +111,8 @@ _SECTIONS = {
         arrays whose sequence and feature axes are one chunk each run one
         task per chunk (``"dask"``); CUDA torch tensors (and CuPy arrays,
         through DLPack) take dnorm's fused Triton kernels when ``triton``
-        imports (``"triton"``: every scheme and option, forward, backward
-        and decoding; on CPU tensors they run through Triton's interpreter
+        imports (``"triton"``: every scheme but stick-breaking and every
+        option, forward, backward and decoding; on CPU tensors they run through Triton's interpreter
         when ``TRITON_INTERPRET=1`` is set and ``"triton"`` is asked for);
         NumPy arrays and CPU torch tensors of at least 2**16 scores (a
         decoding step: 2**14) take dnorm's compiled CPU kernels when numba
@@ -120,7 +121,7 @@ _SECTIONS = {
         decoding; no sigmoid or stick-breaking rows, sink, softcap, dropout,
         ``block_size`` or gradient of a floating mask); other
         CPU torch tensors with ``"softmax"``, ``"doubly"`` or ``"hybrid"``
-        and no ``causal``, ``block_size``, ``softcap`` or dropout go
+        and no ``causal``, sink, ``block_size``, ``softcap`` or dropout go
         through torch's fused attention kernels (``"torch"``); every other
         call takes the array-API kernels (``"array-api"``), which serve every
         call. A named implementation that cannot serve the call raises
