@@ -219,6 +219,23 @@ def test_load_state_dict_reads_torch_layouts() -> None:
         grouped.load_state_dict(torch.nn.MultiheadAttention(E, H).state_dict())
 
 
+def test_from_torch_takes_a_hybrid_alpha_and_torch_weights() -> None:
+    """Hybrid: torch's layer has no alpha, so its weights load (from_torch, and a strict load of its state dict)
+    beside the layer's own alpha; a dnorm state dict without alpha_logit is still reported missing."""
+    reference = torch.nn.MultiheadAttention(E, H, batch_first=True).double().eval()
+    layer = MultiheadAttention.from_torch(reference, scheme="hybrid", alpha_init=0.3)
+    torch.testing.assert_close(layer.alpha, torch.full((H,), 0.3, dtype=torch.float64), **TIGHT)
+    torch.testing.assert_close(layer.q_proj.weight, reference.in_proj_weight[:E], **TIGHT)
+    torch.testing.assert_close(layer.v_proj.bias, reference.in_proj_bias[2 * E :], **TIGHT)
+    fresh = MultiheadAttention(E, H, batch_first=True, scheme="hybrid", alpha_init=0.7).double()
+    fresh.load_state_dict(reference.state_dict(), strict=True)
+    # its logit was made in float32 before .double(): 0.7 to float32's rounding
+    torch.testing.assert_close(fresh.alpha, torch.full((H,), 0.7, dtype=torch.float64), rtol=1e-6, atol=0)
+    own = {k: v for k, v in layer.state_dict().items() if k != "alpha_logit"}
+    with pytest.raises(RuntimeError, match="alpha_logit"):
+        fresh.load_state_dict(own, strict=True)
+
+
 def test_from_torch_copies_the_configuration() -> None:
     reference = torch.nn.MultiheadAttention(E, H, dropout=0.25, bias=False, batch_first=True).double().eval()
     layer = MultiheadAttention.from_torch(reference, scheme="doubly", causal=True)

@@ -31,8 +31,9 @@ def torch_configuration(module: object, /) -> dict[str, Any]:
     }
 
 
-def from_torch_layout(state_dict: dict[str, Any], prefix: str, widths: tuple[int, int, int], /) -> None:
-    """Rewrite torch's projection entries under ``prefix`` in place as ``q_proj``, ``k_proj`` and ``v_proj``'s.
+def from_torch_layout(state_dict: dict[str, Any], prefix: str, widths: tuple[int, int, int], /) -> bool:
+    """Rewrite torch's projection entries under ``prefix`` in place as ``q_proj``, ``k_proj`` and ``v_proj``'s;
+    whether there were any (the state dict is torch's).
 
     torch keeps them packed (``in_proj_weight`` and ``in_proj_bias``, rows
     of the query, key and value projections of ``widths`` outputs one after
@@ -40,17 +41,21 @@ def from_torch_layout(state_dict: dict[str, Any], prefix: str, widths: tuple[int
     ``v_proj_weight``, the packed bias beside them). Entries of other shapes
     are left for the loader to report.
     """
+    found = False
     packed = {f"{prefix}in_proj_weight": "weight", f"{prefix}in_proj_bias": "bias"}
     for name, kind in packed.items():
         tensor = state_dict.get(name)
         if tensor is not None and tensor.shape[0] == sum(widths):
             del state_dict[name]
+            found = True
             for proj, part in zip("qkv", tensor.split(list(widths)), strict=True):
                 state_dict[f"{prefix}{proj}_proj.{kind}"] = part
     for proj in "qkv":
         tensor = state_dict.pop(f"{prefix}{proj}_proj_weight", None)
         if tensor is not None:
             state_dict[f"{prefix}{proj}_proj.weight"] = tensor
+            found = True
+    return found
 
 
 class FromTorch(nn.Module):
@@ -118,9 +123,12 @@ class FromTorch(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        """Read torch's layout too: the packed or separate input projections and the packed bias."""
+        """Read torch's layout too: the packed or separate input projections and the packed bias; a hybrid layer
+        keeps its ``alpha_logit`` where the state dict is torch's (torch's layer has no alpha)."""
         widths = (self.q_proj.out_features, self.k_proj.out_features, self.v_proj.out_features)
-        from_torch_layout(state_dict, prefix, widths)
+        alpha_logit = getattr(self, "alpha_logit", None)
+        if from_torch_layout(state_dict, prefix, widths) and alpha_logit is not None:
+            state_dict.setdefault(f"{prefix}alpha_logit", alpha_logit.detach().clone())
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
