@@ -37,6 +37,8 @@ class Triton:
             return _dlpack_refusal(call)
         if call.library != "torch":
             return f"it takes torch tensors (and CuPy arrays, through DLPack), got {type(query).__module__}"
+        if call.symbolic:  # first: what follows reads the compile-only session, which torch.compile cannot trace
+            return "under torch.compile it is not traced (its launches are Python); compile with kernel='array-api'"
         if importlib.util.find_spec("triton") is None:
             return "triton is not installed: pip install 'dnorm[triton]'"
         devices = {x.device for x in (query, key, value, mask) if x is not None}
@@ -56,8 +58,6 @@ class Triton:
             return "Triton's interpreter has no bfloat16 arithmetic (triton#4972): bfloat16 runs on a GPU only"
         if max(query.shape[-1], value.shape[-1]) > MAX_HEAD_DIM:
             return f"it takes head sizes up to {MAX_HEAD_DIM}, got {query.shape[-1]} and {value.shape[-1]}"
-        if call.symbolic:
-            return "under torch.compile it is not traced (its launches are Python); compile with kernel='array-api'"
         if mask is not None and str(mask.dtype) not in ("torch.bool", *_FLOATS):
             return f"it takes a boolean or floating mask, got {mask.dtype}"
         if schemes.SCHEMES[call.request.scheme].rows == "sticks":
