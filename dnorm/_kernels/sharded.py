@@ -143,12 +143,9 @@ def forward(
     sweep(options.sweeps, read, tuple(_empty(q, key, xp=xp)) if how.running else (), visit, home=False)
     if params.sink is not None:
         for index, block_rows in enumerate(options.rows):
-            logits = sink_logits(how, params.sink, block_rows, q, options=options, xp=xp)
-            for n, logit in enumerate(x for x in logits if x is not None):
-                out_part, stat = merged[n][index]
-                logit = logit + xp.zeros_like(stat.max)  # one more key, of value 0 (spec DEF-SINK)
-                sink = (xp.zeros_like(out_part), lse.LogSumExp(logit, xp.ones_like(logit)))
-                merged[n][index] = rows.merge_partial(merged[n][index], sink, xp=xp)
+            parts = with_sink([part[index] for part in merged], how, params.sink, block_rows, q, options=options, xp=xp)
+            for n, part in enumerate(parts):
+                merged[n][index] = part
     outputs = tuple(blocked.concat_rows([part[0] for part in component], xp=xp) for component in merged)
     out = rows.mix(outputs[0], outputs[1], alpha) if how.mixed else outputs[0]
     row_stats = tuple(tuple(part[1] for part in component) for component in merged)
@@ -182,6 +179,28 @@ def gated(
 def rows_of(per_row: Array, start: int, stop: int, /) -> Array:
     """Rows ``start:stop`` of an array over this participant's rows, or the array itself where it has one row."""
     return per_row if per_row.shape[-2] == 1 else per_row[..., start:stop, :]
+
+
+def with_sink(
+    parts: list[tuple[Array, lse.LogSumExp]],
+    how: schemes.Plan,
+    sink: Array,
+    block_rows: tuple[int, int],
+    q: Array,
+    /,
+    *,
+    options: ShardedOptions,
+    xp: Any,
+) -> list[tuple[Array, lse.LogSumExp]]:
+    """Each component's output and row statistic over every key of a block of rows (the biased component first),
+    with the sink joined: one more key, of value 0 (spec DEF-SINK), its logit from :func:`sink_logits`."""
+    logits = [x for x in sink_logits(how, sink, block_rows, q, options=options, xp=xp) if x is not None]
+    joined = []
+    for (out_part, stat), logit in zip(parts, logits, strict=True):
+        logit = logit + xp.zeros_like(stat.max)
+        term = (xp.zeros_like(out_part), lse.LogSumExp(logit, xp.ones_like(logit)))
+        joined.append(rows.merge_partial((out_part, stat), term, xp=xp))
+    return joined
 
 
 def sink_logits(

@@ -1,10 +1,16 @@
 """Routing of :func:`dnorm.distributed.attention`: the sharded kernels, through the framework's autodiff adapter.
 
-The sharded call has one implementation, :class:`Sharded` (the array-API kernels of
-:mod:`dnorm._kernels.sharded`, and of :mod:`dnorm._kernels.sharded_zigzag` for causal zigzag shards, whose
-collectives are the ring the public layer built); it satisfies
-:class:`.contract.Differentiable`, so the autodiff adapters wrap it as they wrap the implementations of
-:mod:`.implementations` (it is no :class:`.contract.Implementation`: ``kernel=`` does not choose it).
+The sharded call has two implementations, each satisfying :class:`.contract.Differentiable`, so the autodiff
+adapters wrap them as they wrap those of :mod:`.implementations` (neither is a :class:`.contract.Implementation`:
+they take a ring):
+
+* :class:`Sharded`, the array-API kernels of :mod:`dnorm._kernels.sharded` (and of
+  :mod:`dnorm._kernels.sharded_zigzag` for causal zigzag shards), every scheme on every backend;
+* :class:`FusedSharded`, the same sweeps with each stop on the Triton passes (:mod:`dnorm._triton.sharded`):
+  torch tensors on a CUDA device (or, asked for, under Triton's interpreter), contiguous shards.
+
+``kernel="auto"`` takes the fused stops where the single-device Triton kernels would serve the call and they
+do not refuse it (:func:`fused_refusal`); a forced ``kernel="triton"`` they refuse raises, naming why.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ from .._kernels import (
 from .._kernels.ring import Ring
 from .._kernels.scores import block_bounds
 from . import adapt, family, heads
+from .contract import Call
+from .implementations import TRITON
+from .plan import symbolic_lengths
 
 Array = Any
 
-#: The ``kernel=`` names a sharded call takes: the array-API kernels compute every participant's blocks.
-KERNELS = ("auto", "array-api")
+#: The ``kernel=`` names a sharded call takes: the array-API kernels, or the fused stops of the Triton kernels.
+KERNELS = ("auto", "array-api", "triton")
 
 
 class Sharded:
@@ -76,17 +85,105 @@ class Sharded:
         d_query, d_key, d_value, d_alpha = passes.backward(
             query, key, value, key_mask, alpha, out, residuals, grad, options=options, xp=xp
         )
-        if isinstance(d_alpha, tuple):  # alpha and the sink, or the sigmoid's bias: each field shared
-            pairs = zip(d_alpha, alpha, strict=True)
-            fields = [None if d is None else options.ring.shared_gradient(d, x) for d, x in pairs]
-            kind: Any = type(d_alpha)  # a named tuple: its fields in order
-            return d_query, d_key, d_value, None, kind(*fields)
-        if d_alpha is not None:
-            d_alpha = options.ring.shared_gradient(d_alpha, alpha)
-        return d_query, d_key, d_value, None, d_alpha
+        return d_query, d_key, d_value, None, _shared(d_alpha, alpha, options)
+
+
+class FusedSharded:
+    """The sharded sweeps with each stop on the Triton passes (:mod:`dnorm._triton.sharded`): contiguous shards,
+    every scheme but sigmoid attention; the arrays are torch tensors (CPU ones under Triton's interpreter)."""
+
+    def infer(self, *inputs: Array, options: sharded.ShardedOptions, xp: Any) -> Array:
+        return self.forward(*inputs, options=options, xp=xp)[0]
+
+    def forward(
+        self,
+        query: Array,
+        key: Array,
+        value: Array,
+        key_mask: Array | None,
+        alpha: Array,
+        seed: None,
+        /,
+        *,
+        options: sharded.ShardedOptions,
+        xp: Any,
+    ) -> tuple[Array, Any]:
+        from .._triton import sharded as fused
+
+        return fused.forward(query, key, value, key_mask, alpha, options=options)
+
+    def backward(
+        self,
+        query: Array,
+        key: Array,
+        value: Array,
+        key_mask: Array | None,
+        alpha: Array,
+        seed: None,
+        out: Array,
+        residuals: Any,
+        grad: Array,
+        /,
+        *,
+        options: sharded.ShardedOptions,
+        mask_grad: bool,
+        xp: Any,
+    ) -> tuple[Array, Array, Array, None, Array | None]:
+        from .._triton import sharded_backward as fused
+
+        d_query, d_key, d_value, d_alpha = fused.backward(
+            query, key, value, key_mask, alpha, out, residuals, grad, options=options
+        )
+        return d_query, d_key, d_value, None, _shared(d_alpha, alpha, options)
 
 
 SHARDED = Sharded()
+FUSED = FusedSharded()
+
+
+def _shared(d_params: Any, params: Any, options: sharded.ShardedOptions, /) -> Any:
+    """The gradient of what every participant holds (``alpha``; the sink, the sigmoid's bias: each field of a named
+    tuple), from this participant's share (:meth:`.ring.Ring.shared_gradient`)."""
+    if isinstance(d_params, tuple):
+        pairs = zip(d_params, params, strict=True)
+        fields = [None if d is None else options.ring.shared_gradient(d, x) for d, x in pairs]
+        kind: Any = type(d_params)  # a named tuple: its fields in order
+        return kind(*fields)
+    return None if d_params is None else options.ring.shared_gradient(d_params, params)
+
+
+def fused_refusal(
+    query: Array, key: Array, value: Array, request: check.Request, /, *, layout: str, xp: Any
+) -> str | None:
+    """Why the fused stops cannot serve a sharded call (None: they can): the single-device Triton kernels'
+    reasons (:meth:`.triton.Triton.refuses`), zigzag shards and sigmoid attention."""
+    call = Call(
+        "attention", check.library(xp), request, (), query.shape[-2], key.shape[-2], query.dtype, training=True,
+        symbolic=symbolic_lengths(xp), accelerated=check.accelerated(query, xp), seeded=False,
+    )  # fmt: skip
+    refused = TRITON.refuses(call, query, key, value, None)
+    if refused is not None:
+        return refused
+    if request.causal and layout == "zigzag":
+        return "its stops take contiguous shards; layout='zigzag' runs on kernel='array-api'"
+    if check.described(request.scheme).rows == "gated":
+        return "its stops have no sigmoid pass yet; scheme='sigmoid' runs on kernel='array-api'"
+    return None
+
+
+def _implementation(
+    query: Array, key: Array, value: Array, request: check.Request, /, *, layout: str, xp: Any
+) -> Sharded | FusedSharded:
+    """The implementation a call takes: ``kernel=`` forced, or under ``"auto"`` the fused stops where they serve."""
+    if request.kernel == "array-api":
+        return SHARDED
+    refused = fused_refusal(query, key, value, request, layout=layout, xp=xp)
+    if request.kernel == "triton":
+        if refused is not None:
+            msg = f"kernel='triton' cannot serve this sharded call: {refused}"
+            raise ValueError(msg)
+        return FUSED
+    return SHARDED if refused is not None else FUSED
 
 
 def _zigzag(options: sharded.ShardedOptions, /) -> bool:
@@ -116,6 +213,7 @@ def attention(
     bias (spec DEF-SIGMOID: by default ``-log n_i``), both before the sharded kernels, in operations that autodiff
     differentiates.
     """
+    implementation = _implementation(query, key, value, request, layout=layout, xp=xp)
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
     q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
     gated = check.described(request.scheme).rows == "gated"
@@ -145,7 +243,8 @@ def attention(
         strategy=strategy,
     )
     given = a if sink is None else sharded.RowBias(sink) if gated else schemes.Parameters(a, sink)
-    out = adapt.run(SHARDED, adapt.training(xp, q, k, v, a, sink), q, k, v, m, given, None, options=options, xp=xp)
+    training = adapt.training(xp, q, k, v, a, sink)
+    out = adapt.run(implementation, training, q, k, v, m, given, None, options=options, xp=xp)
     return budget.cast(heads.merge(out, request.groups, xp=xp), out_dtype, xp=xp)
 
 

@@ -129,10 +129,10 @@ def _causal_ds(dz, b, g_below, BQ: tl.constexpr):
 @triton.jit
 def keys(
     Q, K, V, MASK, DO, DELTA_B, DELTA_P, ALPHA, COLS, ROWS, DC, DR, ROW_B, ROW_P, CARRY_M, CARRY_S,
-    G_CARRY, DK, DV, GAMMA,
+    G_CARRY, G_AFTER, DK, DV, GAMMA,
     q_off, k_off, v_off, mask_off, o_off, kstat_off, qstat_off, carry_off, alpha_off, n_q_of, n_k_of, head_of, seed_of,
     stride_qt, stride_qd, stride_kt, stride_kd, stride_vt, stride_vd, stride_mm, stride_mn, stride_ot, stride_cb,
-    col_round, row_round, d, dv, scale, softcap, threshold, factor,
+    col_round, row_round, d, dv, scale, softcap, threshold, factor, q_start,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
     HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, SOFTCAP: tl.constexpr, CAUSAL: tl.constexpr,
     ALIGN_END: tl.constexpr, BIASED: tl.constexpr, ROUNDS: tl.constexpr, RUNNING: tl.constexpr,
@@ -151,7 +151,7 @@ def keys(
     n_q, n_k = tl.load(n_q_of + p), tl.load(n_k_of + p)
     if kb * BK >= n_k:
         return
-    offset = n_k - n_q if ALIGN_END else 0
+    offset = (n_k - n_q if ALIGN_END else 0) + q_start
     offs_n = kb * BK + tl.arange(0, BK)
     offs_d, offs_dv = tl.arange(0, BD), tl.arange(0, BDV)
     k = load_rows(K + tl.load(k_off + p), offs_n, n_k, offs_d, d, stride_kt, stride_kd)
@@ -168,6 +168,8 @@ def keys(
     zq = tl.zeros((BK, BD), dtype=ACC)
     bq = tl.zeros((BK, BD), dtype=ACC)
     g_below = tl.zeros((BK,), dtype=ACC)
+    if RUNNING:  # the reverse scan's carry from the queries after the last (a sharded sequence's later ones)
+        g_below = tl.load(G_AFTER + kstat + offs_n, mask=inside_k, other=0.0)
     n_blocks = tl.cdiv(n_q, BQ)
     first = 0
     if CAUSAL:  # the first query block that sees this key block
@@ -237,10 +239,10 @@ def keys(
 @triton.jit
 def queries(
     Q, K, V, MASK, DO, DELTA_B, DELTA_P, ALPHA, COLS, ROWS, DC, DR, ROW_B, ROW_P, CARRY_M, CARRY_S,
-    G_CARRY, GAMMA, DQ, DMASK,
+    G_CARRY, G_AFTER, GAMMA, DQ, DMASK,
     q_off, k_off, v_off, mask_off, o_off, kstat_off, qstat_off, carry_off, alpha_off, n_q_of, n_k_of, head_of, seed_of,
     stride_qt, stride_qd, stride_kt, stride_kd, stride_vt, stride_vd, stride_mm, stride_mn, stride_ot, stride_cb,
-    col_round, row_round, d, dv, scale, softcap, threshold, factor, n_k_max,
+    col_round, row_round, d, dv, scale, softcap, threshold, factor, n_k_max, q_start,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
     HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, SOFTCAP: tl.constexpr, CAUSAL: tl.constexpr,
     ALIGN_END: tl.constexpr, BIASED: tl.constexpr, ROUNDS: tl.constexpr, RUNNING: tl.constexpr,
@@ -253,7 +255,7 @@ def queries(
     n_q, n_k = tl.load(n_q_of + p), tl.load(n_k_of + p)
     if qb * BQ >= n_q:
         return
-    offset = n_k - n_q if ALIGN_END else 0
+    offset = (n_k - n_q if ALIGN_END else 0) + q_start
     offs_m = qb * BQ + tl.arange(0, BQ)
     offs_d, offs_dv = tl.arange(0, BD), tl.arange(0, BDV)
     inside_q = offs_m < n_q
@@ -294,8 +296,9 @@ def queries(
                         RUNNING, ROUNDS)  # fmt: skip
             dz = weights(y, row_b_m, row_b_s) * (w_b * dp - delta_b[:, None])
             if RUNNING:
-                g_below = tl.zeros((BK,), dtype=ACC)
-                if not last_block:
+                if last_block:  # the carry from the queries after the last
+                    g_below = tl.load(G_AFTER + kstat + offs_n, mask=inside_k, other=0.0)
+                else:
                     g_below = tl.load(G_CARRY + carry + (qb + 1) * stride_cb + offs_n, mask=inside_k, other=0.0)
                 ds, _ = _causal_ds(dz, tl.exp(y), g_below, BQ)
             else:

@@ -70,7 +70,7 @@ def carries(
     Q, K, MASK, START_M, START_S, CARRY_M, CARRY_S, LAST_M, LAST_S,
     q_off, k_off, mask_off, kstat_off, carry_off, n_q_of, n_k_of,
     stride_qt, stride_qd, stride_kt, stride_kd, stride_mm, stride_mn, stride_cb,
-    d, scale, softcap, n_start,
+    d, scale, softcap, n_start, q_start,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
     HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, SOFTCAP: tl.constexpr, ALIGN_END: tl.constexpr,
     HAS_START: tl.constexpr, HALF: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
@@ -84,7 +84,7 @@ def carries(
     n_q, n_k = tl.load(n_q_of + p), tl.load(n_k_of + p)
     if kb * BK >= n_k:
         return
-    offset = n_k - n_q if ALIGN_END else 0
+    offset = (n_k - n_q if ALIGN_END else 0) + q_start
     offs_n = kb * BK + tl.arange(0, BK)
     offs_d = tl.arange(0, BD)
     k = load_rows(K + tl.load(k_off + p), offs_n, n_k, offs_d, d, stride_kt, stride_kd)

@@ -46,6 +46,9 @@ class LaunchOptions:
     the rows (spec DEF-SINK); ``attend_current``: as :func:`dnorm.attention`'s;
     ``dropped``: positions before the first query beyond the causal offset (a
     decoding cache that dropped them), which the running sink statistic counts.
+    ``q_start``: how many positions the first query comes after the first key,
+    beyond the alignment (the causal triangle's diagonal moved right): a key
+    block of a sharded sequence that the queries come after.
     """
 
     scheme: str
@@ -61,6 +64,7 @@ class LaunchOptions:
     sink: bool = False
     attend_current: bool = False
     dropped: int = 0
+    q_start: int = 0
 
     def plan(self) -> schemes.Plan:
         """What the call computes (:func:`dnorm._kernels.schemes.plan`)."""
@@ -182,7 +186,7 @@ class Inputs:
             "HAS_MASK": mask is not None, "MASK_BOOL": mask is not None and mask.dtype == torch.bool,
             "SOFTCAP": options.softcap is not None, "CAUSAL": options.causal, "ALIGN_END": options.align_end,
             "HAS_SINK": self.options.plan().sink, "GATED": self.options.plan().rows == "gated",
-            "dropped": options.dropped,
+            "dropped": options.dropped, "q_start": options.q_start,
             "HAS_LEAD": self.layout.has_lead, "HALF": q.dtype in (torch.float16, torch.bfloat16), "ACC": acc,
             "PRECISION": "ieee" if q.dtype in (torch.float32, torch.float64) else "tf32",
         }  # fmt: skip
@@ -225,22 +229,22 @@ def forward(
         shift = torch.zeros(layout.k_rows, dtype=inputs.acc, device=q.device)
         if t > 0:
             shift = torch.where(cols[0].stat.max == -torch.inf, 0.0, cols[0].stat.max)
-        cols.append(Round(shift, _column_stats(inputs, shift, potentials[-1] if potentials else None)))
+        cols.append(Round(shift, column_stats(inputs, shift, potentials[-1] if potentials else None)))
         if how.sink:  # spec THM-SINK-IN-EVERY-ROUND
             first = sinks.first_round(layout, inputs.acc)
             logits.append(first if t == 0 else sinks.next_round(sinks.rows_of(layout), potentials[-1], layout.programs))
         if t < how.rounds - 1:  # the row potential of this round, for the next one
             potentials.append(Pair(inputs.new(layout.q_rows), inputs.new(layout.q_rows)))
-            _row_pass(
+            row_pass(
                 inputs, None, cols[-1], None, row_b=potentials[-1], row_p=None, outputs=None, round_=t > 0,
                 sink=(logits[-1] if logits else None, None),
             )  # fmt: skip
-    carry = _carries(inputs, start) if how.running else None
+    carry = carries(inputs, start) if how.running else None
     out = inputs.new(layout.q_rows, v.shape[-1])
     components = Components(inputs.new(*out.shape), inputs.new(*out.shape)) if how.mixed else None
     row_b = Pair(inputs.new(layout.q_rows), inputs.new(layout.q_rows)) if how.biased else None
     row_p = Pair(inputs.new(layout.q_rows), inputs.new(layout.q_rows)) if how.plain else None
-    _row_pass(
+    row_pass(
         inputs, seed, cols[-1] if cols else None, carry, row_b=row_b, row_p=row_p,
         outputs=(out, components or Components(empty, empty)), round_=how.rounds > 1,
         sink=(logits[-1] if logits else None, sink_p),
@@ -248,7 +252,7 @@ def forward(
     return out, Residuals(tuple(cols), tuple(potentials), row_b, row_p, carry, components, tuple(logits), sink_p)
 
 
-def _column_stats(inputs: Inputs, shift: Tensor, potential: Pair | None, /) -> Pair:
+def column_stats(inputs: Inputs, shift: Tensor, potential: Pair | None, /) -> Pair:
     """One round's column statistic per key (the first round's, or a later one's from the row potential)."""
     layout, empty = inputs.layout, inputs.empty()
     found = Pair(inputs.new(layout.k_rows), inputs.new(layout.k_rows))
@@ -263,7 +267,7 @@ def _column_stats(inputs: Inputs, shift: Tensor, potential: Pair | None, /) -> P
     return found
 
 
-def _carries(inputs: Inputs, start: Pair | None, /) -> Carries:
+def carries(inputs: Inputs, start: Pair | None, /) -> Carries:
     """The running pair before every ``options.blocks.carry`` queries and after the last one."""
     layout = inputs.layout
     every = inputs.options.blocks.carry
@@ -282,7 +286,7 @@ def _carries(inputs: Inputs, start: Pair | None, /) -> Carries:
     return Carries(before, last)
 
 
-def _row_pass(
+def row_pass(
     inputs: Inputs,
     seed: Tensor | None,
     column: Round | None,

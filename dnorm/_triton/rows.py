@@ -78,7 +78,7 @@ def row_pass(
     q_off, k_off, v_off, mask_off, o_off, kstat_off, qstat_off, carry_off, alpha_off, n_q_of, n_k_of, head_of, seed_of,
     stride_qt, stride_qd, stride_kt, stride_kd, stride_vt, stride_vd, stride_mm, stride_mn, stride_ot, stride_od,
     stride_cb,
-    d, dv, scale, softcap, threshold, factor, dropped,
+    d, dv, scale, softcap, threshold, factor, dropped, q_start,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
     HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr, SOFTCAP: tl.constexpr, CAUSAL: tl.constexpr,
     ALIGN_END: tl.constexpr, BIASED: tl.constexpr, ROUND: tl.constexpr, RUNNING: tl.constexpr,
@@ -90,7 +90,7 @@ def row_pass(
     n_q, n_k = tl.load(n_q_of + p), tl.load(n_k_of + p)
     if qb * BQ >= n_q:
         return
-    offset = n_k - n_q if ALIGN_END else 0
+    offset = (n_k - n_q if ALIGN_END else 0) + q_start
     offs_m = qb * BQ + tl.arange(0, BQ)
     offs_d, offs_dv = tl.arange(0, BD), tl.arange(0, BDV)
     q = load_rows(Q + tl.load(q_off + p), offs_m, n_q, offs_d, d, stride_qt, stride_qd)

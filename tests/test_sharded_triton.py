@@ -1,0 +1,131 @@
+"""The fused stops of the sharded sweeps (dnorm/_triton/sharded.py), participants as threads (tests/_ring.py).
+
+Each participant's forward and backward pass on the Triton passes, under Triton's interpreter in float64, against
+the array-API kernels on the whole sequence (spec THM-SHARDED-EQUALS-FULL, THM-ALL-GATHER-EQUALS-FULL) to 1e-12:
+every scheme, causal or not, on the ring and gathered, with grouped heads (2 query heads per key head), padded
+keys, a softcap, a hybrid weight per batch entry and a sink; 2, 3 and 4 participants. The interpreter runs one
+kernel at a time in a process (it rebinds ``triton.language`` while it runs one), so the threads' launches take
+turns (:func:`one_launch_at_a_time`); gloo processes run the public call (tests/test_distributed.py).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from _ring import run
+
+torch = pytest.importorskip("torch", reason="the Triton kernels take torch tensors")
+pytest.importorskip("triton", reason="triton is not installed: pip install -e '.[triton]'")
+
+from dnorm._kernels import attention as kernels  # noqa: E402
+from dnorm._kernels import schemes, sharded, sharded_layout  # noqa: E402
+from dnorm._kernels.scores import block_bounds  # noqa: E402
+from dnorm._routing.sharded import FUSED  # noqa: E402
+from dnorm._triton import configs  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not configs.interpreted(), reason="the threads share one process's interpreter")
+
+SCALE = 0.4
+RNG = np.random.default_rng(23)
+
+
+@pytest.fixture(autouse=True)
+def one_launch_at_a_time(monkeypatch):
+    from triton.runtime import interpreter
+
+    turn = threading.Lock()
+    run_grid = interpreter.GridExecutor.__call__
+
+    def taking_turns(self, *args, **kwargs):
+        with turn:
+            return run_grid(self, *args, **kwargs)
+
+    monkeypatch.setattr(interpreter.GridExecutor, "__call__", taking_turns)
+
+
+def _problem(size, *, n=5):
+    """Whole-sequence arrays in the kernels' grouped layout: queries (B, H, G, L, D), keys (B, H, 1, L, D)."""
+    length = n * size
+    keep = RNG.random((2, 1, 1, 1, length)) < 0.8
+    keep[1, ..., 0] = False  # the first key is padding in one batch: under causal the first query sees nothing
+    return {
+        "q": RNG.normal(size=(2, 2, 2, length, 4)),
+        "k": RNG.normal(size=(2, 2, 1, length, 4)),
+        "v": RNG.normal(size=(2, 2, 1, length, 3)),
+        "d_out": RNG.normal(size=(2, 2, 2, length, 3)),
+        "alpha": RNG.uniform(size=(2, 1, 1, 1, 1)),
+        "sink": RNG.normal(size=(1, 2, 2, 1, 1)),
+        "mask": keep,
+    }
+
+
+def _tensor(x):
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _whole(p, *, scheme, causal, softcap, sink):
+    import array_api_compat.torch as xp
+
+    q, k, v, d_out, mask, alpha = (_tensor(p[name]) for name in ("q", "k", "v", "d_out", "mask", "alpha"))
+    params = schemes.Parameters(alpha, _tensor(p["sink"])) if sink else alpha
+    rows = block_bounds(q.shape[-2], 4)
+    options = kernels.BlockedOptions(scheme, causal, 2, SCALE, rows, False, rows, 0, softcap, sink=sink)
+    out, residuals = kernels.forward(q, k, v, mask, params, None, options=options, xp=xp)
+    grads = kernels.backward(
+        q, k, v, mask, params, None, out, residuals, d_out, options=options, mask_grad=False, xp=xp
+    )
+    return [out, *grads[:3], *_parameters(grads[4], scheme, sink)]
+
+
+def _parameters(d_params, scheme, sink):
+    """The gradients of the per-head parameters that the scheme reads: the hybrid's ``alpha``, the sink."""
+    d_alpha, d_sink = d_params if isinstance(d_params, tuple) else (d_params, None)
+    return ([d_alpha] if scheme == "hybrid" else []) + ([d_sink] if sink and scheme != "doubly" else [])
+
+
+def _sharded(p, size, *, scheme, causal, softcap, sink, strategy):
+    def participant(ring):
+        def mine(x, axis=-2):
+            return _tensor(sharded_layout.shard(x, rank=ring.place, size=size, layout="contiguous", axis=axis, xp=np))
+
+        q, k, v, d_out = (mine(p[name]) for name in ("q", "k", "v", "d_out"))
+        mask, alpha = mine(p["mask"], -1), _tensor(p["alpha"])
+        params = schemes.Parameters(alpha, _tensor(p["sink"])) if sink else alpha
+        rows = ((0, q.shape[-2]),)  # the fused stops take every row at once
+        options = sharded.ShardedOptions(scheme, causal, 2, SCALE, rows, ring, softcap, strategy=strategy)
+        out, residuals = FUSED.forward(q, k, v, mask, params, None, options=options, xp=None)
+        grads = FUSED.backward(q, k, v, mask, params, None, out, residuals, d_out, options=options, mask_grad=False,
+                               xp=None)  # fmt: skip
+        return [out, *grads[:3], *_parameters(grads[4], scheme, sink)]
+
+    shards = run(size, participant)
+    joined = [torch.cat([s[i] for s in shards], dim=-2) for i in range(4)]
+    return joined + [sum(s[i] for s in shards) for i in range(4, len(shards[0]))]  # parameters: shares summed
+
+
+CASES = [  # scheme, causal, participants, strategy, softcap, sink: every scheme and form, each option both ways
+    ("softmax", False, 2, "ring", 2.0, True),
+    ("softmax", True, 3, "ring", None, False),
+    ("doubly", False, 3, "all-gather", None, True),
+    ("doubly", True, 4, "ring", 2.0, False),  # the longest: 4 participants, a dozen launches each
+    ("hybrid", False, 2, "ring", None, True),
+    ("hybrid", True, 2, "ring", 2.0, True),
+    ("sinkhorn", False, 3, "ring", 2.0, False),
+    ("sinkhorn", False, 2, "all-gather", None, False),
+]
+
+
+@pytest.mark.theorem("THM-SHARDED-EQUALS-FULL")
+@pytest.mark.theorem("THM-ALL-GATHER-EQUALS-FULL")
+@pytest.mark.parametrize(("scheme", "causal", "size", "strategy", "softcap", "sink"), CASES)
+def test_fused_stops_compute_the_whole_sequence(scheme, causal, size, strategy, softcap, sink):
+    p = _problem(size)
+    want = _whole(p, scheme=scheme, causal=causal, softcap=softcap, sink=sink)
+    got = _sharded(p, size, scheme=scheme, causal=causal, softcap=softcap, sink=sink, strategy=strategy)
+    assert len(got) == len(want)
+    names = ("output", "d_query", "d_key", "d_value", "d_alpha or d_sink", "d_sink")
+    for name, a, b in zip(names, got, want, strict=False):
+        assert a.shape == b.shape, name
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-12, err_msg=name)
