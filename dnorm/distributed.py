@@ -149,10 +149,15 @@ def attention(
         participants, or, for non-causal calls, gathered once by every
         participant (memory ``O(L D)`` per participant against fewer bytes
         sent: spec DEF-ALL-GATHER-STRATEGY, complexity.md).
-    kernel : {"auto", "array-api"}, default "auto"
-        The implementation of each participant's blocks: the array-API
-        kernels. The other names of :func:`dnorm.attention` raise
-        ``ValueError``: their fused kernels take no key block from elsewhere.
+    kernel : {"auto", "array-api", "triton"}, default "auto"
+        The implementation of each participant's stops: the array-API
+        kernels, or ``"triton"``, the fused Triton passes at every stop of
+        the same sweeps (torch tensors on a CUDA device, or CPU tensors under
+        ``TRITON_INTERPRET=1``; contiguous shards; every scheme but
+        ``"sigmoid"``). ``"auto"`` takes ``"triton"`` for CUDA tensors where
+        triton is installed and the call is one it serves, the array-API
+        kernels otherwise. The other names of :func:`dnorm.attention` raise
+        ``ValueError``: their kernels take no key block from elsewhere.
 
     Returns
     -------
@@ -176,9 +181,12 @@ def attention(
         of an odd length, ``strategy="all-gather"`` with ``causal``, the
         normalization family's options (``sink``, ``length_scale``, ``bias``,
         ``scheme="sigmoid"``) with ``layout="zigzag"`` or
-        ``strategy="all-gather"``, a
-        ``kernel`` other than ``"auto"`` or ``"array-api"``, and the errors of
-        :func:`dnorm.attention`.
+        ``strategy="all-gather"``, a ``kernel`` other than ``"auto"``,
+        ``"array-api"`` or ``"triton"``, ``kernel="triton"`` for a call its
+        stops do not serve (the reason named: arrays other than torch tensors
+        on a CUDA device or under the interpreter, causal zigzag shards,
+        ``scheme="sigmoid"``, and the refusals of :func:`dnorm.attention`'s
+        Triton kernels), and the errors of :func:`dnorm.attention`.
     NotImplementedError
         For ``scheme="sinkhorn"`` with ``causal`` or a ``sink``, and
         ``"stick-breaking"``, not sharded yet.

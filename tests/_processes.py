@@ -30,6 +30,7 @@ class Case(NamedTuple):
     layout: str
     strategy: str
     family: str = "alpha"  # the per-head parameter: alpha, or the family's length_scale, sink or bias
+    kernel: str = "auto"  # "triton": the fused stops, under Triton's interpreter
 
     @property
     def name(self) -> str:
@@ -55,6 +56,26 @@ FAMILY_CASES = [
 ]
 # under JAX (each case compiles for seconds) the ones whose counts and logits read a traced place on the axis
 JAX_FAMILY_CASES = [FAMILY_CASES[1], FAMILY_CASES[4], FAMILY_CASES[5], FAMILY_CASES[6]]
+
+
+# the fused stops (kernel="triton", spec THM-SHARDED-EQUALS-FULL on the Triton passes), where Triton's interpreter
+# runs them (no GPU): every scheme and form once, each optional input both ways, contiguous shards on both strategies
+FUSED_CASES = [
+    Case("softmax", False, True, True, True, "contiguous", "ring", "alpha", "triton"),
+    Case("doubly", True, True, True, True, "contiguous", "ring", "alpha", "triton"),
+    Case("hybrid", False, True, True, False, "contiguous", "all-gather", "alpha", "triton"),
+    Case("sinkhorn", False, False, False, True, "contiguous", "ring", "alpha", "triton"),
+    Case("hybrid", True, False, True, True, "contiguous", "ring", "sink", "triton"),
+    Case("doubly", True, True, True, False, "contiguous", "ring", "length_scale", "triton"),
+]
+
+
+def fused_cases(size: int) -> list[Case]:
+    """The fused stops' cases of a group of ``size``: all with two processes, two with more; none unless Triton's
+    interpreter runs the kernels on the CPU tensors of these processes (``TRITON_INTERPRET=1``)."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return []
+    return FUSED_CASES if size == 2 else [FUSED_CASES[1], FUSED_CASES[2]]
 
 
 def every_case() -> list[Case]:
@@ -89,7 +110,7 @@ def covering_cases() -> list[Case]:
 def cases(size: int) -> list[Case]:
     """The cases of a group of ``size`` gloo processes: the whole product with two, the covering set with more
     (each case costs a few rounds of every process, and more processes than cores wait on each other's turns)."""
-    return (every_case() if size == 2 else covering_cases()) + FAMILY_CASES
+    return (every_case() if size == 2 else covering_cases()) + FAMILY_CASES + fused_cases(size)
 
 
 def start(script: str, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

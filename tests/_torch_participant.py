@@ -91,6 +91,7 @@ def compare(case, generator, rank, size, n, *, gather=False, group=None):
         group=group,
         layout=case.layout,
         strategy=case.strategy,
+        kernel=case.kernel,
         **options,
     )
     if gather:

@@ -13,6 +13,7 @@ processes takes much of the time. The argument checks run here, in one process.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -52,8 +53,8 @@ def test_other_libraries_and_kernels_are_refused():
         dnorm.distributed.attention(q, q, q)
     torch = pytest.importorskip("torch")
     t = torch.zeros(1, 2, 4, 3)
-    with pytest.raises(ValueError, match=r"kernel='triton' cannot serve a sharded call"):
-        dnorm.distributed.attention(t, t, t, kernel="triton")
+    with pytest.raises(ValueError, match=r"kernel='torch' cannot serve a sharded call"):
+        dnorm.distributed.attention(t, t, t, kernel="torch")
     with pytest.raises(ValueError, match="kernel must be one of"):
         dnorm.distributed.attention(t, t, t, kernel="flash")
     # the family's options over other transports than contiguous shards on the ring: refused by name, never dropped
@@ -66,6 +67,33 @@ def test_other_libraries_and_kernels_are_refused():
     ]:
         with pytest.raises(ValueError, match=rf"{named} with layout=.* is not sharded yet"):
             dnorm.distributed.attention(t, t, t, scheme, **given, **transport)
+
+
+def test_the_fused_stops_serve_what_they_can_and_name_what_they_cannot(tmp_path):
+    """kernel='triton' on one process (a sweep of one stop) equals dnorm.attention; what its stops do not serve
+    raises, naming why; "auto" never takes the interpreter."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    dist = torch.distributed
+    dist.init_process_group("gloo", init_method=(tmp_path / "rendezvous").as_uri(), rank=0, world_size=1)
+    try:
+        t = torch.randn(1, 2, 6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+        if os.environ.get("TRITON_INTERPRET") == "1":
+            got = dnorm.distributed.attention(t, t, t, "hybrid", causal=True, alpha=0.3, kernel="triton")
+            want = dnorm.attention(t, t, t, "hybrid", causal=True, alpha=0.3, kernel="array-api")
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-12)
+            auto = dnorm.distributed.attention(t, t, t, "doubly")
+            assert torch.equal(auto, dnorm.distributed.attention(t, t, t, "doubly", kernel="array-api"))
+            with pytest.raises(ValueError, match="no bfloat16 arithmetic"):
+                dnorm.distributed.attention(*(t.bfloat16() for _ in range(3)), kernel="triton")
+        for scheme, transport, named in [
+            ("doubly", {"layout": "zigzag", "causal": True}, "its stops take contiguous shards"),
+            ("sigmoid", {}, "its stops have no sigmoid pass"),
+        ]:
+            with pytest.raises(ValueError, match=f"kernel='triton' cannot serve this sharded call: {named}"):
+                dnorm.distributed.attention(t, t, t, scheme, kernel="triton", **transport)
+    finally:
+        dist.destroy_process_group()
 
 
 def test_torch_needs_a_process_group_and_causal_needs_equal_lengths():

@@ -155,20 +155,17 @@ def _shared(d_params: Any, params: Any, options: sharded.ShardedOptions, /) -> A
 def fused_refusal(
     query: Array, key: Array, value: Array, request: check.Request, /, *, layout: str, xp: Any
 ) -> str | None:
-    """Why the fused stops cannot serve a sharded call (None: they can): the single-device Triton kernels'
-    reasons (:meth:`.triton.Triton.refuses`), zigzag shards and sigmoid attention."""
-    call = Call(
-        "attention", check.library(xp), request, (), query.shape[-2], key.shape[-2], query.dtype, training=True,
-        symbolic=symbolic_lengths(xp), accelerated=check.accelerated(query, xp), seeded=False,
-    )  # fmt: skip
-    refused = TRITON.refuses(call, query, key, value, None)
-    if refused is not None:
-        return refused
+    """Why the fused stops cannot serve a sharded call (None: they can): causal zigzag shards, sigmoid attention,
+    and the single-device Triton kernels' reasons (:meth:`.triton.Triton.refuses`)."""
     if request.causal and layout == "zigzag":
         return "its stops take contiguous shards; layout='zigzag' runs on kernel='array-api'"
     if check.described(request.scheme).rows == "gated":
         return "its stops have no sigmoid pass yet; scheme='sigmoid' runs on kernel='array-api'"
-    return None
+    call = Call(
+        "attention", check.library(xp), request, (), query.shape[-2], key.shape[-2], query.dtype, training=True,
+        symbolic=symbolic_lengths(xp), accelerated=check.accelerated(query, xp), seeded=False,
+    )  # fmt: skip
+    return TRITON.refuses(call, query, key, value, None)
 
 
 def _implementation(
