@@ -86,12 +86,8 @@ def test_the_fused_stops_serve_what_they_can_and_name_what_they_cannot(tmp_path)
             assert torch.equal(auto, dnorm.distributed.attention(t, t, t, "doubly", kernel="array-api"))
             with pytest.raises(ValueError, match="no bfloat16 arithmetic"):
                 dnorm.distributed.attention(*(t.bfloat16() for _ in range(3)), kernel="triton")
-        for scheme, transport, named in [
-            ("doubly", {"layout": "zigzag", "causal": True}, "its stops take contiguous shards"),
-            ("sigmoid", {}, "its stops have no sigmoid pass"),
-        ]:
-            with pytest.raises(ValueError, match=f"kernel='triton' cannot serve this sharded call: {named}"):
-                dnorm.distributed.attention(t, t, t, scheme, kernel="triton", **transport)
+        with pytest.raises(ValueError, match="kernel='triton' cannot serve this sharded call: its stops have no sigm"):
+            dnorm.distributed.attention(t, t, t, "sigmoid", kernel="triton")
     finally:
         dist.destroy_process_group()
 

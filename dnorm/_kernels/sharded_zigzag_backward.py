@@ -121,13 +121,7 @@ class _Tiles:
 
         start = self.zeros(*lead(self.q, self.key), 2 * size, self.key.shape[-2])
         (table,) = sweep(self.options.ring, (self.key, self.value, self.key_mask), (start,), visit)
-        before, after = self.residuals.tables
-        g = xp.zeros_like(table[..., :1, :])
-        out: list[Array] = [g] * (2 * size)
-        for chunk in range(2 * size - 1, -1, -1):
-            out[chunk] = g
-            g = table[..., chunk : chunk + 1, :] + _ratio(before, after, chunk, xp=xp) * g
-        return xp.concat(out, axis=-2)
+        return composed(table, self.residuals.tables, xp=xp)
 
     def tile(
         self,
@@ -184,6 +178,19 @@ class _Tiles:
             return after
         n = k.shape[-2] // 2
         return d_query, key_share.total(n, xp=xp), value_share.total(n, xp=xp)
+
+
+def composed(table: Array, tables: tuple[lse.LogSumExp, ...], /, *, xp: Any) -> Array:
+    """``g`` of every query chunk, ``(..., 2P, K)``, from each chunk's carry ``u`` from ``g = 0`` (``table``) and
+    the running statistic before and after each chunk (``tables``): the chunks' maps ``g -> u + m g`` composed
+    from the last chunk to the first (spec THM-ZIGZAG-EQUALS-FULL)."""
+    before, after = tables
+    g = xp.zeros_like(table[..., :1, :])
+    out: list[Array] = [g] * table.shape[-2]
+    for chunk in range(table.shape[-2] - 1, -1, -1):
+        out[chunk] = g
+        g = table[..., chunk : chunk + 1, :] + _ratio(before, after, chunk, xp=xp) * g
+    return xp.concat(out, axis=-2)
 
 
 def _ratio(before: lse.LogSumExp, after: lse.LogSumExp, chunk: int, /, *, xp: Any) -> Array:

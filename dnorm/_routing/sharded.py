@@ -6,8 +6,9 @@ they take a ring):
 
 * :class:`Sharded`, the array-API kernels of :mod:`dnorm._kernels.sharded` (and of
   :mod:`dnorm._kernels.sharded_zigzag` for causal zigzag shards), every scheme on every backend;
-* :class:`FusedSharded`, the same sweeps with each stop on the Triton passes (:mod:`dnorm._triton.sharded`):
-  torch tensors on a CUDA device (or, asked for, under Triton's interpreter), contiguous shards.
+* :class:`FusedSharded`, the same sweeps with each stop on the Triton passes (:mod:`dnorm._triton.sharded`,
+  :mod:`dnorm._triton.sharded_zigzag`): torch tensors on a CUDA device (or, asked for, under Triton's
+  interpreter).
 
 ``kernel="auto"`` takes the fused stops where the single-device Triton kernels would serve the call and they
 do not refuse it (:func:`fused_refusal`); a forced ``kernel="triton"`` they refuse raises, naming why.
@@ -89,8 +90,9 @@ class Sharded:
 
 
 class FusedSharded:
-    """The sharded sweeps with each stop on the Triton passes (:mod:`dnorm._triton.sharded`): contiguous shards,
-    every scheme but sigmoid attention; the arrays are torch tensors (CPU ones under Triton's interpreter)."""
+    """The sharded sweeps with each stop on the Triton passes (:mod:`dnorm._triton.sharded`, and
+    :mod:`dnorm._triton.sharded_zigzag` for causal zigzag shards): every scheme but sigmoid attention; the arrays
+    are torch tensors (CPU ones under Triton's interpreter)."""
 
     def infer(self, *inputs: Array, options: sharded.ShardedOptions, xp: Any) -> Array:
         return self.forward(*inputs, options=options, xp=xp)[0]
@@ -108,9 +110,12 @@ class FusedSharded:
         options: sharded.ShardedOptions,
         xp: Any,
     ) -> tuple[Array, Any]:
-        from .._triton import sharded as fused
+        from .._triton import sharded as contiguous
+        from .._triton import sharded_zigzag as zigzag
 
-        return fused.forward(query, key, value, key_mask, alpha, options=options)
+        fused: Any = zigzag if _zigzag(options) else contiguous
+        out, residuals = fused.forward(query, key, value, key_mask, alpha, options=options)
+        return out, residuals
 
     def backward(
         self,
@@ -129,8 +134,9 @@ class FusedSharded:
         mask_grad: bool,
         xp: Any,
     ) -> tuple[Array, Array, Array, None, Array | None]:
-        from .._triton import sharded_backward as fused
+        from .._triton import sharded_backward, sharded_zigzag_backward
 
+        fused: Any = sharded_zigzag_backward if _zigzag(options) else sharded_backward
         d_query, d_key, d_value, d_alpha = fused.backward(
             query, key, value, key_mask, alpha, out, residuals, grad, options=options
         )
@@ -155,10 +161,8 @@ def _shared(d_params: Any, params: Any, options: sharded.ShardedOptions, /) -> A
 def fused_refusal(
     query: Array, key: Array, value: Array, request: check.Request, /, *, layout: str, xp: Any
 ) -> str | None:
-    """Why the fused stops cannot serve a sharded call (None: they can): causal zigzag shards, sigmoid attention,
-    and the single-device Triton kernels' reasons (:meth:`.triton.Triton.refuses`)."""
-    if request.causal and layout == "zigzag":
-        return "its stops take contiguous shards; layout='zigzag' runs on kernel='array-api'"
+    """Why the fused stops cannot serve a sharded call (None: they can): sigmoid attention, and the single-device
+    Triton kernels' reasons (:meth:`.triton.Triton.refuses`)."""
     if check.described(request.scheme).rows == "gated":
         return "its stops have no sigmoid pass yet; scheme='sigmoid' runs on kernel='array-api'"
     call = Call(

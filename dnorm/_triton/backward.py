@@ -145,7 +145,8 @@ def keys(
     Modes: one round (doubly, hybrid) or softmax in one pass, ``dK = (slope dZ)^T q - gamma (slope B)^T q``;
     ``GAMMA_ONLY`` (Sinkhorn's first backward pass): gamma and dV; ``FULL_DS`` (Sinkhorn, with every round's
     potentials): dK from the whole ``dS``; ``RUNNING`` (causal): the query blocks from the last up, the reverse
-    scan's carry per key, stored at every block's first row (``G_CARRY``).
+    scan's carry per key, stored at every block's first row (``G_CARRY``) and at the first query's (the carry a
+    sharded sweep hands to earlier queries), starting from ``G_AFTER`` below the last query.
     """
     kb, p = tl.program_id(0), tl.program_id(1)
     n_q, n_k = tl.load(n_q_of + p), tl.load(n_k_of + p)
@@ -226,6 +227,8 @@ def keys(
             ds += dz_p
         if RUNNING or FULL_DS or PLAIN:  # dS formed in full (with one round, the plain component's part)
             zq = tl.dot(tl.trans((slope * ds).to(q.dtype)), q, zq, input_precision=PRECISION)
+    if RUNNING:  # the reverse scan at the first query: the rows before the first block seeing these keys pass it on
+        tl.store(G_CARRY + carry + offs_n, g_below, mask=inside_k)
     d_k = zq * scale  # the products took q unscaled (S = scale q.k)
     if BIASED and not RUNNING and not FULL_DS:
         d_k = (zq - gamma[:, None] * bq) * scale

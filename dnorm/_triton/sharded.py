@@ -71,10 +71,12 @@ class Stops:
             lead=lead,
         )
 
-    def inputs(self, key: Tensor, value: Tensor, key_mask: Tensor | None, /, *, q_start: int = 0) -> Inputs:
-        """The passes' inputs of this participant's queries against a key block, the queries ``q_start``
-        positions after the block's first key (0: the causal triangle of the own block)."""
-        q, alpha = self.query, self.alpha
+    def inputs(
+        self, key: Tensor, value: Tensor, key_mask: Tensor | None, /, *, q_start: int = 0, query: Tensor | None = None
+    ) -> Inputs:
+        """The passes' inputs of this participant's queries (or of ``query``, a part of them) against a key block,
+        the queries ``q_start`` positions after the block's first key (0: the causal triangle of the own block)."""
+        q, alpha = self.query if query is None else query, self.alpha
         layout = dense(q, key, value, key_mask, alpha, None, self.lead)
         return Inputs(q, key, value, key_mask, alpha, layout, replace(self.launch, q_start=q_start))
 
@@ -141,7 +143,7 @@ def forward(
             carry = carries(inputs, start)
         kept.append(carry)
         column = Round(per_key[0], Pair(per_key[1], per_key[2])) if per_key else None
-        parts = _row_parts(inputs, column, carry, n_rows, round_=len(columns) > 1)
+        parts = row_parts(inputs, column, carry, n_rows, round_=len(columns) > 1)
         for n, part in enumerate(parts):
             previous = merged[n]
             merged[n] = part if previous is None else row_ops.merge_partial(previous, part, xp=xp)
@@ -211,7 +213,7 @@ def _potential_sweep(stops: Stops, key: Tensor, key_mask: Tensor | None, column:
     return Pair(*total[0])
 
 
-def _row_parts(
+def row_parts(
     inputs: Inputs, column: Round | None, carry: Carries | None, n_rows: int, /, *, round_: bool
 ) -> list[tuple[Tensor, lse.LogSumExp]]:
     """Each component's output over the block at hand and its rows' statistic, ``(q_rows, Dv)`` and ``(q_rows, 1)``
