@@ -78,6 +78,38 @@ def test_the_covering_subset_turns_every_switch_on_and_off(covering):
     assert kernels == {"column_stats", "carries", "row_pass", "keys", "queries", "potentials", "split_step", "combine"}
 
 
+def test_the_covering_subset_compiles_the_sharded_stops_own_launches(covering):
+    """The launches only the fused stops of ``dnorm.distributed.attention`` make (spec DEF-SHARDED-ATTENTION) are
+    compiled for sm_90, from sharded variants (within every limit: the test above): the key pass for ``gamma``
+    alone (``GAMMA_ONLY``) and with every term (``FULL_DS``) at one round, without and with the hybrid's two
+    components (``MIXED``), and the running statistic from the carry of an earlier block (``HAS_START``)."""
+    sharded = {r.variant for r in covering if r.variant.split()[1:2] == ["sharded"]}
+    assert {"softmax", "doubly", "hybrid", "sinkhorn"} >= {name.split()[0] for name in sharded}
+    seen = set()
+    for row in covering:
+        if row.target == "sm_90" and row.variant in sharded:
+            on = dict(row.switches)
+            if row.kernel == "keys" and on["ROUNDS"] == 1:
+                seen |= {("keys", name, on["MIXED"]) for name in ("GAMMA_ONLY", "FULL_DS") if on[name]}
+            if row.kernel == "carries" and on["HAS_START"]:
+                seen.add(("carries", "HAS_START", False))
+    wanted = {("keys", name, mixed) for name in ("GAMMA_ONLY", "FULL_DS") for mixed in (False, True)}
+    assert seen == wanted | {("carries", "HAS_START", False)}
+    assert {r.target for r in covering if r.variant in sharded} == {"sm_80", "sm_90"}
+
+
+def test_the_heaviest_variants_take_every_sharded_form_loaded():
+    """``dnorm compile --heaviest`` compiles every scheme the sharded stops serve, causal where it has a causal
+    form, with a sink where it takes one, each with every option at once."""
+    heaviest = [v for v in gpu_compile.heaviest_variants() if v.entry == "sharded"]
+    forms = {(v.scheme, v.causal, v.sink) for v in heaviest}
+    plain = {(name, None, False) for name in ("softmax", "doubly", "hybrid", "sinkhorn")}
+    causal = {(name, "top-left", False) for name in ("softmax", "doubly", "hybrid")}
+    assert forms == plain | causal | {(s, c, True) for s, c, _ in plain | causal if s != "sinkhorn"}
+    assert all(v.mask == "bool" and v.softcap and v.grouped for v in heaviest)
+    assert {v for v in gpu_compile.every_variant() if v.entry == "sharded"} >= set(heaviest)
+
+
 def test_a_kernel_with_operands_of_two_dtypes_fails_to_compile():
     """A float32 by bfloat16 ``tl.dot`` (the half-precision backward's old mistake): the build says so."""
     done = _python(

@@ -2,7 +2,7 @@
 
 A :class:`Variant` is one way of calling dnorm (a scheme, its causal form, the
 options that switch kernel code on: masks, softcap, dropout, grouped heads with
-a per-head ``alpha``, packed batches, decoding); :func:`drive` makes that call
+a per-head ``alpha``, packed batches, decoding, the fused stops of a sharded sequence); :func:`drive` makes that call
 through the public functions, forward and backward, with CPU tensors, inside a
 compile-only session (:mod:`dnorm._triton.compile_only`), so that exactly the
 launches a GPU would see are compiled. :func:`run` crosses variants with dtypes,
@@ -37,10 +37,14 @@ class Variant:
     ``entry``: ``"attention"`` (forward and backward), ``"varlen"`` (a packed
     batch, forward and backward), ``"decode"`` (a step of one query from the
     state, then a chunk of 24 from the state: the split-key step and the
-    forward pass that continues the carry) or ``"prefill"`` (decoding's first
-    call, no state); ``causal``: None, ``"top-left"`` or ``"bottom-right"``
-    (fewer queries than keys); ``mask``: None, ``"bool"`` or ``"float"`` (a
-    learned bias: its gradient too); ``grouped``: four query heads over two key
+    forward pass that continues the carry), ``"prefill"`` (decoding's first
+    call, no state) or ``"sharded"`` (a participant's shard of
+    :func:`dnorm.distributed.attention` on the fused stops, forward and
+    backward: :func:`_sharded`; half precision computes in float32 there, as
+    the public call does); ``causal``: None, ``"top-left"`` or
+    ``"bottom-right"`` (fewer queries than keys); ``mask``: None, ``"bool"``
+    (sharded: a key padding mask) or ``"float"`` (a learned bias: its
+    gradient too); ``grouped``: four query heads over two key
     heads, ``alpha`` one per head; ``flat``: no leading axes, ``(T, D)`` arrays;
     ``sink``: a learned sink per head (spec DEF-SINK).
     """
@@ -84,8 +88,28 @@ def _decoding() -> list[str]:
     return [name for name in _schemes() if check.described(name).causal]
 
 
+def _sharded_forms() -> list[Variant]:
+    """The fused sharded stops: every scheme they serve (the Triton ones but sigmoid attention), causal where it
+    has a causal form, and with a sink where :func:`dnorm.distributed.attention` takes one (not Sinkhorn)."""
+    names = [name for name in _schemes() if check.described(name).rows != "gated"]
+    forms = [Variant(name, entry="sharded") for name in names]
+    forms += [Variant(name, entry="sharded", causal="top-left") for name in names if check.described(name).causal]
+    return forms + [replace(form, sink=True) for form in forms if check.described(form.scheme).causal]
+
+
+#: The options of a sharded call that switch kernel code on (no float mask, no dropout there), and all at once.
+SHARDED_OPTIONS: tuple[dict[str, Any], ...] = (
+    {},
+    {"mask": "bool"},
+    {"softcap": True},
+    {"grouped": True},
+    {"mask": "bool", "softcap": True, "grouped": True},
+)
+
+
 def every_variant() -> list[Variant]:
-    """The whole matrix's variants: each form plain, with each option, with all at once; packed; decoding."""
+    """The whole matrix's variants: each form plain, with each option, with all at once; packed; decoding;
+    the sharded stops."""
     options: list[dict[str, Any]] = [
         {},
         {"mask": "bool"},
@@ -104,17 +128,18 @@ def every_variant() -> list[Variant]:
         for entry in ("prefill", "decode"):
             found += [Variant(scheme, entry=entry), Variant(scheme, entry=entry, mask="bool", softcap=True)]
             found += [Variant(scheme, entry=entry, mask="float", grouped=True, sink=_sinks(scheme))]
-    return found
+    return found + [replace(form, **option) for form in _sharded_forms() for option in SHARDED_OPTIONS]
 
 
 def heaviest_variants() -> list[Variant]:
-    """Each form with all its options at once (the most registers its kernels take), packed and decoding alike,
-    and the lightest forms (the largest blocks): where a launch spills or overflows, if any does."""
+    """Each form with all its options at once (the most registers its kernels take), packed, decoding and sharded
+    alike, and the lightest forms (the largest blocks): where a launch spills or overflows, if any does."""
     loaded: dict[str, Any] = {"mask": "float", "softcap": True, "dropout": True, "grouped": True}
     found = [replace(form, **loaded) for form in _forms()]
     found += [replace(form, entry="varlen", softcap=True, dropout=True, grouped=True) for form in _forms()]
     found += [Variant(scheme, entry="decode", mask="bool", softcap=True) for scheme in _decoding()]
     found += [Variant(s, entry="decode", mask="bool", softcap=True, sink=True) for s in _decoding() if _sinks(s)]
+    found += [replace(form, **SHARDED_OPTIONS[-1]) for form in _sharded_forms()]
     return [*found, Variant("softmax", causal="top-left"), Variant("doubly"), Variant("softmax")]
 
 
@@ -145,6 +170,12 @@ COVERING = (
     Case(Variant("doubly", entry="decode", mask="bool", softcap=True), "float32", 64, "sm_80"),
     Case(Variant("softmax", entry="decode"), "float16", 32, "sm_100"),
     Case(Variant("sigmoid", entry="decode"), "float16", 32, "sm_100"),
+    # the sharded stops' own launches: the key pass for gamma alone and with every term at one round, with and
+    # without the hybrid's two components; carries from a block's carry (an earlier block, under causal)
+    Case(Variant("doubly", entry="sharded", softcap=True, sink=True), "float32", 64, "sm_90"),
+    Case(Variant("hybrid", entry="sharded", mask="bool", grouped=True), "bfloat16", 128, "sm_90"),
+    Case(Variant("doubly", entry="sharded", causal="top-left", mask="bool", grouped=True), "float16", 64, "sm_90"),
+    Case(Variant("hybrid", entry="sharded", causal="top-left", softcap=True, sink=True), "float32", 128, "sm_80"),
 )
 
 
@@ -180,7 +211,7 @@ def drive(variant: Variant, dtype: str, head_dim: int, /) -> None:
     dt = getattr(torch, dtype)
     heads, kv_heads = (4, 2) if variant.grouped else (2, 2)
     n_q, n_k = (64, 128) if variant.causal == "bottom-right" else (128, 128)
-    training = variant.entry in ("attention", "varlen")
+    training = variant.entry in ("attention", "varlen", "sharded")
 
     def normal(*shape: int, grad: bool = training) -> Any:
         return torch.randn(*shape, generator=gen).to(dt).requires_grad_(grad)
@@ -196,6 +227,9 @@ def drive(variant: Variant, dtype: str, head_dim: int, /) -> None:
         options["softcap"] = 20.0
     if variant.entry in ("prefill", "decode"):
         _decode(variant, q, k, v, options, gen)
+        return
+    if variant.entry == "sharded":
+        _sharded(variant, q, k, v, options, gen)
         return
     if variant.causal is not None:
         options["causal"] = variant.causal
@@ -232,6 +266,63 @@ def _decode(variant: Variant, q: Any, k: Any, v: Any, options: dict[str, Any], g
     for a, b in itertools.pairwise(cuts):
         call = (q[..., a:b, :], k[..., :b, :], v[..., :b, :], state, variant.scheme)
         _, state = dnorm.decode(*call, mask=mask(b - a, b), **options)
+
+
+def _sharded(variant: Variant, q: Any, k: Any, v: Any, options: dict[str, Any], gen: Any, /) -> None:
+    """This participant's shard of :func:`dnorm.distributed.attention` with ``kernel="triton"`` (the fused stops),
+    forward and backward, as the public function makes it once it has its ring: the ring is :class:`_Mirror`."""
+    import torch
+
+    from .._distributed import participants
+    from .._routing import sharded as routing
+
+    xp = check.namespace(query=q)
+    alpha, sink = options["alpha"], options.get("sink")
+    asked = check.Asked(
+        variant.scheme, causal=variant.causal is not None, softcap=options.get("softcap"), kernel="triton", sink=sink
+    )
+    request = check.attention_request(q, k, v, None, alpha, asked, xp=xp)
+    padding = torch.rand(*k.shape[:-3], k.shape[-2], generator=gen) < 0.9 if variant.mask == "bool" else None
+    mask = participants.key_mask(padding, k, xp=xp)
+    per_head = check.PerHead(alpha, sink)
+    ring = _Mirror()
+    out = routing.attention(q, k, v, mask, per_head, request, ring, layout="contiguous", strategy="ring", xp=xp)
+    out.float().sum().backward()
+
+
+@dataclass(frozen=True)
+class _Mirror:
+    """Place 1 of two participants, with no collective: :meth:`pass_on` hands back the arrays it was given.
+
+    Under a compile-only session nothing runs, so what the blocks hold does not matter: the sweeps' turns decide
+    what launches, and at place 1 they take both kinds, the own block (the causal triangle) and an earlier one
+    (``q_start`` past 0, a running statistic that starts from a carry).
+    """
+
+    size: int = 2
+
+    def rank(self) -> int:
+        return 1
+
+    def pass_on(self, arrays: tuple[Any, ...], by: int, /) -> Callable[[], tuple[Any, ...]]:
+        return lambda: arrays
+
+    def shared_gradient(self, grad: Any, primal: Any, /) -> Any:
+        return grad
+
+    def gather(self, x: Any, axis: int, /) -> Any:
+        import torch
+
+        return torch.cat([x] * self.size, dim=axis)
+
+    def total(self, x: Any, /) -> Any:
+        return x * self.size
+
+    def largest(self, x: Any, /) -> Any:
+        return x
+
+    def scatter_total(self, x: Any, axis: int, /) -> Any:
+        return x.chunk(self.size, dim=axis)[1] * self.size
 
 
 def compile_cases(cases: Sequence[Case], /, *, every_config: bool) -> list[Row]:
