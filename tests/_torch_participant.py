@@ -40,6 +40,8 @@ def main(out_path: str) -> None:
             everything._replace(scheme="hybrid"), generator, odd.index(rank), len(odd), n, group=group
         )
     results["half"] = half_precision(torch.Generator().manual_seed(18), rank, size, n)  # the odd ranks drew more
+    if os.environ.get("TRITON_INTERPRET") == "1":  # the fused stops read float16 as it is (the interpreter: no bf16)
+        results["half_fused"] = half_precision(torch.Generator().manual_seed(18), rank, size, n, kernel="triton")
     results["unequal"] = unequal_shards(rank, n)
     with open(out_path, "w") as f:
         json.dump(results, f)
@@ -117,13 +119,22 @@ def _grad(x):
     return torch.zeros_like(x) if x.grad is None else x.grad
 
 
-def half_precision(generator, rank, size, n):
-    """bfloat16 shards: computed in float32, returned in bfloat16; the largest difference from float64."""
+def half_precision(generator, rank, size, n, *, kernel="auto"):
+    """Half-precision shards (bfloat16; float16 for ``kernel="triton"`` under the interpreter), forward and backward:
+    computed in float32, returned in the inputs' dtype; the largest difference from float64, output and gradients."""
+    dtype = torch.float16 if kernel == "triton" else torch.bfloat16
     q, k, v = (torch.randn(1, 2, n * size, 8, generator=generator, dtype=torch.float64) for _ in range(3))
-    want = dnorm.attention(q, k, v, "doubly", causal=True)
+    whole = [x.clone().requires_grad_() for x in (q, k, v)]
+    want = dnorm.attention(*whole, "doubly", causal=True)
+    want.sum().backward()
     mine = slice(rank * n, (rank + 1) * n)
-    got = dnorm.distributed.attention(*(x[..., mine, :].to(torch.bfloat16) for x in (q, k, v)), causal=True)
-    return {"dtype": str(got.dtype), "error": (got.double() - want[..., mine, :]).abs().max().item()}
+    ours = [x[..., mine, :].to(dtype).requires_grad_() for x in (q, k, v)]
+    got = dnorm.distributed.attention(*ours, causal=True, kernel=kernel)
+    got.sum().backward()
+    errors = [(got.double() - want[..., mine, :]).abs().max().item()]
+    errors += [(a.grad.double() - b.grad[..., mine, :]).abs().max().item() for a, b in zip(ours, whole, strict=True)]
+    dtypes = {str(x.dtype) for x in (got, *(a.grad for a in ours))}
+    return {"dtype": dtypes.pop() if len(dtypes) == 1 else str(sorted(dtypes)), "error": max(errors)}
 
 
 def unequal_shards(rank, n):

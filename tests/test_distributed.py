@@ -42,6 +42,9 @@ def test_torch_processes_compute_the_whole_sequence(tmp_path, size):
             assert results[case]["laid_out"], (rank, case)  # gradients in their input's layout
         assert results["half"]["dtype"] == "torch.bfloat16"
         assert results["half"]["error"] < 2e-2, results["half"]  # bfloat16 rounding of the inputs and the output
+        if "half_fused" in results:  # float16 read as it is by the fused stops, accumulated in float32
+            assert results["half_fused"]["dtype"] == "torch.float16"
+            assert results["half_fused"]["error"] < 5e-3, results["half_fused"]  # measured 1.1e-3
         assert "split the sequence into" in results["unequal"], results["unequal"]
         if rank % 2:  # the odd ranks also share a sequence in a group of their own
             assert max(results["group"]["errors"]) <= TOLERANCE, (rank, results["group"])

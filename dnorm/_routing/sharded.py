@@ -212,11 +212,14 @@ def attention(
     ``per_head`` holds ``alpha``, the sink (spec DEF-SINK), the length scale, which multiplies the queries by
     ``length_scale * log n_i`` (spec DEF-LENGTH-SCALE), ``n_i`` counted over the whole sequence, and the sigmoid's
     bias (spec DEF-SIGMOID: by default ``-log n_i``), both before the sharded kernels, in operations that autodiff
-    differentiates.
+    differentiates. Half precision computes in float32: the array-API kernels take the arrays cast, the fused stops
+    read them as they are (but after a length scale, which scales the cast queries) and accumulate in float32.
     """
     implementation = _implementation(query, key, value, request, layout=layout, xp=xp)
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
-    q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
+    q, k, v = query, key, value
+    if implementation is SHARDED or per_head.length_scale is not None:  # the fused stops read half precision as is
+        q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
     gated = check.described(request.scheme).rows == "gated"
     n = None
     if per_head.length_scale is not None or (gated and per_head.bias is None):

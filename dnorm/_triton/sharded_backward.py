@@ -80,9 +80,9 @@ def backward(
             d_sink = sum_to(-share, tuple(params.sink.shape), xp=xp)
         d_params = schemes.Parameters(d_params, d_sink)
     return (
-        sum_to(d_query, tuple(query.shape), xp=xp),
-        sum_to(d_key, key_shape, xp=xp),
-        sum_to(d_value, value_shape, xp=xp),
+        sum_to(d_query, tuple(query.shape), xp=xp).to(query.dtype),
+        sum_to(d_key, key_shape, xp=xp).to(key.dtype),
+        sum_to(d_value, value_shape, xp=xp).to(value.dtype),
         d_params,
     )
 

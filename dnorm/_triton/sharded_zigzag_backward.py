@@ -82,9 +82,9 @@ def backward(
         mixed = row_ops.mix_gradient(grad.to(biased.dtype), biased, plain, xp=xp)
         d_alpha = sum_to(mixed, tuple(alpha.shape), xp=xp)
     return (
-        sum_to(torch.cat(parts, dim=-2), tuple(query.shape), xp=xp),
-        sum_to(d_key[..., :d], tuple(key.shape), xp=xp),
-        sum_to(d_value[..., :dv], tuple(value.shape), xp=xp),
+        sum_to(torch.cat(parts, dim=-2), tuple(query.shape), xp=xp).to(query.dtype),
+        sum_to(d_key[..., :d], tuple(key.shape), xp=xp).to(key.dtype),
+        sum_to(d_value[..., :dv], tuple(value.shape), xp=xp).to(value.dtype),
         d_alpha,
     )
 
