@@ -40,8 +40,8 @@ class Variant:
     forward pass that continues the carry), ``"prefill"`` (decoding's first
     call, no state) or ``"sharded"`` (a participant's shard of
     :func:`dnorm.distributed.attention` on the fused stops, forward and
-    backward: :func:`_sharded`; half precision computes in float32 there, as
-    the public call does); ``causal``: None, ``"top-left"`` or
+    backward: :func:`_sharded`; half precision read as it is, as by the
+    single-device kernels); ``causal``: None, ``"top-left"`` or
     ``"bottom-right"`` (fewer queries than keys); ``mask``: None, ``"bool"``
     (sharded: a key padding mask) or ``"float"`` (a learned bias: its
     gradient too); ``grouped``: four query heads over two key
