@@ -213,22 +213,25 @@ def attention(
     ``length_scale * log n_i`` (spec DEF-LENGTH-SCALE), ``n_i`` counted over the whole sequence, and the sigmoid's
     bias (spec DEF-SIGMOID: by default ``-log n_i``), both before the sharded kernels, in operations that autodiff
     differentiates. Half precision computes in float32: the array-API kernels take the arrays cast, the fused stops
-    read them as they are (but after a length scale, which scales the cast queries) and accumulate in float32.
+    read them as they are (a length scale scales the queries in float32, read back in their dtype) and accumulate
+    in float32.
     """
     implementation = _implementation(query, key, value, request, layout=layout, xp=xp)
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
     q, k, v = query, key, value
-    if implementation is SHARDED or per_head.length_scale is not None:  # the fused stops read half precision as is
+    if implementation is SHARDED:  # the fused stops read half precision as is
         q, k, v = (budget.cast(x, work, xp=xp) for x in (query, key, value))
+    like = budget.cast(q[..., :1], work, xp=xp)  # the dtype and rows of the family's numbers
     gated = check.described(request.scheme).rows == "gated"
     n = None
     if per_head.length_scale is not None or (gated and per_head.bias is None):
-        n = sharded_collective.counts(q, key_mask, key.shape[-2], ring=ring, causal=request.causal, xp=xp)
-    if per_head.length_scale is not None:
-        q = q * family.length_factor(per_head.length_scale, n, q, xp=xp)
+        n = sharded_collective.counts(like, key_mask, key.shape[-2], ring=ring, causal=request.causal, xp=xp)
+    if per_head.length_scale is not None:  # scaled in the compute dtype, then read in the queries' own
+        factor = family.length_factor(per_head.length_scale, n, like, xp=xp)
+        q = budget.cast(budget.cast(q, work, xp=xp) * factor, q.dtype, xp=xp)
     params = family.parameters(per_head, work, query, xp=xp)
     if gated:  # the bias of every row rides where the sink would: the sigmoid takes no sink
-        row_bias = family.row_bias(per_head.bias, n, q, xp=xp)
+        row_bias = family.row_bias(per_head.bias, n, like, xp=xp)
         params = schemes.Parameters(params.alpha, row_bias)
     (q, a, sink), (k, v, m) = heads.split((q, *params), (k, v, key_mask), request.groups, xp=xp)
     halves = 2 if request.causal and layout == "zigzag" else 1  # tiles of one chunk against one
