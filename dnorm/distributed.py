@@ -153,8 +153,8 @@ def attention(
         The implementation of each participant's stops: the array-API
         kernels, or ``"triton"``, the fused Triton passes at every stop of
         the same sweeps (torch tensors on a CUDA device, or CPU tensors under
-        ``TRITON_INTERPRET=1``; either layout and strategy; every scheme but
-        ``"sigmoid"``; half precision read as it is). ``"auto"`` takes ``"triton"`` for CUDA tensors where
+        ``TRITON_INTERPRET=1``; either layout and strategy; every scheme;
+        half precision read as it is). ``"auto"`` takes ``"triton"`` for CUDA tensors where
         triton is installed and the call is one it serves, the array-API
         kernels otherwise. The other names of :func:`dnorm.attention` raise
         ``ValueError``: their kernels take no key block from elsewhere.
@@ -184,8 +184,9 @@ def attention(
         ``strategy="all-gather"``, a ``kernel`` other than ``"auto"``,
         ``"array-api"`` or ``"triton"``, ``kernel="triton"`` for a call its
         stops do not serve (the reason named: arrays other than torch tensors
-        on a CUDA device or under the interpreter, ``scheme="sigmoid"``, and the refusals of :func:`dnorm.attention`'s
-        Triton kernels), and the errors of :func:`dnorm.attention`.
+        on a CUDA device or under the interpreter, and the refusals of
+        :func:`dnorm.attention`'s Triton kernels), and the errors of
+        :func:`dnorm.attention`.
     NotImplementedError
         For ``scheme="sinkhorn"`` with ``causal`` or a ``sink``, and
         ``"stick-breaking"``, not sharded yet.

@@ -68,6 +68,8 @@ FUSED_CASES = [
     Case("hybrid", True, False, True, True, "contiguous", "ring", "sink", "triton"),
     Case("doubly", True, True, True, False, "contiguous", "ring", "length_scale", "triton"),
     Case("hybrid", True, True, True, True, "zigzag", "ring", "alpha", "triton"),
+    Case("sigmoid", True, True, True, True, "contiguous", "ring", "bias", "triton"),
+    Case("sigmoid", False, False, True, False, "contiguous", "ring", "length_scale", "triton"),
 ]
 
 

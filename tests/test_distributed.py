@@ -82,15 +82,17 @@ def test_the_fused_stops_serve_what_they_can_and_name_what_they_cannot(tmp_path)
     try:
         t = torch.randn(1, 2, 6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
         if os.environ.get("TRITON_INTERPRET") == "1":
-            got = dnorm.distributed.attention(t, t, t, "hybrid", causal=True, alpha=0.3, kernel="triton")
-            want = dnorm.attention(t, t, t, "hybrid", causal=True, alpha=0.3, kernel="array-api")
-            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-12)
+            for scheme, given in [("hybrid", {"alpha": 0.3}), ("sigmoid", {"bias": -1.5})]:
+                got = dnorm.distributed.attention(t, t, t, scheme, causal=True, **given, kernel="triton")
+                want = dnorm.attention(t, t, t, scheme, causal=True, **given, kernel="array-api")
+                np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-12)
             auto = dnorm.distributed.attention(t, t, t, "doubly")
             assert torch.equal(auto, dnorm.distributed.attention(t, t, t, "doubly", kernel="array-api"))
             with pytest.raises(ValueError, match="no bfloat16 arithmetic"):
                 dnorm.distributed.attention(*(t.bfloat16() for _ in range(3)), kernel="triton")
-        with pytest.raises(ValueError, match="kernel='triton' cannot serve this sharded call: its stops have no sigm"):
-            dnorm.distributed.attention(t, t, t, "sigmoid", kernel="triton")
+        else:  # CPU tensors for the compiled kernels
+            with pytest.raises(ValueError, match="cannot serve this sharded call: the Triton kernels need a CUDA"):
+                dnorm.distributed.attention(t, t, t, "sigmoid", kernel="triton")
     finally:
         dist.destroy_process_group()
 

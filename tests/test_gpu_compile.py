@@ -103,9 +103,10 @@ def test_the_heaviest_variants_take_every_sharded_form_loaded():
     form, with a sink where it takes one, each with every option at once."""
     heaviest = [v for v in gpu_compile.heaviest_variants() if v.entry == "sharded"]
     forms = {(v.scheme, v.causal, v.sink) for v in heaviest}
-    plain = {(name, None, False) for name in ("softmax", "doubly", "hybrid", "sinkhorn")}
-    causal = {(name, "top-left", False) for name in ("softmax", "doubly", "hybrid")}
-    assert forms == plain | causal | {(s, c, True) for s, c, _ in plain | causal if s != "sinkhorn"}
+    plain = {(name, None, False) for name in ("softmax", "doubly", "hybrid", "sinkhorn", "sigmoid")}
+    causal = {(name, "top-left", False) for name in ("softmax", "doubly", "hybrid", "sigmoid")}
+    sinks = {(s, c, True) for s, c, _ in plain | causal if s not in ("sinkhorn", "sigmoid")}
+    assert forms == plain | causal | sinks
     assert all(v.mask == "bool" and v.softcap and v.grouped for v in heaviest)
     assert {v for v in gpu_compile.every_variant() if v.entry == "sharded"} >= set(heaviest)
 

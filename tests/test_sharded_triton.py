@@ -2,7 +2,8 @@
 
 Each participant's forward and backward pass on the Triton passes, under Triton's interpreter in float64, against
 the array-API kernels on the whole sequence (spec THM-SHARDED-EQUALS-FULL, THM-ALL-GATHER-EQUALS-FULL) to 1e-12:
-every scheme, causal or not, on the ring and gathered and over zigzag shards, with grouped heads (2 query heads
+every scheme but sigmoid attention (its row bias: the public call on gloo processes, tests/test_distributed.py), causal
+or not, on the ring and gathered and over zigzag shards, with grouped heads (2 query heads
 per key head), padded keys, a softcap, a hybrid weight per batch entry and a sink; 2, 3 and 4 participants (the
 interpreter's time grows with the heads: the longest sweeps take one batch entry and one key head). The
 interpreter runs one kernel at a time in a process (it rebinds ``triton.language`` while it runs one), so the

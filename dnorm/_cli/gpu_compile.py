@@ -89,12 +89,16 @@ def _decoding() -> list[str]:
 
 
 def _sharded_forms() -> list[Variant]:
-    """The fused sharded stops: every scheme they serve (the Triton ones but sigmoid attention), causal where it
-    has a causal form, and with a sink where :func:`dnorm.distributed.attention` takes one (not Sinkhorn)."""
-    names = [name for name in _schemes() if check.described(name).rows != "gated"]
+    """The fused sharded stops: every scheme the Triton kernels compute, causal where it has a causal form, and with
+    a sink where :func:`dnorm.distributed.attention` takes one (not Sinkhorn's, not sigmoid attention)."""
+    names = _schemes()
     forms = [Variant(name, entry="sharded") for name in names]
     forms += [Variant(name, entry="sharded", causal="top-left") for name in names if check.described(name).causal]
-    return forms + [replace(form, sink=True) for form in forms if check.described(form.scheme).causal]
+    return forms + [replace(form, sink=True) for form in forms if _sharded_sink(form.scheme)]
+
+
+def _sharded_sink(scheme: str, /) -> bool:
+    return _sinks(scheme) and check.described(scheme).causal
 
 
 #: The options of a sharded call that switch kernel code on (no float mask, no dropout there), and all at once.

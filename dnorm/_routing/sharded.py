@@ -91,7 +91,7 @@ class Sharded:
 
 class FusedSharded:
     """The sharded sweeps with each stop on the Triton passes (:mod:`dnorm._triton.sharded`, and
-    :mod:`dnorm._triton.sharded_zigzag` for causal zigzag shards): every scheme but sigmoid attention; the arrays
+    :mod:`dnorm._triton.sharded_zigzag` for causal zigzag shards): every scheme the sharded call takes; the arrays
     are torch tensors (CPU ones under Triton's interpreter)."""
 
     def infer(self, *inputs: Array, options: sharded.ShardedOptions, xp: Any) -> Array:
@@ -158,13 +158,9 @@ def _shared(d_params: Any, params: Any, options: sharded.ShardedOptions, /) -> A
     return None if d_params is None else options.ring.shared_gradient(d_params, params)
 
 
-def fused_refusal(
-    query: Array, key: Array, value: Array, request: check.Request, /, *, layout: str, xp: Any
-) -> str | None:
-    """Why the fused stops cannot serve a sharded call (None: they can): sigmoid attention, and the single-device
-    Triton kernels' reasons (:meth:`.triton.Triton.refuses`)."""
-    if check.described(request.scheme).rows == "gated":
-        return "its stops have no sigmoid pass yet; scheme='sigmoid' runs on kernel='array-api'"
+def fused_refusal(query: Array, key: Array, value: Array, request: check.Request, /, *, xp: Any) -> str | None:
+    """Why the fused stops cannot serve a sharded call (None: they can): the single-device Triton kernels' reasons
+    (:meth:`.triton.Triton.refuses`)."""
     call = Call(
         "attention", check.library(xp), request, (), query.shape[-2], key.shape[-2], query.dtype, training=True,
         symbolic=symbolic_lengths(xp), accelerated=check.accelerated(query, xp), seeded=False,
@@ -173,12 +169,12 @@ def fused_refusal(
 
 
 def _implementation(
-    query: Array, key: Array, value: Array, request: check.Request, /, *, layout: str, xp: Any
+    query: Array, key: Array, value: Array, request: check.Request, /, *, xp: Any
 ) -> Sharded | FusedSharded:
     """The implementation a call takes: ``kernel=`` forced, or under ``"auto"`` the fused stops where they serve."""
     if request.kernel == "array-api":
         return SHARDED
-    refused = fused_refusal(query, key, value, request, layout=layout, xp=xp)
+    refused = fused_refusal(query, key, value, request, xp=xp)
     if request.kernel == "triton":
         if refused is not None:
             msg = f"kernel='triton' cannot serve this sharded call: {refused}"
@@ -216,7 +212,7 @@ def attention(
     read them as they are (a length scale scales the queries in float32, read back in their dtype) and accumulate
     in float32.
     """
-    implementation = _implementation(query, key, value, request, layout=layout, xp=xp)
+    implementation = _implementation(query, key, value, request, xp=xp)
     work, out_dtype = budget.compute_dtype(query.dtype, xp=xp)
     q, k, v = query, key, value
     if implementation is SHARDED:  # the fused stops read half precision as is

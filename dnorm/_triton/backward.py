@@ -15,7 +15,8 @@ statistic adds to the gradient of the scores ``dS``:
 
 A sink is in the saved row pairs, so the weights need nothing more (its own
 gradient is formed from them, :mod:`.sinks`). ``GATED`` (sigmoid attention):
-the plain component's weights are ``sigmoid(S)``, and ``dS = A (1 - A) R dP``.
+the plain component's weights are ``sigmoid(S + b_i)`` (``ROW_BIAS``), ``dS = A (1 - A) R dP``, and the row
+bias's gradient ``sum_j dS_ij`` (``D_ROW_BIAS``).
 
 :func:`keys` runs one program per block of keys over the query blocks (``dK``,
 ``dV``, ``gamma``, the causal carries ``G``); :func:`queries` one per block of
@@ -128,7 +129,7 @@ def _causal_ds(dz, b, g_below, BQ: tl.constexpr):
 @tunable
 @triton.jit
 def keys(
-    Q, K, V, MASK, DO, DELTA_B, DELTA_P, ALPHA, COLS, ROWS, DC, DR, ROW_B, ROW_P, CARRY_M, CARRY_S,
+    Q, K, V, MASK, DO, DELTA_B, DELTA_P, ALPHA, COLS, ROWS, DC, DR, ROW_B, ROW_P, CARRY_M, CARRY_S, ROW_BIAS,
     G_CARRY, G_AFTER, DK, DV, GAMMA,
     q_off, k_off, v_off, mask_off, o_off, kstat_off, qstat_off, carry_off, alpha_off, n_q_of, n_k_of, head_of, seed_of,
     stride_qt, stride_qd, stride_kt, stride_kd, stride_vt, stride_vd, stride_mm, stride_mn, stride_ot, stride_cb,
@@ -214,7 +215,7 @@ def keys(
                     bq = tl.dot(tl.trans((slope * tl.exp(y)).to(q.dtype)), q, bq, input_precision=PRECISION)
         if PLAIN:
             if GATED:
-                a = sigmoid(s)
+                a = sigmoid(s + tl.load(ROW_BIAS + qstat + offs_m, mask=inside_q, other=0.0)[:, None])
                 dz_p = a * (1.0 - a) * dp
             else:
                 a = weights(s, tl.load(ROW_P + qstat + offs_m, mask=inside_q, other=0.0),
@@ -241,8 +242,8 @@ def keys(
 @tunable
 @triton.jit
 def queries(
-    Q, K, V, MASK, DO, DELTA_B, DELTA_P, ALPHA, COLS, ROWS, DC, DR, ROW_B, ROW_P, CARRY_M, CARRY_S,
-    G_CARRY, G_AFTER, GAMMA, DQ, DMASK,
+    Q, K, V, MASK, DO, DELTA_B, DELTA_P, ALPHA, COLS, ROWS, DC, DR, ROW_B, ROW_P, CARRY_M, CARRY_S, ROW_BIAS,
+    G_CARRY, G_AFTER, GAMMA, DQ, DMASK, D_ROW_BIAS,
     q_off, k_off, v_off, mask_off, o_off, kstat_off, qstat_off, carry_off, alpha_off, n_q_of, n_k_of, head_of, seed_of,
     stride_qt, stride_qd, stride_kt, stride_kd, stride_vt, stride_vd, stride_mm, stride_mn, stride_ot, stride_cb,
     col_round, row_round, d, dv, scale, softcap, threshold, factor, n_k_max, q_start,
@@ -277,6 +278,10 @@ def queries(
     delta_b = tl.load(DELTA_B + qstat + offs_m, mask=inside_q, other=0.0)
     delta_p = tl.load(DELTA_P + qstat + offs_m, mask=inside_q, other=0.0)
     d_q = tl.zeros((BQ, BD), dtype=ACC)
+    row_bias = tl.zeros((BQ,), dtype=ACC)
+    d_bias = tl.zeros((BQ,), dtype=ACC)
+    if GATED:
+        row_bias = tl.load(ROW_BIAS + qstat + offs_m, mask=inside_q, other=0.0)
     stop = n_k
     if CAUSAL:
         stop = tl.minimum(n_k, qb * BQ + BQ + offset)
@@ -309,8 +314,9 @@ def queries(
                              col_round, row_round, ROUNDS)  # fmt: skip
         if PLAIN:
             if GATED:
-                a = sigmoid(s)
+                a = sigmoid(s + row_bias[:, None])
                 ds += a * (1.0 - a) * dp
+                d_bias += tl.sum(ds, axis=1)
             else:
                 w_p = (1.0 - w_b) if MIXED else 1.0
                 ds += weights(s, row_p_m, row_p_s) * (w_p * dp - delta_p[:, None])
@@ -322,3 +328,5 @@ def queries(
         d_q = tl.dot(ds.to(k.dtype), k, d_q, input_precision=PRECISION)
     d_q = d_q * scale  # the products took k unscaled (S = scale q.k)
     tl.store(DQ + qstat * BD + offs_m[:, None] * BD + offs_d[None, :], d_q, mask=inside_q[:, None])
+    if GATED:  # the row bias's gradient: sum_j dS_ij (the bias joins the capped scores)
+        tl.store(D_ROW_BIAS + qstat + offs_m, d_bias, mask=inside_q)

@@ -93,7 +93,7 @@ def backward(
         keys_pass(gamma_only=False, full_ds=False)
         if how.biased and not how.running:
             dc[0] = -gamma
-    d_q, d_mask = queries_pass(inputs, shared, mask_grad=mask_grad)
+    d_q, d_mask, _ = queries_pass(inputs, shared, mask_grad=mask_grad)
     d_alpha = None
     if how.mixed:
         assert residuals.outputs is not None
@@ -195,12 +195,21 @@ def potentials_pass(
     potentials[grid](**potentials.bind(shared, D_IN=d_in, D_OUT=d_out, u=u, TO_ROWS=to_rows))
 
 
-def queries_pass(inputs: Inputs, shared: dict[str, Any], /, *, mask_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """``dQ`` ``(q_rows, padded head size)``, and a floating mask's gradient ``(P, T, K)`` where ``mask_grad``."""
+def queries_pass(
+    inputs: Inputs, shared: dict[str, Any], /, *, mask_grad: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``dQ`` ``(q_rows, padded head size)``, a floating mask's gradient ``(P, T, K)`` where ``mask_grad``, and the
+    sigmoid's row bias's ``(q_rows,)`` (None for the other schemes)."""
     layout, sizes, acc, device = inputs.layout, inputs.sizes(backward=True), inputs.acc, inputs.q.device
     d_q = torch.zeros(layout.q_rows, sizes["BD"], dtype=acc, device=device)
     empty = inputs.empty()
     d_mask = torch.zeros(layout.programs, layout.n_q, layout.n_k, dtype=acc, device=device) if mask_grad else empty
+    gated = inputs.options.plan().rows == "gated"
+    d_bias = torch.zeros(layout.q_rows, dtype=acc, device=device) if gated else empty
     _, grid_q = grids(inputs)
-    queries[grid_q](**queries.bind(shared, GAMMA=empty, DQ=d_q, DMASK=d_mask, n_k_max=layout.n_k, MASK_GRAD=mask_grad))
-    return d_q, d_mask if mask_grad else None
+    queries[grid_q](
+        **queries.bind(
+            shared, GAMMA=empty, DQ=d_q, DMASK=d_mask, D_ROW_BIAS=d_bias, n_k_max=layout.n_k, MASK_GRAD=mask_grad
+        )
+    )
+    return d_q, d_mask if mask_grad else None, d_bias if gated else None

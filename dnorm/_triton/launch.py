@@ -131,7 +131,8 @@ def accumulator(dtype: torch.dtype, /) -> tuple[torch.dtype, Any]:
 class Inputs:
     """What every launch of one call reads, by the kernels' parameter names (:meth:`arguments`).
 
-    ``mask`` is the mask (None without one); ``layout`` where each program finds its sequence.
+    ``mask`` is the mask (None without one); ``layout`` where each program finds its sequence; ``row_bias`` the
+    sigmoid's bias per row, a ``q_rows`` buffer (None: zeros, the bias in the mask).
     """
 
     q: Tensor
@@ -141,6 +142,7 @@ class Inputs:
     alpha: Tensor
     layout: Layout
     options: LaunchOptions
+    row_bias: Tensor | None = None
 
     @property
     def acc(self) -> torch.dtype:
@@ -171,6 +173,10 @@ class Inputs:
         """The arguments every kernel of the call may take, by name."""
         q, k, v, mask, options = self.q, self.k, self.v, self.mask, self.options
         _, acc = accumulator(q.dtype)
+        gated = options.plan().rows == "gated"
+        row_bias = self.row_bias
+        if row_bias is None:
+            row_bias = torch.zeros(self.layout.q_rows, dtype=self.acc, device=q.device) if gated else self.empty()
         mm, mn = (0, 0)
         if mask is not None:
             view = mask.expand(*options.lead, self.layout.n_q, self.layout.n_k)
@@ -185,7 +191,7 @@ class Inputs:
             "d": q.shape[-1], "dv": v.shape[-1], "scale": options.scale, "softcap": options.softcap or 1.0,
             "HAS_MASK": mask is not None, "MASK_BOOL": mask is not None and mask.dtype == torch.bool,
             "SOFTCAP": options.softcap is not None, "CAUSAL": options.causal, "ALIGN_END": options.align_end,
-            "HAS_SINK": self.options.plan().sink, "GATED": self.options.plan().rows == "gated",
+            "HAS_SINK": self.options.plan().sink, "GATED": gated, "ROW_BIAS": row_bias,
             "dropped": options.dropped, "q_start": options.q_start,
             "HAS_LEAD": self.layout.has_lead, "HALF": q.dtype in (torch.float16, torch.bfloat16), "ACC": acc,
             "PRECISION": "ieee" if q.dtype in (torch.float32, torch.float64) else "tf32",

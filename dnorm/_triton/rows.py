@@ -13,7 +13,8 @@ row pairs are stored for the backward pass; without ``VALUES`` only they are
 its row pair after the keys (spec DEF-SINK: ``SINK_B`` and ``SINK_P`` per
 program, the running statistic's ``-log(p_i + 1)`` formed here). ``GATED``
 (sigmoid attention, spec DEF-SIGMOID): the plain component weighs each key by
-``sigmoid(S)`` alone, and its rows are not normalized.
+``sigmoid(S + b_i)`` alone (``ROW_BIAS``: ``b`` per row; zeros where the mask holds it), and its rows are not
+normalized.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def sigmoid(s):
 @tunable
 @triton.jit
 def row_pass(
-    Q, K, V, MASK, SHIFT, COL_M, COL_S, CARRY_M, CARRY_S, ALPHA, SINK_B, SINK_P,
+    Q, K, V, MASK, SHIFT, COL_M, COL_S, CARRY_M, CARRY_S, ALPHA, SINK_B, SINK_P, ROW_BIAS,
     OUT, OUT_B, OUT_P, ROW_M_B, ROW_S_B, ROW_M_P, ROW_S_P,
     q_off, k_off, v_off, mask_off, o_off, kstat_off, qstat_off, carry_off, alpha_off, n_q_of, n_k_of, head_of, seed_of,
     stride_qt, stride_qd, stride_kt, stride_kd, stride_vt, stride_vd, stride_mm, stride_mn, stride_ot, stride_od,
@@ -97,6 +98,9 @@ def row_pass(
     k_base, v_base, mask_base = K + tl.load(k_off + p), V + tl.load(v_off + p), MASK + tl.load(mask_off + p)
     kstat, qstat, carry = tl.load(kstat_off + p), tl.load(qstat_off + p), tl.load(carry_off + p) + qb * stride_cb
     seed, head = tl.load(seed_of + p), tl.load(head_of + p)
+    row_bias = tl.zeros((BQ,), dtype=ACC)
+    if GATED:  # the sigmoid's bias of each row (zeros where a mask holds it)
+        row_bias = tl.load(ROW_BIAS + qstat + offs_m, mask=offs_m < n_q, other=0.0)
     m_b = tl.full((BQ,), float("-inf"), dtype=ACC)
     l_b = tl.zeros((BQ,), dtype=ACC)
     acc_b = tl.zeros((BQ, BDV), dtype=ACC)
@@ -129,7 +133,7 @@ def row_pass(
             m_b, l_b, acc_b = online(m_b, l_b, acc_b, y, v, kept, factor, VALUES, DROPOUT, PRECISION)
         if PLAIN:
             if GATED:  # each key weighed alone: no row statistic, no normalization
-                e = sigmoid(s)
+                e = sigmoid(s + row_bias[:, None])
                 if DROPOUT:
                     e = tl.where(kept, e * factor, 0.0)
                 acc_p += tl.dot(e.to(v.dtype), v, input_precision=PRECISION)

@@ -57,9 +57,24 @@ class Residuals(NamedTuple):
 class Stops:
     """The launches of one participant's stops: its queries against any key block of the sweep."""
 
-    def __init__(self, query: Tensor, alpha: Tensor, lead: tuple[int, ...], options: sharded.ShardedOptions) -> None:
-        self.query, self.alpha, self.lead, self.sharded = query, alpha, lead, options
+    def __init__(
+        self,
+        query: Tensor,
+        params: Any,
+        lead: tuple[int, ...],
+        options: sharded.ShardedOptions,
+    ) -> None:
+        """``params``: ``alpha``, :class:`dnorm._kernels.schemes.Parameters`, or sigmoid attention's
+        :class:`dnorm._kernels.sharded.RowBias` (its bias per row flat, :attr:`row_bias`)."""
+        self.query, self.lead, self.sharded = query, lead, options
         self.how = schemes.plan(options.scheme, causal=options.causal, n_iter=options.n_iter)
+        self.row_bias = None
+        if isinstance(params, sharded.RowBias):
+            rows = (*lead, query.shape[-2], 1)
+            self.row_bias = torch.broadcast_to(params.bias, rows).reshape(-1).to(self.acc).contiguous()
+            params = torch.zeros((), dtype=self.acc, device=query.device)  # no alpha: the kernels read none
+        self.params = schemes.parameters(params)
+        self.alpha = self.params.alpha
         heavy = self.how.layered or options.softcap is not None
         self.launch = LaunchOptions(
             scheme=options.scheme,
@@ -78,7 +93,8 @@ class Stops:
         the queries ``q_start`` positions after the block's first key (0: the causal triangle of the own block)."""
         q, alpha = self.query if query is None else query, self.alpha
         layout = dense(q, key, value, key_mask, alpha, None, self.lead)
-        return Inputs(q, key, value, key_mask, alpha, layout, replace(self.launch, q_start=q_start))
+        row_bias = self.row_bias if query is None else None  # sigmoid attention: contiguous shards alone
+        return Inputs(q, key, value, key_mask, alpha, layout, replace(self.launch, q_start=q_start), row_bias)
 
     def seen(self, turn: Turn, key: Tensor, /) -> int | None:
         """Where this participant's queries begin among the positions of the block a turn holds (``q_start``),
@@ -118,11 +134,12 @@ def forward(
 ) -> tuple[Tensor, Residuals]:
     """This participant's rows of attention over the whole sequence (:func:`dnorm._kernels.sharded.forward`,
     stop by stop on the Triton passes), in the compute dtype, and the residuals of the backward sweeps."""
-    params = schemes.parameters(params)
     key, value, key_mask = every_key(key, value, key_mask, options)
     lead = sharded.lead(query, key)
-    stops = Stops(query, params.alpha, lead, options)
-    how = stops.how
+    stops = Stops(query, params, lead, options)
+    how, params = stops.how, stops.params
+    if how.rows == "gated":
+        return _gated(stops, key, value, key_mask), Residuals((), (), None, None, (), None)
     columns, potentials = _statistics(stops, key, key_mask)
     n_rows = stops.rows()
     n_parts = 1 + how.plain if how.biased else 1
@@ -162,6 +179,26 @@ def forward(
     plain = stats[-1] if how.plain else None
     components = Components(*(o.reshape(n_rows, -1) for o in outputs)) if how.mixed else None
     return out, Residuals(columns, potentials, biased, plain, tuple(kept), components)
+
+
+def _gated(stops: Stops, key: Tensor, value: Tensor, key_mask: Tensor | None, /) -> Tensor:
+    """Sigmoid attention's rows (spec DEF-SIGMOID): each key weighed alone, ``sigmoid(S_ij + b_i)``, so the
+    partial outputs of the key blocks add up."""
+    total: list[Tensor | None] = [None]
+
+    def visit(turn: Turn, read: tuple[Tensor, ...], added: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        k, v, m = read
+        q_start = stops.seen(turn, k)
+        if q_start is None:
+            return added
+        ((part, _),) = row_parts(stops.inputs(k, v, m, q_start=q_start), None, None, stops.rows(), round_=False)
+        total[0] = part if total[0] is None else total[0] + part
+        return added
+
+    sweep(stops.sharded.sweeps, (key, value, key_mask), (), visit)
+    out = total[0]
+    assert out is not None  # the own block is always seen
+    return out.reshape(*stops.lead, stops.query.shape[-2], -1)
 
 
 def _statistics(stops: Stops, key: Tensor, key_mask: Tensor | None, /) -> tuple[tuple[Round, ...], tuple[Pair, ...]]:

@@ -48,11 +48,10 @@ def backward(
     """Gradients of this participant's ``query``, ``key`` and ``value`` shards and its share of ``params``' (as
     :func:`dnorm._kernels.sharded_backward.backward` returns them)."""
     given = params
-    params = schemes.parameters(params)
     key_shape, value_shape = tuple(key.shape), tuple(value.shape)
     key, value, key_mask = every_key(key, value, key_mask, options)
-    stops = Stops(query, params.alpha, sharded.lead(query, key), options)
-    how = stops.how
+    stops = Stops(query, params, sharded.lead(query, key), options)
+    how, params = stops.how, stops.params
     n_rows = stops.rows()
     flat_grad = grad.to(value.dtype).reshape(n_rows, -1).contiguous()
     own = stops.inputs(key, value, key_mask)
@@ -61,7 +60,7 @@ def backward(
     d_columns: list[Tensor] = []
     if how.rounds:
         d_columns = work.potentials(key, value, key_mask)
-    d_query, d_key, d_value = work.scores_pass(key, value, key_mask, d_columns)
+    d_query, d_key, d_value, d_bias = work.scores_pass(key, value, key_mask, d_columns)
     if options.gathered:  # every participant's share of every key's gradient: each key's sum goes to its owner
         d_key, d_value = (options.ring.scatter_total(x, -2) for x in (d_key, d_value))
     lead = stops.lead
@@ -71,6 +70,9 @@ def backward(
         biased, plain = (x.reshape(*lead, query.shape[-2], -1) for x in residuals.outputs)
         mixed = row_ops.mix_gradient(grad.to(biased.dtype), biased, plain, xp=xp)
         d_params = sum_to(mixed, tuple(params.alpha.shape), xp=xp)
+    if isinstance(given, sharded.RowBias):  # spec DEF-SIGMOID: sum_j dS_ij of each row
+        assert d_bias is not None
+        d_params = sharded.RowBias(sum_to(d_bias.reshape(*lead, query.shape[-2], 1), tuple(given.bias.shape), xp=xp))
     if isinstance(given, schemes.Parameters):
         d_sink = None
         if params.sink is not None and residuals.plain is not None:  # spec THM-SINK-GRADIENT: -sum_i a_i delta_i
@@ -192,13 +194,15 @@ class _Work:
 
     def scores_pass(
         self, key: Tensor, value: Tensor, key_mask: Tensor | None, d_columns: list[Tensor]
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """``dQ`` of this participant's queries and ``dK``, ``dV`` of its keys (or of every key, gathered), each
-        ``(*lead, n, head size)``: one sweep, backwards under the running statistic."""
+        ``(*lead, n, head size)``, and sigmoid attention's row bias's gradient (flat): one sweep, backwards under
+        the running statistic."""
         stops, how = self.stops, self.stops.how
         options = stops.sharded
         size = options.sweeps.size
         d_query: list[Tensor | None] = [None]
+        d_bias: list[Tensor | None] = [None]
         d_rows = self.padded_rows() if self.rounds > 1 else []
 
         def visit(turn: Turn, read: tuple[Tensor, ...], added: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -216,8 +220,10 @@ class _Work:
             grid_k, _ = grids(inputs)
             full_ds = bool(self.rounds) and not how.running
             keys[grid_k](**keys.bind(shared, DK=d_k, DV=d_v, GAMMA=gamma, GAMMA_ONLY=False, FULL_DS=full_ds))
-            d_q, _ = queries_pass(inputs, shared, mask_grad=False)
+            d_q, _, d_b = queries_pass(inputs, shared, mask_grad=False)
             d_query[0] = d_q if d_query[0] is None else d_query[0] + d_q
+            if d_b is not None:
+                d_bias[0] = d_b if d_bias[0] is None else d_bias[0] + d_b
             sums = (added[-2] + d_k, added[-1] + d_v)
             if not how.running:
                 return sums
@@ -240,4 +246,5 @@ class _Work:
             d_q[:, :d].reshape(*lead, n_q, d),
             d_key[:, :d].reshape(*lead, n_k, d),
             d_value[:, :dv].reshape(*lead, n_k, dv),
+            d_bias[0],
         )

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .._kernels import logsumexp as lse
 from .._kernels import rows as row_ops
-from .._kernels import schemes, sharded
+from .._kernels import sharded
 from .._kernels.ring import Turn, sweep
 from .._kernels.sharded_zigzag import Tile, add_total, half, position, prefixes, row, tiles
 from .launch import Carries, Components, Inputs, Pair, carries
@@ -74,9 +74,8 @@ def forward(
 ) -> tuple[Tensor, Residuals]:
     """This participant's rows (its two chunks) of causal attention over the whole sequence, in the compute dtype
     (:func:`dnorm._kernels.sharded_zigzag.forward`, tile by tile on the Triton passes), and the residuals."""
-    params = schemes.parameters(params)
-    stops = Stops(query, params.alpha, sharded.lead(query, key), options)
-    how = stops.how
+    stops = Stops(query, params, sharded.lead(query, key), options)
+    how, params = stops.how, stops.params
     tables = _prefixes(stops, key, key_mask) if how.running else ()
     n_half = stops.rows() // 2
     merged: list[list[Any]] = [[None, None] for _ in range(1 + how.plain if how.biased else 1)]

@@ -132,7 +132,7 @@ class _Tiles:
         inputs = tile_inputs(self.stops, k, v, m, tile)
         carry = self.residuals.carries[turn.step][number]
         shared, d_k, d_v, _ = self.launches(inputs, tile, carry, after)
-        d_q, _ = queries_pass(inputs, shared, mask_grad=False)
+        d_q, _, _ = queries_pass(inputs, shared, mask_grad=False)
         n = inputs.layout.n_k
         return d_q, d_k.reshape(*self.stops.lead, n, -1), d_v.reshape(*self.stops.lead, n, -1)
 
