@@ -67,12 +67,12 @@ def attention(
     participant; the running statistic of causal doubly and hybrid visits
     them in position order over contiguous shards, in one sweep as causal
     ring softmax, and takes a two-level scan over zigzag shards (spec
-    DEF-SHARDED-ATTENTION, DEF-ZIGZAG-LAYOUT, complexity.md). No participant
-    holds more than its own shard, the key block it computes with and the
-    next one in flight (sent off before the computation, so that the transfer
-    overlaps it), and nothing of size ``(T, K)``. With ``"all-gather"``
-    (non-causal calls) every participant gathers every key and value once and
-    the column statistics are all-reduced (spec DEF-ALL-GATHER-STRATEGY).
+    DEF-SHARDED-ATTENTION, DEF-ZIGZAG-LAYOUT, complexity.md). A participant
+    holds its shard, the key block at hand and the next one in flight (the
+    transfer overlaps the computation), nothing of size ``(T, K)``. With
+    ``"all-gather"`` (non-causal) every participant gathers every key and
+    value once; the column statistics are all-reduced (spec
+    DEF-ALL-GATHER-STRATEGY).
 
     {schemes}
 
@@ -114,13 +114,11 @@ def attention(
         dnorm's convention, as torch's ``scaled_dot_product_attention``;
         torch's ``nn.MultiheadAttention`` marks padding with True instead.
     sink : float or array, optional
-        A learned sink (spec DEF-SINK), as in :func:`dnorm.attention`: one more
-        key of score ``sink`` and value 0 that every query of the whole
-        sequence sees (gpt-oss's sinks), for ``"softmax"``, ``"doubly"`` and
-        ``"hybrid"``; its column statistic is in closed form, so nothing more
-        travels. A number, or an array over the leading dims (one per head);
-        differentiable, its gradient shared among the participants as
-        ``alpha``'s.
+        A learned sink (spec DEF-SINK), as in :func:`dnorm.attention`, for
+        ``"softmax"``, ``"doubly"`` and ``"hybrid"``: its column statistic is
+        in closed form, so nothing more travels. A number, or an array over
+        the leading dims (one per head); differentiable, its gradient shared
+        among the participants as ``alpha``'s.
     length_scale : float or array, optional
         Scalable softmax (spec DEF-LENGTH-SCALE), as in :func:`dnorm.attention`:
         the scores of query ``i`` times ``length_scale * log n_i``, ``n_i`` the
@@ -150,13 +148,10 @@ def attention(
         participant (memory ``O(L D)`` per participant against fewer bytes
         sent: spec DEF-ALL-GATHER-STRATEGY, complexity.md).
     kernel : {"auto", "array-api", "triton"}, default "auto"
-        The implementation of each participant's stops: the array-API
-        kernels, or ``"triton"``, the fused Triton passes at every stop of
-        the same sweeps (torch tensors on a CUDA device, or CPU tensors under
-        ``TRITON_INTERPRET=1``; either layout and strategy; every scheme;
-        half precision read as it is). ``"auto"`` takes ``"triton"`` for CUDA tensors where
-        triton is installed and the call is one it serves, the array-API
-        kernels otherwise. The other names of :func:`dnorm.attention` raise
+        Each participant's stops: the array-API kernels, or the fused Triton
+        passes (torch tensors on a CUDA device, or CPU tensors under
+        ``TRITON_INTERPRET=1``; half precision read as it is), which
+        ``"auto"`` takes where they serve the call. The other names raise
         ``ValueError``: their kernels take no key block from elsewhere.
 
     Returns
@@ -182,11 +177,9 @@ def attention(
         normalization family's options (``sink``, ``length_scale``, ``bias``,
         ``scheme="sigmoid"``) with ``layout="zigzag"`` or
         ``strategy="all-gather"``, a ``kernel`` other than ``"auto"``,
-        ``"array-api"`` or ``"triton"``, ``kernel="triton"`` for a call its
-        stops do not serve (the reason named: arrays other than torch tensors
-        on a CUDA device or under the interpreter, and the refusals of
-        :func:`dnorm.attention`'s Triton kernels), and the errors of
-        :func:`dnorm.attention`.
+        ``"array-api"`` or ``"triton"``, ``kernel="triton"`` where its stops
+        cannot serve (as :func:`dnorm.attention`'s Triton kernels, the reason
+        named), and the errors of :func:`dnorm.attention`.
     NotImplementedError
         For ``scheme="sinkhorn"`` with ``causal`` or a ``sink``, and
         ``"stick-breaking"``, not sharded yet.
