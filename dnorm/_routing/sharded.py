@@ -4,9 +4,9 @@ The sharded call has two implementations, each satisfying :class:`.contract.Diff
 adapters wrap them as they wrap those of :mod:`.implementations` (neither is a :class:`.contract.Implementation`:
 they take a ring):
 
-* :class:`Sharded`, the array-API kernels of :mod:`dnorm._kernels.sharded` (and of
+* :data:`SHARDED`, the array-API kernels of :mod:`dnorm._kernels.sharded` (and of
   :mod:`dnorm._kernels.sharded_zigzag` for causal zigzag shards), every scheme on every backend;
-* :class:`FusedSharded`, the same sweeps with each stop on the Triton passes (:mod:`dnorm._triton.sharded`,
+* :data:`FUSED`, the same sweeps with each stop on the Triton passes (:mod:`dnorm._triton.sharded`,
   :mod:`dnorm._triton.sharded_zigzag`): torch tensors on a CUDA device (or, asked for, under Triton's
   interpreter).
 
@@ -16,7 +16,9 @@ do not refuse it (:func:`fused_refusal`); a forced ``kernel="triton"`` they refu
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from .. import _validate as check
@@ -42,57 +44,13 @@ Array = Any
 KERNELS = ("auto", "array-api", "triton")
 
 
+@dataclass(frozen=True)
 class Sharded:
-    """The sharded kernels: every scheme, forward and backward, over the participants of a :class:`Ring`."""
+    """The sharded computation, every scheme, forward and backward, over the participants of a :class:`Ring`: its
+    stops on the array-API kernels, or ``fused`` on the Triton passes (torch tensors; CPU ones under Triton's
+    interpreter)."""
 
-    def infer(self, *inputs: Array, options: sharded.ShardedOptions, xp: Any) -> Array:
-        return self.forward(*inputs, options=options, xp=xp)[0]
-
-    def forward(
-        self,
-        query: Array,
-        key: Array,
-        value: Array,
-        key_mask: Array | None,
-        alpha: Array,
-        seed: None,
-        /,
-        *,
-        options: sharded.ShardedOptions,
-        xp: Any,
-    ) -> tuple[Array, sharded.Residuals]:
-        if _zigzag(options):
-            return sharded_zigzag.forward(query, key, value, key_mask, alpha, options=options, xp=xp)
-        return sharded.forward(query, key, value, key_mask, alpha, options=options, xp=xp)
-
-    def backward(
-        self,
-        query: Array,
-        key: Array,
-        value: Array,
-        key_mask: Array | None,
-        alpha: Array,
-        seed: None,
-        out: Array,
-        residuals: sharded.Residuals,
-        grad: Array,
-        /,
-        *,
-        options: sharded.ShardedOptions,
-        mask_grad: bool,
-        xp: Any,
-    ) -> tuple[Array, Array, Array, None, Array | None]:
-        passes = sharded_zigzag_backward if _zigzag(options) else sharded_backward
-        d_query, d_key, d_value, d_alpha = passes.backward(
-            query, key, value, key_mask, alpha, out, residuals, grad, options=options, xp=xp
-        )
-        return d_query, d_key, d_value, None, _shared(d_alpha, alpha, options)
-
-
-class FusedSharded:
-    """The sharded sweeps with each stop on the Triton passes (:mod:`dnorm._triton.sharded`, and
-    :mod:`dnorm._triton.sharded_zigzag` for causal zigzag shards): every scheme the sharded call takes; the arrays
-    are torch tensors (CPU ones under Triton's interpreter)."""
+    fused: bool
 
     def infer(self, *inputs: Array, options: sharded.ShardedOptions, xp: Any) -> Array:
         return self.forward(*inputs, options=options, xp=xp)[0]
@@ -110,11 +68,8 @@ class FusedSharded:
         options: sharded.ShardedOptions,
         xp: Any,
     ) -> tuple[Array, Any]:
-        from .._triton import sharded as contiguous
-        from .._triton import sharded_zigzag as zigzag
-
-        fused: Any = zigzag if _zigzag(options) else contiguous
-        out, residuals = fused.forward(query, key, value, key_mask, alpha, options=options)
+        forward, _ = self.passes(options, xp=xp)
+        out, residuals = forward(query, key, value, key_mask, alpha, options=options)
         return out, residuals
 
     def backward(
@@ -134,17 +89,31 @@ class FusedSharded:
         mask_grad: bool,
         xp: Any,
     ) -> tuple[Array, Array, Array, None, Array | None]:
-        from .._triton import sharded_backward, sharded_zigzag_backward
-
-        fused: Any = sharded_zigzag_backward if _zigzag(options) else sharded_backward
-        d_query, d_key, d_value, d_alpha = fused.backward(
+        _, backward = self.passes(options, xp=xp)
+        d_query, d_key, d_value, d_alpha = backward(
             query, key, value, key_mask, alpha, out, residuals, grad, options=options
         )
         return d_query, d_key, d_value, None, _shared(d_alpha, alpha, options)
 
+    def passes(self, options: sharded.ShardedOptions, /, *, xp: Any) -> tuple[Any, Any]:
+        """The forward and backward functions of a call: contiguous or causal zigzag shards, array-API or fused."""
+        zigzag = _zigzag(options)
+        if self.fused:
+            from .._triton import sharded as fused
+            from .._triton import sharded_backward as fused_backward
+            from .._triton import sharded_zigzag as fused_zigzag
+            from .._triton import sharded_zigzag_backward as fused_zigzag_backward
 
-SHARDED = Sharded()
-FUSED = FusedSharded()
+            if zigzag:
+                return fused_zigzag.forward, fused_zigzag_backward.backward
+            return fused.forward, fused_backward.backward
+        forward = sharded_zigzag.forward if zigzag else sharded.forward
+        backward = sharded_zigzag_backward.backward if zigzag else sharded_backward.backward
+        return functools.partial(forward, xp=xp), functools.partial(backward, xp=xp)
+
+
+SHARDED = Sharded(fused=False)
+FUSED = Sharded(fused=True)
 
 
 def _shared(d_params: Any, params: Any, options: sharded.ShardedOptions, /) -> Any:
@@ -168,9 +137,7 @@ def fused_refusal(query: Array, key: Array, value: Array, request: check.Request
     return TRITON.refuses(call, query, key, value, None)
 
 
-def _implementation(
-    query: Array, key: Array, value: Array, request: check.Request, /, *, xp: Any
-) -> Sharded | FusedSharded:
+def _implementation(query: Array, key: Array, value: Array, request: check.Request, /, *, xp: Any) -> Sharded:
     """The implementation a call takes: ``kernel=`` forced, or under ``"auto"`` the fused stops where they serve."""
     if request.kernel == "array-api":
         return SHARDED
