@@ -6,9 +6,9 @@ every scheme but sigmoid attention (its row bias: the public call on gloo proces
 or not, on the ring and gathered and over zigzag shards, with grouped heads (2 query heads
 per key head), padded keys, a softcap, a hybrid weight per batch entry and a sink; 2, 3 and 4 participants (the
 interpreter's time grows with the heads: the longest sweeps take one batch entry and one key head). The
-interpreter runs one kernel at a time in a process (it rebinds ``triton.language`` while it runs one), so the
-threads' launches take turns (:func:`one_launch_at_a_time`); gloo processes run the public call
-(tests/test_distributed.py).
+interpreter runs one kernel at a time in a process (it rebinds ``triton.language`` while it runs one, and parses
+a kernel's source at its first launch), so the threads' launches take turns (:func:`one_launch_at_a_time`); gloo
+processes run the public call (tests/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -36,16 +36,18 @@ RNG = np.random.default_rng(23)
 
 @pytest.fixture(autouse=True)
 def one_launch_at_a_time(monkeypatch):
+    """Each launch whole under one lock: the kernel's run, and before it its first rewrite (``ast.parse``, which
+    two threads of CPython 3.11 may not run at once: "AST constructor recursion depth mismatch")."""
     from triton.runtime import interpreter
 
     turn = threading.Lock()
-    run_grid = interpreter.GridExecutor.__call__
+    launch = interpreter.InterpretedFunction.run
 
     def taking_turns(self, *args, **kwargs):
         with turn:
-            return run_grid(self, *args, **kwargs)
+            return launch(self, *args, **kwargs)
 
-    monkeypatch.setattr(interpreter.GridExecutor, "__call__", taking_turns)
+    monkeypatch.setattr(interpreter.InterpretedFunction, "run", taking_turns)
 
 
 def _problem(size, *, n=5, batch=2, heads=2):
