@@ -93,8 +93,10 @@ class Stops:
         the queries ``q_start`` positions after the block's first key (0: the causal triangle of the own block)."""
         q, alpha = self.query if query is None else query, self.alpha
         layout = dense(q, key, value, key_mask, alpha, None, self.lead)
-        row_bias = self.row_bias if query is None else None  # sigmoid attention: contiguous shards alone
-        return Inputs(q, key, value, key_mask, alpha, layout, replace(self.launch, q_start=q_start), row_bias)
+        if query is not None and self.row_bias is not None:  # a part of the rows would need its part of the bias
+            msg = "sigmoid attention's row bias is per row of every query: its stops take the queries whole"
+            raise ValueError(msg)
+        return Inputs(q, key, value, key_mask, alpha, layout, replace(self.launch, q_start=q_start), self.row_bias)
 
     def seen(self, turn: Turn, key: Tensor, /) -> int | None:
         """Where this participant's queries begin among the positions of the block a turn holds (``q_start``),

@@ -96,6 +96,7 @@ class _Work:
         self.stops, self.residuals, self.grad, self.delta_b, self.delta_p = stops, residuals, grad, delta_b, delta_p
         self.rounds = len(residuals.columns)
         self.n_rows = stops.rows()
+        self.d_rows: list[Tensor] = []  # the row potentials' gradients, found by potentials() from the last round
 
     def shared(
         self,
@@ -142,7 +143,6 @@ class _Work:
         if options.gathered:
             gamma = options.ring.total(gamma)
         d_columns = [-gamma]
-        self.d_rows: list[Tensor] = []
         for u in range(self.rounds - 2, -1, -1):
             d_columns.insert(0, torch.zeros_like(gamma))  # round u's, found next
             d_row = self._row_sums(key, key_mask, d_columns, u)
@@ -188,9 +188,8 @@ class _Work:
 
     def padded_rows(self) -> list[Tensor]:
         """The row potentials' gradients found so far, placed at their rounds (zeros before them)."""
-        rows: list[Tensor] = getattr(self, "d_rows", [])
-        missing = max(self.rounds - 1, 1) - len(rows)
-        return [torch.zeros(self.n_rows, dtype=self.stops.acc, device=self.grad.device)] * missing + rows
+        missing = max(self.rounds - 1, 1) - len(self.d_rows)
+        return [torch.zeros(self.n_rows, dtype=self.stops.acc, device=self.grad.device)] * missing + self.d_rows
 
     def scores_pass(
         self, key: Tensor, value: Tensor, key_mask: Tensor | None, d_columns: list[Tensor]
